@@ -1,0 +1,102 @@
+"""Aligned working frame: similarity crop of a photo, and thin-plate-spline warps between landmark sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.geometry.transform import get_tps_transform, invert_affine_transform, warp_affine, warp_image_tps
+
+# iBUG 68-point index ranges
+JAW = slice(0, 17)
+BROWS = slice(17, 27)
+NOSE_BRIDGE = slice(27, 31)
+LEFT_EYE = slice(36, 42)
+RIGHT_EYE = slice(42, 48)
+MOUTH = slice(48, 68)
+# Inner-lip points (60-67) coincide pairwise on a closed mouth, which makes a TPS system singular.
+TPS_POINTS = slice(0, 60)
+
+
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return landmarks[..., LEFT_EYE, :].mean(-2), landmarks[..., RIGHT_EYE, :].mean(-2)
+
+
+def interocular(landmarks: np.ndarray) -> float:
+    left, right = eye_centres(landmarks)
+    return float(np.linalg.norm(right - left))
+
+
+def frame_matrix(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """2x3 similarity taking photo pixels to a ``size`` square frame around the face.
+
+    The square follows the FFHQ alignment rule (eyes and mouth fix centre, angle and side = 4x eye distance).
+    """
+    left, right = eye_centres(landmarks)
+    eye_avg = (left + right) / 2
+    mouth_avg = (landmarks[48] + landmarks[54]) / 2
+    eye_to_eye, eye_to_mouth = right - left, mouth_avg - eye_avg
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    x /= np.hypot(*x)
+    half = scale * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    centre = eye_avg + eye_to_mouth * 0.1
+    s = size / (2 * half)
+    rot = np.array([[x[0], x[1]], [-x[1], x[0]]])  # rows: frame x axis, frame y axis (image y points down)
+    origin = centre - half * x - half * np.array([-x[1], x[0]])
+    return np.concatenate([s * rot, (-s * rot @ origin)[:, None]], axis=1)
+
+
+def apply_matrix(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp_to_frame(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
+    """Resample a (B, C, H, W) photo into the frame; outside the photo is 0."""
+    m = torch.as_tensor(matrix, dtype=image.dtype, device=image.device)[None].expand(image.shape[0], 2, 3)
+    return warp_affine(image, m, (size, size), mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def warp_from_frame(frame: torch.Tensor, matrix: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """Inverse of ``warp_to_frame``: put a frame back into photo coordinates (outside the frame is 0)."""
+    m = torch.as_tensor(matrix, dtype=frame.dtype, device=frame.device)[None]
+    return warp_affine(frame, invert_affine_transform(m).expand(frame.shape[0], 2, 3), (height, width),
+                       mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _border_anchors(size: int, per_side: int = 4) -> np.ndarray:
+    t = np.linspace(0, size - 1, per_side + 1)[:-1]
+    e = size - 1
+    return np.concatenate([np.stack([t, 0 * t], 1), np.stack([e + 0 * t, t], 1),
+                           np.stack([e - t, e + 0 * t], 1), np.stack([0 * t, e - t], 1)])
+
+
+def tps_warp(images: torch.Tensor, points_from: np.ndarray, points_to: np.ndarray) -> torch.Tensor:
+    """Warp (B, C, S, S) frames so that landmarks ``points_from`` (B, N, 2) land on ``points_to`` ((B,) N, 2).
+
+    The frame border is pinned so the spline stays tame away from the face. Only ``TPS_POINTS`` drive it.
+    """
+    b, _, size, _ = images.shape
+    points_from, points_to = points_from[:, TPS_POINTS], points_to[..., TPS_POINTS, :]
+    anchors = np.broadcast_to(_border_anchors(size), (b, 4 * 4, 2))
+    src = np.concatenate([points_from, anchors], axis=1)
+    dst = np.concatenate([np.broadcast_to(points_to, points_from.shape), anchors], axis=1)
+
+    def normalised(p):  # grid_sample frame with align_corners=False
+        return torch.as_tensor((2 * p + 1) / size - 1, dtype=images.dtype, device=images.device)
+
+    src_n, dst_n = normalised(src), normalised(dst)
+    kernel_weights, affine_weights = get_tps_transform(dst_n, src_n)
+    return warp_image_tps(images, src_n, kernel_weights, affine_weights)
+
+
+def shape_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Landmark-shape difference after the best similarity fit (Procrustes), in units of a's eye distance.
+
+    Small when two faces have the same head pose and expression.
+    """
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    u, sv, vt = np.linalg.svd(cb.T @ ca)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1, d]) @ vt
+    scale = (sv * [1, d]).sum() / (cb**2).sum()
+    fitted = scale * cb @ rot
+    return float(np.sqrt(((fitted - ca) ** 2).sum(1)).mean() / interocular(a))

@@ -1,0 +1,145 @@
+"""Face detection and 68-point landmarks (iBUG 300-W layout).
+
+Backends: ``dlib`` (offline default: dlib-bin + face_recognition_models' shape predictor) and ``fan``
+(face-alignment's FAN, which downloads its weights on first use).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optimswap.io import ImageError
+
+DETECT_MAX_SIDE = 640  # HOG detection runs on a copy at most this large (speed); landmarks use full resolution
+
+
+class BackendUnavailable(RuntimeError):
+    """An optional model or package is missing; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in photo pixels
+    landmarks: np.ndarray  # (68, 2) float64, (x, y) photo pixels
+
+    @property
+    def area(self) -> float:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+def face_recognition_models_dir() -> Path:
+    """Folder of face_recognition_models' .dat files, found without importing it (its __init__ needs
+    pkg_resources, which new setuptools no longer ship)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("face_recognition_models is not installed: pip install face_recognition_models==0.3.0")
+    return Path(spec.submodule_search_locations[0]) / "models"
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError as err:
+        raise BackendUnavailable("dlib is not installed: pip install dlib-bin") from err
+    return dlib
+
+
+@functools.lru_cache(maxsize=None)
+def _dlib_models():
+    dlib = _import_dlib()
+    predictor = face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
+    if not predictor.is_file():
+        raise BackendUnavailable(f"missing {predictor}: reinstall face_recognition_models==0.3.0")
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor))
+
+
+def _detect_dlib(image: np.ndarray) -> list[Face]:
+    dlib = _import_dlib()
+    detector, predictor = _dlib_models()
+    scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
+    small = image if scale == 1.0 else np.asarray(_resize(image, scale))
+    # One upsampling finds faces down to ~40 px in the detection copy.
+    rects = detector(small, 1)
+    faces = []
+    for r in rects:
+        box = dlib.rectangle(*(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom())))
+        shape = predictor(image, box)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        faces.append(Face((box.left(), box.top(), box.right(), box.bottom()), pts))
+    return faces
+
+
+def _resize(image: np.ndarray, scale: float):
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+
+
+@functools.lru_cache(maxsize=None)
+def _fan_model(device: str):
+    try:
+        import face_alignment
+    except ImportError as err:
+        raise BackendUnavailable("the 'fan' landmark backend needs face-alignment: pip install 'optimswap[fan]'") from err
+    try:
+        return face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device)
+    except Exception as err:  # URLError/HTTPError offline, or a corrupt cache
+        raise BackendUnavailable(
+            f"face-alignment could not load its FAN weights ({err}); they are downloaded on first use, "
+            "so this backend needs internet once. Use --landmarks dlib offline."
+        ) from err
+
+
+def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
+    result = _fan_model(device).get_landmarks_from_image(image, return_bboxes=True)
+    landmarks, _, boxes = result if result is not None else (None, None, None)
+    if landmarks is None:
+        return []
+    return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes)]
+
+
+BACKENDS = {"dlib": _detect_dlib, "fan": _detect_fan}
+
+
+def detect_faces(image: np.ndarray, backend: str = "dlib") -> list[Face]:
+    """All faces in an RGB uint8 photo, largest first."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown landmark backend {backend!r}; choose from {sorted(BACKENDS)}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
+    image = np.ascontiguousarray(image)  # dlib needs C order
+    return sorted(BACKENDS[backend](image), key=lambda f: -f.area)
+
+
+def find_face(image: np.ndarray, backend: str = "dlib", face_index: int = 0, name: str = "photo") -> Face:
+    """The face at ``face_index`` (0 = largest), with an error that says what was found otherwise."""
+    faces = detect_faces(image, backend)
+    if not faces:
+        raise ImageError(f"{name}: no face found")
+    if not 0 <= face_index < len(faces):
+        raise ImageError(f"{name}: face index {face_index} requested but {len(faces)} face(s) found")
+    return faces[face_index]
+
+
+def face_descriptor(image: np.ndarray, face: Face) -> np.ndarray:
+    """dlib's 128-d ResNet face descriptor (face_recognition_models); same person usually < 0.6 apart."""
+    dlib = _import_dlib()
+    model = _dlib_recognizer()
+    box = dlib.rectangle(*(int(round(v)) for v in face.box))
+    shape = dlib.full_object_detection(box, [dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
+    return np.asarray(model.compute_face_descriptor(np.ascontiguousarray(image), shape), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _dlib_recognizer():
+    dlib = _import_dlib()
+    path = face_recognition_models_dir() / "dlib_face_recognition_resnet_model_v1.dat"
+    if not path.is_file():
+        raise BackendUnavailable(f"missing {path}: reinstall face_recognition_models==0.3.0")
+    return dlib.face_recognition_model_v1(str(path))

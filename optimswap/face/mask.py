@@ -1,0 +1,38 @@
+"""Soft face mask from 68 landmarks: jaw line plus a forehead raised above the brows, feathered."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.filters import gaussian_blur2d
+from matplotlib.path import Path as PolyPath
+from scipy.spatial import ConvexHull
+
+from optimswap.face.align import BROWS, JAW, NOSE_BRIDGE
+
+
+def face_polygon(landmarks: np.ndarray, forehead: float = 0.6) -> np.ndarray:
+    """Convex outline (M, 2) of jaw points and brow points lifted by ``forehead`` x nose-bridge length."""
+    bridge = landmarks[NOSE_BRIDGE.stop] - landmarks[NOSE_BRIDGE.start]  # points down the nose
+    brows = landmarks[BROWS] - forehead * bridge
+    pts = np.concatenate([landmarks[JAW], brows])
+    return pts[ConvexHull(pts).vertices]
+
+
+def face_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015,
+              device: str | torch.device = "cpu") -> torch.Tensor:
+    """(1, 1, size, size) mask in [0, 1] for landmarks given in frame pixels.
+
+    The hard polygon is grown by one feather width before blurring, so every landmark (jaw points lie on
+    the outline) sits at >= 0.5 and the soft edge falls on skin/background just outside the jaw.
+    """
+    poly = face_polygon(landmarks, forehead)
+    sigma = max(feather * size, 0.5)
+    centre = poly.mean(0)
+    radial = poly - centre
+    grown = centre + radial * (1 + sigma / np.linalg.norm(radial, axis=1, keepdims=True))
+    ys, xs = np.mgrid[0:size, 0:size]
+    inside = PolyPath(grown).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
+    hard = torch.as_tensor(inside, dtype=torch.float32, device=device)[None, None]
+    k = int(2 * round(3 * sigma) + 1)
+    return gaussian_blur2d(hard, (k, k), (sigma, sigma), border_type="constant").clamp(0, 1)

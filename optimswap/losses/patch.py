@@ -1,0 +1,173 @@
+"""CNNMRF patch loss (Li & Wand 2016) with a landmark-restricted nearest-neighbour search.
+
+Every 3x3 patch of the image's feature map is pulled towards its nearest neighbour (normalised
+cross-correlation) among the patches of all warped target maps. Because the targets are warped into the
+source's landmark geometry, "the same facial region" is a window of ``radius`` cells around the same position.
+
+Search and loss are split as in the calibration notes: the search (costly) runs every few L-BFGS iterations;
+between searches the loss against the fixed matches is a cheap weighted MSE. Expanding
+sum_p w(p) sum_u |x(p+u) - t(p+d_p+u)|^2 over the 9 patch cells u gives, per position q, a weighted squared
+distance to the average A(q) of the 9 target values voted onto q, plus a constant (the spread of those votes)
+that is computed once per search: the value and gradient are exactly the patch loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_EPS = 1e-8
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 neighbourhood (zero padding), (B, 1, H, W) -> same."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True) * 9.0
+
+
+def _check(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"features must be (1, C, H, W), got {tuple(x.shape)}")
+    if targets.ndim != 4 or targets.shape[1:] != x.shape[1:]:
+        raise ValueError(f"targets must be (K, C, H, W) matching {tuple(x.shape[1:])}, got {tuple(targets.shape)}")
+    if valid.shape != (targets.shape[0], 1, *x.shape[2:]):
+        raise ValueError(f"valid must be (K, 1, H, W), got {tuple(valid.shape)}")
+
+
+@dataclass
+class Matches:
+    """Best target patch per position: target index, offset (dy, dx) and whether any candidate existed."""
+
+    k: torch.Tensor  # (H, W) long
+    dy: torch.Tensor  # (H, W) long
+    dx: torch.Tensor  # (H, W) long
+    found: torch.Tensor  # (H, W) bool
+    score: torch.Tensor  # (H, W) normalised cross-correlation of the match
+
+
+@torch.no_grad()
+def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, radius: int,
+                    region: torch.Tensor | None = None) -> Matches:
+    """Nearest 3x3 target patch (normalised cross-correlation) within ``radius`` cells of each position.
+
+    x: (1, C, H, W) image features; targets: (K, C, H, W); valid: (K, 1, H, W) in [0, 1], where a candidate
+    patch must be valid on all 9 cells. Border positions are never matched. ``region`` (H, W) bool limits the positions searched (others: not found).
+    """
+    _check(x, targets, valid)
+    _, _, h, w = x.shape
+    y0, y1, x0, x1 = 0, h, 0, w
+    if region is not None and region.any():
+        rows, cols = region.any(1).nonzero()[:, 0], region.any(0).nonzero()[:, 0]
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    r = radius
+    # Pad so that every candidate window of the crop [y0-1-r, y1+1+r) is addressable; padding is invalid.
+    pad = r + 1
+    t_pad = F.pad(targets, (pad, pad, pad, pad))
+    t_norm = F.pad(_box3((targets**2).sum(1, keepdim=True)).sqrt(), (pad, pad, pad, pad))
+    ok_pad = F.pad((_box3(valid) > 9 - 1e-3).float(), (pad, pad, pad, pad))
+    # The crop of x with a 1-cell border so that box filtering over the crop is exact at its edges.
+    cy0, cy1, cx0, cx1 = max(y0 - 1, 0), min(y1 + 1, h), max(x0 - 1, 0), min(x1 + 1, w)
+    xc = x[:, :, cy0:cy1, cx0:cx1]
+    hh, ww = cy1 - cy0, cx1 - cx0
+    best = torch.full((targets.shape[0], hh, ww), -2.0, device=x.device)
+    best_dy = torch.zeros_like(best, dtype=torch.long)
+    best_dx = torch.zeros_like(best_dy)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            ys, xs = cy0 + dy + pad, cx0 + dx + pad
+            t = t_pad[:, :, ys : ys + hh, xs : xs + ww]
+            dot = _box3((xc * t).sum(1, keepdim=True))
+            score = (dot / (t_norm[:, :, ys : ys + hh, xs : xs + ww] + _EPS))[:, 0]
+            score = torch.where(ok_pad[:, 0, ys : ys + hh, xs : xs + ww] > 0, score, torch.full_like(score, -2.0))
+            better = score > best
+            best = torch.where(better, score, best)
+            best_dy[better], best_dx[better] = dy, dx
+    x_norm = _box3((xc**2).sum(1, keepdim=True))[0].sqrt() + _EPS  # (1, hh, ww): turns dot/|t| into NCC
+    score_c, k_c = best.max(0)
+    sel = k_c[None]
+    out = Matches(
+        k=torch.zeros(h, w, dtype=torch.long, device=x.device),
+        dy=torch.zeros(h, w, dtype=torch.long, device=x.device),
+        dx=torch.zeros(h, w, dtype=torch.long, device=x.device),
+        found=torch.zeros(h, w, dtype=torch.bool, device=x.device),
+        score=torch.full((h, w), -2.0, device=x.device),
+    )
+    inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+    out.k[y0:y1, x0:x1] = k_c[inner]
+    out.dy[y0:y1, x0:x1] = best_dy.gather(0, sel)[0][inner]
+    out.dx[y0:y1, x0:x1] = best_dx.gather(0, sel)[0][inner]
+    out.found[y0:y1, x0:x1] = score_c[inner] > -1.5
+    out.score[y0:y1, x0:x1] = torch.where(score_c > -1.5, score_c / x_norm[0], score_c)[inner]
+    # Only patches lying wholly inside the map take part (no zero-padded cells on either side).
+    out.found[[0, -1], :] = False
+    out.found[:, [0, -1]] = False
+    if region is not None:
+        out.found &= region
+    return out
+
+
+@torch.no_grad()
+def vote(targets: torch.Tensor, matches: Matches, weight: torch.Tensor):
+    """Average target value each position receives from the 3x3 matched patches that cover it.
+
+    weight: (H, W) per-patch weight. Returns (A (1, C, H, W), W (1, 1, H, W), constant): the patch loss is
+    sum W |x - A|^2 + constant.
+    """
+    k_n, c, h, w = targets.shape
+    flat = targets.permute(1, 0, 2, 3).reshape(c, -1)
+    wp = weight.to(targets.dtype) * matches.found
+    acc = targets.new_zeros(c, h * w)
+    acc_sq = targets.new_zeros(h * w)
+    total = targets.new_zeros(h * w)
+    qy, qx = torch.meshgrid(torch.arange(h, device=targets.device), torch.arange(w, device=targets.device), indexing="ij")
+    for uy in (-1, 0, 1):
+        for ux in (-1, 0, 1):
+            # Patch centred at p = q - u contributes t(p + d + u) = t(q + d_p) to position q.
+            py, px = qy - uy, qx - ux
+            inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+            pyc, pxc = py.clamp(0, h - 1), px.clamp(0, w - 1)
+            wq = torch.where(inside, wp[pyc, pxc], torch.zeros_like(wp))
+            ty = (qy + matches.dy[pyc, pxc]).clamp(0, h - 1)
+            tx = (qx + matches.dx[pyc, pxc]).clamp(0, w - 1)
+            vals = flat[:, (matches.k[pyc, pxc] * h + ty) * w + tx].reshape(c, -1)
+            wv = wq.reshape(-1)
+            acc += vals * wv
+            acc_sq += (vals**2).sum(0) * wv
+            total += wv
+    mean = acc / total.clamp_min(_EPS)
+    constant = (acc_sq - (mean**2).sum(0) * total).sum()
+    return mean.reshape(1, c, h, w), total.reshape(1, 1, h, w), constant
+
+
+def voted_patch_loss(x: torch.Tensor, voted: torch.Tensor, vote_weight: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+    """sum_q W(q) |x(q) - A(q)|^2 + constant = the CNNMRF patch loss for fixed matches."""
+    return (vote_weight * (x - voted) ** 2).sum() + constant
+
+
+class PatchStyleLoss(nn.Module):
+    """Restricted CNNMRF loss of one feature layer against K warped targets.
+
+    ``refresh(x)`` recomputes the matches; ``forward(x)`` returns the loss normalised per matched
+    patch element and by ``scale`` (mean squared source activation), so layers weigh alike.
+    """
+
+    def __init__(self, targets: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor, radius: int, scale: float):
+        super().__init__()
+        if weight.shape != targets.shape[2:]:
+            raise ValueError(f"weight must be (H, W) = {tuple(targets.shape[2:])}, got {tuple(weight.shape)}")
+        self.targets, self.valid, self.weight = targets.detach(), valid.detach(), weight.detach()
+        self.radius, self.scale = radius, scale
+        self.matches: Matches | None = None
+
+    def refresh(self, x: torch.Tensor) -> Matches:
+        self.matches = nearest_patches(x.detach(), self.targets, self.valid, self.radius, region=self.weight > 0)
+        self.voted, self.vote_weight, self.constant = vote(self.targets, self.matches, self.weight)
+        self.norm = 9.0 * float((self.weight * self.matches.found).sum().clamp_min(1.0)) * x.shape[1] * self.scale
+        return self.matches
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.matches is None:
+            self.refresh(x)
+        return voted_patch_loss(x, self.voted, self.vote_weight, self.constant) / self.norm

@@ -1,0 +1,97 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optimswap.losses import PatchStyleLoss, content_loss, nearest_patches, tv_loss, vote, voted_patch_loss
+
+
+def explicit_patch_loss(x, targets, m, weight):
+    """sum_p w(p) |patch_x(p) - patch_t(p + d_p)|^2 written with unfold (zero padding)."""
+    k, c, h, w = targets.shape
+    px = F.unfold(x, 3, padding=1).reshape(c * 9, h, w)
+    pt = F.unfold(targets, 3, padding=1).reshape(k, c * 9, h, w)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    chosen = pt[m.k, :, ys + m.dy, xs + m.dx].permute(2, 0, 1)
+    return ((weight * m.found) * ((px - chosen) ** 2).sum(0)).sum()
+
+
+def test_planted_match_is_found():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 12, 12, generator=g)
+    targets = torch.randn(3, 8, 12, 12, generator=g)
+    targets[2] = torch.roll(x[0], shifts=(1, -2), dims=(1, 2))  # x's patch at p sits at p + (1, -2) in target 2
+    m = nearest_patches(x, targets, torch.ones(3, 1, 12, 12), radius=2)
+    inner = (slice(2, 9), slice(3, 9))  # positions whose shifted 3x3 patch is fully inside
+    assert (m.k[inner] == 2).all()
+    assert (m.dy[inner] == 1).all() and (m.dx[inner] == -2).all()
+    assert torch.allclose(m.score[inner], torch.ones_like(m.score[inner]), atol=1e-4)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_restricted_search_stays_in_window(radius):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 16, 16, generator=g)
+    targets = torch.randn(2, 4, 16, 16, generator=g)
+    # A perfect copy of every patch far outside the window must be ignored.
+    targets[1] = torch.roll(x[0], shifts=(radius + 3, 0), dims=(1, 2))
+    m = nearest_patches(x, targets, torch.ones(2, 1, 16, 16), radius=radius)
+    assert m.dy.abs().max() <= radius and m.dx.abs().max() <= radius
+    assert m.score[m.found].max() < 0.99
+
+
+def test_invalid_target_cells_are_never_matched():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 4, 10, 10, generator=g)
+    targets = x.repeat(2, 1, 1, 1) + 0.01 * torch.randn(2, 4, 10, 10, generator=g)
+    valid = torch.ones(2, 1, 10, 10)
+    valid[0] = 0  # target 0 is a perfect match but entirely outside its photo
+    m = nearest_patches(x, targets, valid, radius=1)
+    assert (m.k[m.found] == 1).all()
+
+
+def test_voted_loss_equals_explicit_patch_loss_and_gradient():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 5, 9, 9, generator=g, dtype=torch.float64)
+    targets = torch.randn(3, 5, 9, 9, generator=g, dtype=torch.float64)
+    weight = torch.rand(9, 9, generator=g, dtype=torch.float64)
+    m = nearest_patches(x.float(), targets.float(), torch.ones(3, 1, 9, 9), radius=1)
+    voted, vw, const = vote(targets, m, weight)
+    y = x.clone().requires_grad_(True)
+    fast = voted_patch_loss(y, voted, vw, const)
+    z = x.clone().requires_grad_(True)
+    slow = explicit_patch_loss(z, targets, m, weight)
+    assert torch.allclose(fast, slow, rtol=1e-9)
+    (gf,) = torch.autograd.grad(fast, y)
+    (gs,) = torch.autograd.grad(slow, z)
+    assert torch.allclose(gf, gs, rtol=1e-9, atol=1e-12)
+
+
+def test_patch_loss_gradcheck_and_zero_at_target():
+    g = torch.Generator().manual_seed(4)
+    targets = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
+    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64), 1, 1.0)
+    x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    loss.refresh(x)
+    assert torch.autograd.gradcheck(loss, (x,))
+    same = targets[1:2].clone()
+    loss.refresh(same)
+    assert loss(same).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_content_and_tv_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: content_loss(t, b), (a,))
+    assert torch.autograd.gradcheck(tv_loss, (a,))
+    assert content_loss(b, b).item() == 0.0
+    assert tv_loss(torch.ones(1, 3, 5, 5)).item() == 0.0
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError):
+        nearest_patches(torch.zeros(1, 3, 4, 4), torch.zeros(2, 4, 4, 4), torch.ones(2, 1, 4, 4), 1)
+    with pytest.raises(ValueError):
+        content_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+    with pytest.raises(ValueError):
+        tv_loss(torch.zeros(3, 4, 4))
