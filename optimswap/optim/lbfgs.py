@@ -27,7 +27,7 @@ def run_lbfgs(param: torch.Tensor, render: Callable[[torch.Tensor], torch.Tensor
         opt.zero_grad()
         total, parts = objective(render(param))
         total.backward()
-        history.append({"eval": len(history), "total": float(total), **{k: float(v) for k, v in parts.items()},
+        history.append({"eval": len(history), "total": total.item(), **{k: float(v) for k, v in parts.items()},
                         "seconds": time.perf_counter() - start})
         return total
 
