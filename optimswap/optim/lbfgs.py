@@ -36,9 +36,9 @@ def run_lbfgs(param: torch.Tensor, render: Callable[[torch.Tensor], torch.Tensor
         with torch.no_grad():
             objective.refresh(render(param))
         opt.param_groups[0]["max_iter"] = min(refresh_every, iters - done)
-        before = opt.state[opt._params[0]].get("n_iter", 0)
+        before = opt.state[param].get("n_iter", 0)
         opt.step(closure)
-        ran = opt.state[opt._params[0]].get("n_iter", 0) - before
+        ran = opt.state[param].get("n_iter", 0) - before
         bar.update(min(max(ran, 1), iters - done))
         done += max(ran, 1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in history[-1].items() if k not in ("eval", "seconds")})
