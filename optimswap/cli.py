@@ -15,13 +15,6 @@ from optimswap.config import PRESETS, preset
 from optimswap.face import BackendUnavailable
 from optimswap.io import ImageError, write_image, write_json
 
-# Option name -> SwapConfig field; None values leave the preset's value.
-OVERRIDES = {
-    "size": int, "levels": int, "iters": int, "seed": int, "device": str, "encoder": str, "landmarks": str,
-    "n_targets": int, "content_weight": float, "style_weight": float, "tv_weight": float, "warp_strength": float,
-}
-
-
 def _swap_options(f):
     opts = [
         click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
