@@ -1,6 +1,6 @@
 """Seconds per L-BFGS iteration of the swap objective vs the bare VGG forward+backward at the same size.
 
-python bench/iteration_cost.py [--iters 20]
+python bench/iteration_cost.py [--iters 20] [--sizes 128 256] [--targets 1 4 8]
 Iteration cost includes the nearest-neighbour refreshes (every `refresh_every` iterations), amortised.
 Target (issue #2): ratio <= 2. A GPU column is added when CUDA is available.
 """
@@ -59,6 +59,8 @@ def iteration(cfg, size, n_targets, device, iters):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--targets", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
     cfg = preset("default")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -67,9 +69,10 @@ def main():
     print("| device | size | targets | s / iteration | evals / iteration | VGG fwd+bwd s | ratio |")
     print("|---|---|---|---|---|---|---|")
     for device in devices:
-        for size in (128, 256):
+        iteration(cfg, 128, 1, device, 2)  # warm-up: first-call allocations and weight loading stay out of the table
+        for size in args.sizes:
             vgg = vgg_pass(cfg, size, device)
-            for k in (1, 4, 8):
+            for k in args.targets:
                 per_iter, evals = iteration(cfg, size, k, device, args.iters)
                 # An L-BFGS iteration may take more than one evaluation (line search): the fair ratio is per evaluation too.
                 print(f"| {device.type} | {size} | {k} | {per_iter:.3f} | {evals:.2f} | {vgg:.3f} | {per_iter / vgg:.2f} |", flush=True)

@@ -107,7 +107,7 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             shape = feat.shape[-2:]
             scale = float((source_feats[layer] ** 2).mean().clamp_min(1e-8))
             loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0],
-                                  search_radius(cfg, level.size, layer), scale)
+                                  search_radius(cfg, level.size, layer), scale, cfg.search_energy)
             terms.append(Term(f"style_{layer}", cfg.style_weight * layer_weight, loss, layer))
         terms.append(Term("tv", cfg.tv_weight, TVLoss(), None))
         return Objective(encoder, terms)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from optimswap.losses import PatchStyleLoss, content_loss, nearest_patches, tv_loss, vote, voted_patch_loss
+from optimswap.losses import (PatchStyleLoss, content_loss, nearest_patches, principal_projection, project, tv_loss, vote,
+                              voted_patch_loss)
 
 
 def explicit_patch_loss(x, targets, m, weight):
@@ -95,3 +96,32 @@ def test_shape_errors():
         content_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
     with pytest.raises(ValueError):
         tv_loss(torch.zeros(3, 4, 4))
+
+
+def test_principal_projection_keeps_the_requested_energy():
+    g = torch.Generator().manual_seed(5)
+    # Rank-3 features in 16 channels plus faint noise: 3 directions carry nearly all the energy.
+    targets = torch.einsum("cr,krhw->kchw", torch.randn(16, 3, generator=g), torch.randn(2, 3, 8, 8, generator=g))
+    targets = targets + 1e-3 * torch.randn(targets.shape, generator=g)
+    valid = torch.ones(2, 1, 8, 8)
+    basis = principal_projection(targets, valid, 0.999)
+    assert basis.shape == (16, 3)
+    assert torch.allclose(basis.T @ basis, torch.eye(3), atol=1e-5)
+    kept = project(targets, basis).square().sum() / targets.square().sum()
+    assert kept > 0.999
+    assert principal_projection(targets, valid, 1.0) is None
+    with pytest.raises(ValueError):
+        principal_projection(targets, valid, 0.0)
+
+
+def test_projected_search_finds_the_planted_match():
+    g = torch.Generator().manual_seed(6)
+    mix = torch.randn(32, 6, generator=g)
+    x = torch.einsum("cr,brhw->bchw", mix, torch.randn(1, 6, 12, 12, generator=g)).relu()
+    targets = torch.einsum("cr,krhw->kchw", mix, torch.randn(3, 6, 12, 12, generator=g)).relu()
+    targets[1] = torch.roll(x[0], shifts=(-1, 2), dims=(1, 2))
+    loss = PatchStyleLoss(targets, torch.ones(3, 1, 12, 12), torch.ones(12, 12), radius=2, scale=1.0, search_energy=0.95)
+    assert loss.basis is not None and loss.basis.shape[1] < 32
+    m = loss.refresh(x)
+    inner = (slice(2, 9), slice(1, 8))
+    assert (m.k[inner] == 1).all() and (m.dy[inner] == -1).all() and (m.dx[inner] == 2).all()
