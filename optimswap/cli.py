@@ -1,25 +1,26 @@
-"""Command line: ``optimswap swap``, ``optimswap demo``, ``optimswap fetch``."""
+"""Command line: ``optimswap swap``, ``demo``, ``eval``, ``ablate``, ``fetch``."""
 
 from __future__ import annotations
 
 import logging
-import platform
 import sys
 from pathlib import Path
 
 import click
-import torch
 
 from optimswap import __version__
-from optimswap.config import PRESETS, preset
+from optimswap.config import METHODS, PRESETS, preset
 from optimswap.face import BackendUnavailable
-from optimswap.io import ImageError, write_image, write_json
+from optimswap.io import ImageError
+
 
 def _swap_options(f):
     opts = [
         click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
                      help="Result picture (same pixel size as SOURCE); OUTPUT.json gets the run record."),
         click.option("--preset", "preset_name", default="default", show_default=True, type=click.Choice(sorted(PRESETS))),
+        click.option("--method", type=click.Choice(METHODS),
+                     help="full (default) or a baseline: paste (warped mean of the targets), global (CNNMRF search)."),
         click.option("--size", type=int, help="Working frame side in pixels."),
         click.option("--levels", type=int, help="Pyramid levels."),
         click.option("--iters", type=int, help="L-BFGS iterations per level."),
@@ -41,37 +42,16 @@ def _swap_options(f):
     return f
 
 
-def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
-    out = output.resolve()
-    for p in inputs:
-        if Path(p).resolve() == out or Path(p).resolve() == out.with_suffix(".json"):
-            raise click.UsageError(f"refusing to overwrite an input: {p}")
-    for p in (out, out.with_suffix(".json")):
-        if p.exists() and not overwrite:
-            raise click.UsageError(f"{p} exists; pass --overwrite to replace it")
-
-
 def _run_swap(source: Path, targets: list[Path] | Path, output: Path, preset_name: str, face_index: int,
               overwrite: bool, quiet: bool, **overrides) -> None:
-    from optimswap.swap import list_images, swap
+    from optimswap.runs import record_path, run_swap
 
-    target_paths = list_images(targets)
-    _check_output(output, [source, *target_paths], overwrite)
     cfg = preset(preset_name, **overrides)
-    result = swap(source, target_paths, cfg, face_index=face_index, progress=not quiet)
-    write_image(output, result.image)
-    record = {
-        "optimswap": __version__, "command": "swap", "source": str(source), "output": str(output),
-        "preset": preset_name, "options": cfg.to_dict(), "face_index": face_index,
-        "source_face_box": result.source_face.box, "targets_used": result.targets.used,
-        "targets_skipped": result.targets.skipped, "timings": result.timings, "loss_history": result.history,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "device": str(result.frame_result.device)},
-    }
-    write_json(output.with_suffix(".json"), record)
-    final = result.history[-1]
-    click.echo(f"wrote {output} and {output.with_suffix('.json')} in {result.timings['total_s']:.1f} s; "
-               f"final loss {final['total']:.4g}; targets used: {', '.join(Path(t['path']).name for t in result.targets.used)}")
+    record = run_swap(source, targets, output, cfg, face_index, progress=not quiet, overwrite=overwrite,
+                      extra={"preset": preset_name})
+    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s; "
+               f"final loss {record['loss_history'][-1]['total']:.4g}; "
+               f"targets used: {', '.join(Path(t['path']).name for t in record['targets_used'])}")
 
 
 @click.group()
@@ -102,6 +82,50 @@ def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite,
     targets = fetch(target_set)
     click.echo(f"demo: {source} <- {len(targets)} photos of {target_set}")
     _run_swap(source, targets, output, preset_name, face_index, overwrite, quiet, **overrides)
+
+
+@main.command("eval")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--identities", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of identity folders for ID retrieval (default: the folders beside each target folder).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of the table (a .json twin is written beside it).")
+def eval_cmd(runs, identities, output):
+    """Score swaps from their OUT.json records (files, or folders searched recursively)."""
+    from optimswap.eval.report import evaluate_runs, find_records, format_table, write_rows
+
+    records = find_records(list(runs))
+    if not records:
+        raise click.UsageError("no run records (OUT.json of a swap) found in the given paths")
+    rows = evaluate_runs(records, identities)
+    click.echo(format_table(rows))
+    if output:
+        write_rows(rows, output)
+        click.echo(f"wrote {output} and {output.with_suffix('.json')}")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} run(s) could not be fully scored (see the error column)", err=True)
+
+
+@main.command("ablate")
+@click.option("--pairs", "pairs_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with source,target[,name] columns (reference_faces/pairs.csv is an example).")
+@click.option("--grid", "grid_specs", multiple=True, metavar="OPTION=V1,V2",
+              help="Values of one option, e.g. style=40,80 tv=0,1 method=full,paste layers=relu3_1+relu4_1 (repeatable).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", "preset_name", default="default", show_default=True, type=click.Choice(sorted(PRESETS)))
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "submitit"]),
+              help="local process pool, or submitit (Slurm when present, else its local mode).")
+@click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), help="submitit cluster (default: detect).")
+@click.option("--workers", default=1, show_default=True, help="Runs at a time (local pool / CPU share per job).")
+@click.option("-q", "--quiet", is_flag=True)
+def ablate_cmd(pairs_csv, grid_specs, out, preset_name, executor, cluster, workers, quiet):
+    """Sweep options over pairs; resumes (finished runs are kept); writes summary.csv, contact_sheet.png, plots."""
+    from optimswap.ablate import parse_grid, read_pairs, sweep
+
+    runs = sweep(read_pairs(pairs_csv), parse_grid(list(grid_specs)), out, preset_name, executor, workers, cluster,
+                 progress=not quiet)
+    click.echo(f"{len(runs)} runs in {out}: summary.csv, contact_sheet.png, plot_*.png")
 
 
 @main.command("fetch")

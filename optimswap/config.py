@@ -9,8 +9,16 @@ import dataclasses
 from dataclasses import dataclass
 
 
+METHODS = ("full", "paste", "global")
+
+
 @dataclass(frozen=True)
 class SwapConfig:
+    # What is optimized (issue #3 baselines, so that a reader sees what the losses buy):
+    # "full" = the objective below; "paste" = pixel loss to the mean of the target photos TPS-warped onto the
+    # source's landmarks (what an image editor does; Korshunova et al.'s comparison); "global" = CNNMRF as
+    # published (Li & Wand 2016): unrestricted patch search over one target photo on relu3_1 + relu4_1.
+    method: str = "full"
     # Working frame: the aligned square crop the optimization runs on.
     size: int = 256  # issue #2 acceptance size
     frame_scale: float = 1.0  # crop side = 4x eye distance at 1.0 (FFHQ alignment rule, Karras et al. 2019)
@@ -69,7 +77,14 @@ class SwapConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, options: dict) -> "SwapConfig":
+        """Inverse of ``to_dict`` after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
         if len(self.style_layers) != len(self.style_layer_weights):
             raise ValueError("style_layers and style_layer_weights must have the same length")
         if self.size < 32 or self.size % 2 ** self.levels:
@@ -86,7 +101,20 @@ PRESETS: dict[str, SwapConfig] = {
 }
 
 
+# What each method changes in a preset; explicit options still win over these.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "full": {},
+    "paste": {"warp_strength": 1.0, "levels": 1},  # a paste needs the target's face on the source's landmarks
+    "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "style_layer_weights": (1.0, 1.0)},
+}
+
+
 def preset(name: str, **overrides) -> SwapConfig:
+    """Preset ``name``, then the defaults of ``overrides["method"]`` (if given), then the other overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    method = overrides.get("method", PRESETS[name].method)
+    if method not in METHOD_DEFAULTS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    return PRESETS[name].replace(**{**METHOD_DEFAULTS[method], **overrides})

@@ -65,13 +65,15 @@ class EditResult:
     frame: Frame
     history: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    levels: list[torch.Tensor] = field(default_factory=list)  # the optimized frame after each pyramid level
 
 
 def optimize_frame(frame: Frame, cfg: SwapConfig, build_objective: Callable[[Level], Objective],
-                   progress: bool = True) -> tuple[torch.Tensor, list[dict], dict]:
-    """Coarse-to-fine L-BFGS. Only masked pixels move: image = source + mask * (param - source)."""
+                   progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict]:
+    """Coarse-to-fine L-BFGS; returns each level's result (the last is the answer), the loss history and timings.
+    Only masked pixels move: image = source + mask * (param - source)."""
     torch.manual_seed(cfg.seed)
-    history, timings = [], {}
+    history, timings, results = [], {}, []
     result = prev_source = None
     sizes = level_sizes(cfg.size, cfg.levels)
     for i, size in enumerate(sizes):
@@ -95,8 +97,9 @@ def optimize_frame(frame: Frame, cfg: SwapConfig, build_objective: Callable[[Lev
         history += [{"level": i, **h} for h in level_history]
         with torch.no_grad():
             result = render(param).clamp(0, 1)
+        results.append(result.detach())
         prev_source = level.image
-    return result.detach(), history, timings
+    return results, history, timings
 
 
 def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
@@ -119,9 +122,9 @@ def edit(photo: np.ndarray, face: Face, cfg: SwapConfig, build_objective: Callab
     frame = make_frame(photo_t, face, cfg)
     builder = build_objective(frame, device)
     prepare_s = time.perf_counter() - t0
-    result, history, timings = optimize_frame(frame, cfg, builder, progress)
+    levels, history, timings = optimize_frame(frame, cfg, builder, progress)
     t1 = time.perf_counter()
     with torch.no_grad():
-        out = composite(photo_t, frame, result, cfg)
+        out = composite(photo_t, frame, levels[-1], cfg)
     timings.update(prepare_s=prepare_s, composite_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
-    return EditResult(to_numpy(out), result, frame, history, timings)
+    return EditResult(to_numpy(out), levels[-1], frame, history, timings, levels)

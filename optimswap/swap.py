@@ -93,7 +93,22 @@ def search_radius(cfg: SwapConfig, size: int, layer: str) -> int:
     return int(min(max(cells, 1), cfg.search_max_cells))
 
 
+def pasted_targets(images: torch.Tensor, valid: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Mean of the warped target photos where they are valid, the source elsewhere (the "paste" baseline)."""
+    total = valid.sum(0, keepdim=True)
+    mean = (images * valid).sum(0, keepdim=True) / total.clamp_min(1e-6)
+    return torch.where(total > 1e-3, mean, source)
+
+
 def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
+    """Per-level objective builder for ``cfg.method`` (see SwapConfig.method)."""
+    if cfg.method == "paste":
+        def build_paste(level: Level) -> Objective:
+            goal = pasted_targets(resize_to(targets.images, level.size), resize_to(targets.valid, level.size), level.image)
+            return Objective(None, [Term("paste", 1.0, ContentLoss(goal), None)])
+
+        return build_paste
+
     encoder = load_encoder(cfg.encoder, device)
 
     def build(level: Level) -> Objective:
@@ -106,8 +121,9 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             feat = target_feats[layer]
             shape = feat.shape[-2:]
             scale = float((source_feats[layer] ** 2).mean().clamp_min(1e-8))
-            loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0],
-                                  search_radius(cfg, level.size, layer), scale, cfg.search_energy)
+            radius = None if cfg.method == "global" else search_radius(cfg, level.size, layer)
+            loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
+                                  cfg.search_energy)
             terms.append(Term(f"style_{layer}", cfg.style_weight * layer_weight, loss, layer))
         terms.append(Term("tv", cfg.tv_weight, TVLoss(), None))
         return Objective(encoder, terms)

@@ -28,11 +28,24 @@ def face_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     """
     poly = face_polygon(landmarks, forehead)
     sigma = max(feather * size, 0.5)
-    centre = poly.mean(0)
-    radial = poly - centre
-    grown = centre + radial * (1 + sigma / np.linalg.norm(radial, axis=1, keepdims=True))
+    return soften(polygon_mask(grow(poly, sigma), size, device), sigma)
+
+
+def grow(polygon: np.ndarray, distance: float) -> np.ndarray:
+    """Move every vertex ``distance`` pixels away from the centroid (negative: shrink)."""
+    centre = polygon.mean(0)
+    radial = polygon - centre
+    return centre + radial * (1 + distance / np.linalg.norm(radial, axis=1, keepdims=True).clip(1e-6))
+
+
+def polygon_mask(polygon: np.ndarray, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(1, 1, size, size) hard mask of the pixel centres inside ``polygon`` (M, 2) given in (x, y) pixels."""
     ys, xs = np.mgrid[0:size, 0:size]
-    inside = PolyPath(grown).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
-    hard = torch.as_tensor(inside, dtype=torch.float32, device=device)[None, None]
+    inside = PolyPath(polygon).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
+    return torch.as_tensor(inside, dtype=torch.float32, device=device)[None, None]
+
+
+def soften(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian feathering of a (B, 1, H, W) mask, zero beyond the borders."""
     k = int(2 * round(3 * sigma) + 1)
-    return gaussian_blur2d(hard, (k, k), (sigma, sigma), border_type="constant").clamp(0, 1)
+    return gaussian_blur2d(mask, (k, k), (sigma, sigma), border_type="constant").clamp(0, 1)

@@ -115,6 +115,47 @@ def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
 
 
 @torch.no_grad()
+def nearest_patches_global(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                           region: torch.Tensor | None = None, chunk: int = 2**22) -> Matches:
+    """Nearest 3x3 target patch (normalised cross-correlation) anywhere in any target (CNNMRF's search).
+
+    Same arguments and result as :func:`nearest_patches` without the window; the scores are one matrix product
+    of normalised patches per chunk of at most ``chunk`` candidate-position pairs.
+    """
+    _check(x, targets, valid)
+    k_n, c, h, w = targets.shape
+    inner = torch.zeros(h, w, dtype=torch.bool, device=x.device)
+    inner[1:-1, 1:-1] = True  # whole patches only, on both sides
+    ok = ((_mean3(valid) > 1 - 1e-4)[:, 0] & inner).reshape(-1)
+    candidates = F.unfold(targets, 3, padding=1).transpose(1, 2).reshape(-1, 9 * c)[ok]
+    candidates = candidates / (candidates.norm(dim=1, keepdim=True) + _EPS)
+    index = ok.nonzero()[:, 0]
+    where = inner if region is None else inner & region
+    positions = where.reshape(-1).nonzero()[:, 0]
+    patches = F.unfold(x, 3, padding=1)[0][:, positions]
+    patches = patches / (patches.norm(dim=0, keepdim=True) + _EPS)
+    best = torch.full((positions.numel(),), -torch.inf, device=x.device)
+    best_index = torch.zeros(positions.numel(), dtype=torch.long, device=x.device)
+    step = max(1, chunk // max(candidates.shape[0], 1))
+    for start in range(0, positions.numel(), step):
+        if candidates.shape[0] == 0:
+            break
+        score, arg = (candidates @ patches[:, start : start + step]).max(0)
+        best[start : start + step], best_index[start : start + step] = score, index[arg]
+    out = Matches(*(torch.zeros(h, w, dtype=torch.long, device=x.device) for _ in range(3)),
+                  found=torch.zeros(h, w, dtype=torch.bool, device=x.device),
+                  score=torch.full((h, w), -torch.inf, device=x.device))
+    py, px = positions // w, positions % w
+    cell = best_index % (h * w)
+    out.k[py, px] = best_index // (h * w)
+    out.dy[py, px] = cell // w - py
+    out.dx[py, px] = cell % w - px
+    out.found[py, px] = best > -torch.inf
+    out.score[py, px] = best
+    return out
+
+
+@torch.no_grad()
 def vote(targets: torch.Tensor, matches: Matches, weight: torch.Tensor):
     """Average target value each position receives from the 3x3 matched patches that cover it.
 
@@ -176,13 +217,14 @@ def project(features: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
 class PatchStyleLoss(nn.Module):
     """Restricted CNNMRF loss of one feature layer against K warped targets.
 
+    ``radius`` None searches everywhere (CNNMRF), else within that many cells of the same position.
     ``refresh(x)`` recomputes the matches (on the ``search_energy`` projection); ``forward(x)`` returns the
     loss on the full features, normalised per matched patch element and by ``scale`` (mean squared source
     activation), so layers weigh alike.
     """
 
-    def __init__(self, targets: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor, radius: int, scale: float,
-                 search_energy: float = 1.0):
+    def __init__(self, targets: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor, radius: int | None,
+                 scale: float, search_energy: float = 1.0):
         super().__init__()
         if weight.shape != targets.shape[2:]:
             raise ValueError(f"weight must be (H, W) = {tuple(targets.shape[2:])}, got {tuple(weight.shape)}")
@@ -193,8 +235,11 @@ class PatchStyleLoss(nn.Module):
         self.matches: Matches | None = None
 
     def refresh(self, x: torch.Tensor) -> Matches:
-        self.matches = nearest_patches(project(x.detach(), self.basis), self.search_targets, self.valid, self.radius,
-                                       region=self.weight > 0)
+        query, region = project(x.detach(), self.basis), self.weight > 0
+        if self.radius is None:
+            self.matches = nearest_patches_global(query, self.search_targets, self.valid, region)
+        else:
+            self.matches = nearest_patches(query, self.search_targets, self.valid, self.radius, region)
         self.voted, self.vote_weight, self.constant = vote(self.targets, self.matches, self.weight)
         self.norm = 9.0 * float((self.weight * self.matches.found).sum().clamp_min(1.0)) * x.shape[1] * self.scale
         return self.matches

@@ -1,0 +1,111 @@
+"""Objective measures of an edit: identity, pose/expression kept, background kept, lighting, artefacts.
+
+Each is a plain function on numpy images (uint8 H x W x 3) or landmarks (68, 2), so that tests can feed them
+constructed cases with known answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.color import rgb_to_lab
+from kornia.filters import laplacian
+
+from optimswap.face.align import interocular
+
+# Generic 3D head (millimetre-like units, x right, y up, z towards the camera) at six iBUG landmarks:
+# nose tip, chin, outer eye corners, mouth corners. The widely used model of Mallick's head-pose
+# tutorial (learnopencv.com, 2016); only angle differences are reported, so its bias cancels.
+HEAD_MODEL_POINTS = np.array([30, 8, 36, 45, 48, 54])
+HEAD_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, -330.0, -65.0), (-225.0, 170.0, -135.0), (225.0, 170.0, -135.0),
+                       (-150.0, -150.0, -125.0), (150.0, -150.0, -125.0)])
+
+
+def identity_distance(descriptor: np.ndarray, reference: np.ndarray) -> float:
+    """Euclidean distance of dlib face descriptors (same person usually < 0.6)."""
+    return float(np.linalg.norm(np.asarray(descriptor) - np.asarray(reference)))
+
+
+def nearest_identity(descriptor: np.ndarray, means: dict[str, np.ndarray]) -> str:
+    """Name of the identity whose mean descriptor is closest."""
+    if not means:
+        raise ValueError("no identities to retrieve from")
+    return min(means, key=lambda name: identity_distance(descriptor, means[name]))
+
+
+def landmark_nme(landmarks: np.ndarray, reference: np.ndarray) -> float:
+    """Mean point-to-point landmark error normalised by the reference's inter-ocular distance."""
+    if landmarks.shape != reference.shape:
+        raise ValueError(f"landmark shapes differ: {landmarks.shape} vs {reference.shape}")
+    return float(np.linalg.norm(landmarks - reference, axis=1).mean() / interocular(reference))
+
+
+def head_pose(landmarks: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees from a scaled-orthographic fit of HEAD_MODEL to the landmarks.
+
+    Least squares for the 2x3 projection of the centred model, orthonormalised into a rotation
+    R = Rx(pitch) Ry(yaw) Rz(roll): yaw > 0 turns the face towards image right, pitch > 0 lowers the chin,
+    roll > 0 tilts it clockwise in the image.
+    """
+    image = landmarks[HEAD_MODEL_POINTS] * [1.0, -1.0]  # image y points down, the model's up
+    model = HEAD_MODEL - HEAD_MODEL.mean(0)
+    projection, *_ = np.linalg.lstsq(model, image - image.mean(0), rcond=None)  # (3, 2)
+    r1, r2 = projection.T
+    r1 = r1 / np.linalg.norm(r1)
+    r2 = r2 - r1 * (r1 @ r2)
+    r2 = r2 / np.linalg.norm(r2)
+    rotation = np.stack([r1, r2, np.cross(r1, r2)])
+    yaw = np.degrees(np.arcsin(np.clip(rotation[0, 2], -1, 1)))
+    pitch = np.degrees(np.arctan2(-rotation[1, 2], rotation[2, 2]))
+    roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[0, 0]))
+    return np.array([yaw, pitch, roll])
+
+
+def psnr(image: np.ndarray, reference: np.ndarray, where: np.ndarray | None = None) -> float:
+    """PSNR in dB (peak 255) over the pixels where ``where`` (H, W bool) holds; inf when identical."""
+    a, b = image.astype(np.float64), reference.astype(np.float64)
+    if where is not None:
+        a, b = a[where], b[where]
+    if a.size == 0:
+        raise ValueError("no pixels to compare")
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _luminance(image: torch.Tensor) -> torch.Tensor:
+    return rgb_to_lab(image.clamp(0, 1))[:, :1] / 100.0
+
+
+def lighting(image: torch.Tensor, skin: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
+    """(level, horizontal, vertical): a first-order fit L(u, v) = a + b u + c v of CIELAB lightness over the skin,
+    u, v in inter-ocular units from the face centre; returns (a, b / a, c / a).
+
+    b / a > 0: brighter towards image right; c / a > 0: brighter towards the chin. This is the l <= 1 part of a
+    spherical-harmonic shading model with the face taken as a plane: coarse, but it separates side from
+    front lighting and ignores identity detail.
+    """
+    lum = _luminance(image)[0, 0].double()
+    w = skin[0, 0].double()
+    h, wid = lum.shape
+    centre = landmarks.mean(0)
+    scale = interocular(landmarks)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(wid, dtype=torch.float64), indexing="ij")
+    basis = torch.stack([torch.ones_like(xs), (xs - centre[0]) / scale, (ys - centre[1]) / scale], -1).reshape(-1, 3)
+    sw = w.reshape(-1, 1).sqrt()
+    coef = torch.linalg.lstsq(basis * sw, lum.reshape(-1, 1) * sw).solution[:, 0].numpy()
+    return np.array([coef[0], coef[1] / coef[0], coef[2] / coef[0]])
+
+
+def lighting_error(image: torch.Tensor, reference: torch.Tensor, skin: torch.Tensor, landmarks: np.ndarray) -> float:
+    """Distance between the relative luminance gradients (lighting direction and strength) of two aligned faces."""
+    return float(np.linalg.norm(lighting(image, skin, landmarks)[1:] - lighting(reference, skin, landmarks)[1:]))
+
+
+def high_frequency_ratio(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean squared Laplacian of lightness inside ``mask``, image over reference. > 1: speckle or hatching
+    added; < 1: smoother (softer) than the reference."""
+
+    def energy(x):
+        return float((laplacian(_luminance(x), 3) ** 2 * mask).sum() / mask.sum().clamp_min(1e-6))
+
+    return energy(image) / max(energy(reference), 1e-12)

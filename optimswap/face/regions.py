@@ -1,0 +1,57 @@
+"""Facial regions from the 68 landmarks as soft masks in the aligned frame: eyes, brows, lips, skin."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.morphology import dilation
+
+from optimswap.face.align import LEFT_EYE, RIGHT_EYE
+from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
+
+OUTER_LIPS = slice(48, 60)
+INNER_LIPS = slice(60, 68)
+LEFT_BROW, RIGHT_BROW = slice(17, 22), slice(22, 27)
+
+
+def _union(masks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(masks).amax(0)
+
+
+def eyes_mask(landmarks: np.ndarray, size: int, margin: float = 0.0, device="cpu") -> torch.Tensor:
+    """Both eye openings, grown by ``margin`` pixels; hard (1, 1, S, S)."""
+    return _union([polygon_mask(grow(landmarks[s], margin), size, device) for s in (LEFT_EYE, RIGHT_EYE)])
+
+
+def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu") -> torch.Tensor:
+    """Both brows as bands ``thickness`` pixels thick around their 5-point centre lines; hard."""
+    bands = []
+    for s in (LEFT_BROW, RIGHT_BROW):
+        line = landmarks[s]
+        bands.append(polygon_mask(np.concatenate([line - [0, thickness / 2], (line + [0, thickness / 2])[::-1]]), size, device))
+    return _union(bands)
+
+
+def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
+    """Outer lip polygon minus the inner mouth opening; hard."""
+    return (polygon_mask(landmarks[OUTER_LIPS], size, device) - polygon_mask(landmarks[INNER_LIPS], size, device)).clamp(0, 1)
+
+
+def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015, device="cpu") -> torch.Tensor:
+    """Face hull (jaw + lifted brows) minus eyes, brows and mouth, each excluded with a margin; soft.
+
+    The margin (a twentieth of the eye distance, to keep lashes, brow hair and lip edges out, plus two feather
+    widths) is a morphological dilation of the features and erosion of the hull, so the softened skin is ~0
+    on every excluded feature.
+    """
+    eye_distance = float(np.linalg.norm(landmarks[LEFT_EYE].mean(0) - landmarks[RIGHT_EYE].mean(0)))
+    sigma = max(feather * size, 0.5)
+    radius = int(round(0.05 * eye_distance + 2 * sigma))
+    kernel = torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
+    hull = 1 - dilation(1 - polygon_mask(face_polygon(landmarks, forehead), size, device), kernel)
+    features = _union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.2 * eye_distance, device),
+                       polygon_mask(landmarks[OUTER_LIPS], size, device)])
+    return soften(hull * (1 - dilation(features, kernel)), sigma)
+
+
+__all__ = ["brows_mask", "eyes_mask", "lips_mask", "skin_mask"]

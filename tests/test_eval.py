@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from optimswap.config import preset
+from optimswap.eval import (head_pose, high_frequency_ratio, identity_distance, landmark_nme, lighting, lighting_error,
+                            nearest_identity, psnr)
+from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS
+from optimswap.eval.report import evaluate_record, identity_mean
+from optimswap.face import find_face, frame_matrix, warp_to_frame
+from optimswap.face.align import apply_matrix
+from optimswap.face.regions import eyes_mask, lips_mask, skin_mask
+from optimswap.io import read_image, to_tensor, write_image
+from optimswap.runs import run_swap
+from optimswap.swap import list_images
+
+
+@pytest.fixture(scope="module")
+def aligned(jennifer):
+    """jennifer/01 in a 128 px aligned frame, its landmarks and skin mask."""
+    face = find_face(jennifer)
+    matrix = frame_matrix(face.landmarks, 128)
+    landmarks = apply_matrix(matrix, face.landmarks)
+    return warp_to_frame(to_tensor(jennifer), matrix, 128), landmarks, skin_mask(landmarks, 128)
+
+
+def test_identical_images_score_perfectly(jennifer, aligned):
+    image, landmarks, skin = aligned
+    assert psnr(jennifer, jennifer) == float("inf")
+    assert landmark_nme(landmarks, landmarks) == 0.0
+    assert lighting_error(image, image, skin, landmarks) == pytest.approx(0.0, abs=1e-12)
+    assert high_frequency_ratio(image, image, skin) == pytest.approx(1.0)
+
+
+def test_shifted_landmarks_give_the_expected_nme(aligned):
+    _, landmarks, _ = aligned
+    from optimswap.face import interocular
+
+    shift = 0.1 * interocular(landmarks)
+    assert landmark_nme(landmarks + [shift * 0.6, shift * 0.8], landmarks) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        landmark_nme(landmarks[:10], landmarks)
+
+
+def test_psnr_known_value_and_mask():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255  # one pixel fully wrong: mse = 255^2 / 16 over the whole image
+    assert psnr(b, a) == pytest.approx(10 * np.log10(16))
+    where = np.ones((4, 4), bool)
+    where[0, 0] = False
+    assert psnr(b, a, where) == float("inf")
+
+
+@pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (25, 0, 0), (0, -12, 0), (0, 0, 9), (-18, 10, -6)])
+def test_head_pose_recovers_known_rotation(yaw, pitch, roll):
+    rotation = Rotation.from_euler("XYZ", [pitch, yaw, roll], degrees=True).as_matrix()
+    landmarks = np.zeros((68, 2))
+    landmarks[HEAD_MODEL_POINTS] = (HEAD_MODEL @ rotation.T)[:, :2] * [0.4, -0.4] + [200, 150]
+    assert np.allclose(head_pose(landmarks), [yaw, pitch, roll], atol=1e-6)
+
+
+def test_lighting_proxy_sees_side_light_and_grows_with_it(aligned):
+    image, landmarks, skin = aligned
+    xs = torch.linspace(-1, 1, 128).view(1, 1, 1, -1)
+    errors = []
+    for strength in (0.1, 0.2, 0.4):
+        lit = (image * (1 + strength * xs)).clamp(0, 1)  # brighter towards image right
+        assert lighting(lit, skin, landmarks)[1] > lighting(image, skin, landmarks)[1]
+        errors.append(lighting_error(lit, image, skin, landmarks))
+    assert errors[0] < errors[1] < errors[2]
+
+
+def test_high_frequency_ratio_flags_speckle_and_blur(aligned):
+    image, _, skin = aligned
+    g = torch.Generator().manual_seed(0)
+    speckled = (image + 0.05 * torch.randn(image.shape, generator=g)).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(image, 3, 1, 1, count_include_pad=False)
+    assert high_frequency_ratio(speckled, image, skin) > 1.5
+    assert high_frequency_ratio(blurred, image, skin) < 0.7
+
+
+def test_planted_identity_is_retrieved(faces):
+    """A held-out photo of each person retrieves that person among all identity folders."""
+    sets = {p.name: list_images(p) for p in sorted((faces / "identities").iterdir()) if p.is_dir()}
+    for name, photos in sets.items():
+        held_out = photos[-1]
+        means = {k: identity_mean(v if k != name else v[:-1]) for k, v in sets.items()}
+        from optimswap.eval.report import photo_descriptor
+
+        assert nearest_identity(photo_descriptor(str(held_out)), means) == name
+    with pytest.raises(ValueError):
+        nearest_identity(np.zeros(128), {})
+    assert identity_distance(np.ones(3), np.ones(3)) == 0.0
+
+
+def test_regions_come_from_landmarks(aligned):
+    _, landmarks, skin = aligned
+    lips, eyes = lips_mask(landmarks, 128), eyes_mask(landmarks, 128)
+    ix = lambda p: (int(round(p[1])), int(round(p[0])))
+    mid_lower_lip = (landmarks[57] + landmarks[66]) / 2
+    assert lips[0, 0][ix(mid_lower_lip)] == 1 and eyes[0, 0][ix(landmarks[36:42].mean(0))] == 1
+    assert skin[0, 0][ix(landmarks[30])] > 0.9  # nose tip is skin
+    assert (skin * eyes).max() < 0.05 and (skin * lips).max() < 0.05  # features are cut out of the skin
+
+
+def test_eval_reports_a_missing_output_face_instead_of_crashing(faces, tmp_path):
+    out = tmp_path / "run.png"
+    run_swap(faces / "identities" / "mark" / "01.jpg", faces / "identities" / "tony_blair", out,
+             preset("fast", size=64, levels=1, iters=2, n_targets=1), progress=False)
+    row = evaluate_record(out.with_suffix(".json"))
+    assert row["error"] == "" and row["nme"] < 0.1 and row["psnr_background"] == float("inf")
+    picture = read_image(out)
+    write_image(out, np.full_like(picture, 128))  # the face is gone
+    row = evaluate_record(out.with_suffix(".json"))
+    assert "no face" in row["error"] and "id_after" not in row
+    assert row["psnr_background"] < 40
+    assert json.loads(out.with_suffix(".json").read_text())["peak_memory_mb"] > 0
