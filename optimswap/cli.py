@@ -84,6 +84,37 @@ def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite,
     _run_swap(source, targets, output, preset_name, face_index, overwrite, quiet, **overrides)
 
 
+@main.command("makeup")
+@click.argument("plain", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--degree", type=click.FloatRange(0, 1), help="0 = the input, 1 = full makeup (IPM-Net).")
+@click.option("--regions", help="Comma-separated subset of lips,eyes,skin.")
+@click.option("--makeup-weight", type=float, help="Scale of the histogram losses against the content loss.")
+@click.option("--preset", "preset_name", default="makeup", show_default=True, type=click.Choice(sorted(PRESETS)))
+@click.option("--size", type=int)
+@click.option("--iters", type=int)
+@click.option("--seed", type=int)
+@click.option("--device", type=str)
+@click.option("--face-index", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+def makeup_cmd(plain, reference, output, degree, regions, makeup_weight, preset_name, size, iters, seed, device,
+               face_index, overwrite, quiet):
+    """Apply the makeup of the portrait REFERENCE to the face in PLAIN (outside the makeup regions: unchanged)."""
+    from optimswap.makeup import REGIONS
+    from optimswap.runs import record_path, run_makeup
+
+    overrides = dict(makeup_degree=degree, makeup_weight=makeup_weight, size=size, iters=iters, seed=seed, device=device)
+    if regions:
+        chosen = tuple(r.strip() for r in regions.split(","))
+        base = dict(zip(REGIONS, preset(preset_name).makeup_region_weights))
+        overrides.update(makeup_regions=chosen, makeup_region_weights=tuple(base.get(r, 1.0) for r in chosen))
+    cfg = preset(preset_name, **overrides)
+    record = run_makeup(plain, reference, output, cfg, face_index, progress=not quiet, overwrite=overwrite)
+    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s")
+
+
 @main.command("eval")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--identities", type=click.Path(exists=True, file_okay=False, path_type=Path),

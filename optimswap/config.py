@@ -65,6 +65,14 @@ class SwapConfig:
     feather: float = 0.015
     blend_levels: int = 4  # Laplacian-pyramid blending (Burt & Adelson 1983)
 
+    # Makeup transfer (issue #5): BeautyGAN's histogram loss per region, region weights lips, eyes, skin =
+    # 1, 1, 0.1 as in BeautyGAN (Li et al. 2018, lambda_lips = lambda_shadow = 1, lambda_face = 0.1) and PSGAN;
+    # makeup_weight scales them against the content loss; degree as in IPM-Net (0 = input, 1 = full makeup).
+    makeup_regions: tuple[str, ...] = ("lips", "eyes", "skin")
+    makeup_region_weights: tuple[float, ...] = (1.0, 1.0, 0.1)
+    makeup_weight: float = 20.0
+    makeup_degree: float = 1.0
+
     seed: int = 0
     device: str = "auto"
 
@@ -87,6 +95,12 @@ class SwapConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
         if len(self.style_layers) != len(self.style_layer_weights):
             raise ValueError("style_layers and style_layer_weights must have the same length")
+        if len(self.makeup_regions) != len(self.makeup_region_weights):
+            raise ValueError("makeup_regions and makeup_region_weights must have the same length")
+        if not set(self.makeup_regions) <= {"lips", "eyes", "skin"} or not self.makeup_regions:
+            raise ValueError(f"makeup_regions must be a non-empty subset of lips, eyes, skin; got {self.makeup_regions}")
+        if not 0.0 <= self.makeup_degree <= 1.0:
+            raise ValueError(f"makeup_degree must be in [0, 1], got {self.makeup_degree}")
         if self.size < 32 or self.size % 2 ** self.levels:
             raise ValueError(f"size must be >= 32 and divisible by 2**levels (= {2 ** self.levels}), got {self.size}")
         if self.levels < 1 or self.iters < 1 or self.refresh_every < 1:
@@ -98,6 +112,8 @@ PRESETS: dict[str, SwapConfig] = {
     # Quick look / tests: the calibration setting of notes/calibration.md (64 -> 128 px).
     "fast": SwapConfig(size=128, iters=40),
     "quality": SwapConfig(size=384, levels=3, iters=60),
+    # Makeup: the colour change is the edit, so the result is not colour-matched back; TV acts on the change.
+    "makeup": SwapConfig(iters=40, color_match_result=False, tv_weight=2.0),
 }
 
 

@@ -43,11 +43,18 @@ class Frame:
         return self.image.shape[-1]
 
 
-def make_frame(photo: torch.Tensor, face: Face, cfg: SwapConfig) -> Frame:
+MaskFn = Callable[[np.ndarray, int, torch.device], torch.Tensor]  # (frame landmarks, size, device) -> (1, 1, S, S)
+
+
+def make_frame(photo: torch.Tensor, face: Face, cfg: SwapConfig, mask_fn: MaskFn | None = None) -> Frame:
+    """Aligned frame; the editable mask is the face mask unless ``mask_fn`` gives another."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
     landmarks = apply_matrix(matrix, face.landmarks)
     image = warp_to_frame(photo, matrix, cfg.size)
-    mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=photo.device)
+    if mask_fn is None:
+        mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=photo.device)
+    else:
+        mask = mask_fn(landmarks, cfg.size, photo.device)
     return Frame(matrix, image, landmarks, mask)
 
 
@@ -114,12 +121,13 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Swap
 
 
 def edit(photo: np.ndarray, face: Face, cfg: SwapConfig, build_objective: Callable[[Frame, torch.device], Callable[[Level], Objective]],
-         progress: bool = True) -> EditResult:
-    """Run one edit on ``photo``'s ``face``; ``build_objective(frame, device)`` returns the per-level builder."""
+         progress: bool = True, mask_fn: MaskFn | None = None) -> EditResult:
+    """Run one edit on ``photo``'s ``face``; ``build_objective(frame, device)`` returns the per-level builder;
+    ``mask_fn`` gives the editable region (default: the face mask)."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     photo_t = to_tensor(photo, device)
-    frame = make_frame(photo_t, face, cfg)
+    frame = make_frame(photo_t, face, cfg, mask_fn)
     builder = build_objective(frame, device)
     prepare_s = time.perf_counter() - t0
     levels, history, timings = optimize_frame(frame, cfg, builder, progress)

@@ -109,3 +109,25 @@ def high_frequency_ratio(image: torch.Tensor, reference: torch.Tensor, mask: tor
         return float((laplacian(_luminance(x), 3) ** 2 * mask).sum() / mask.sum().clamp_min(1e-6))
 
     return energy(image) / max(energy(reference), 1e-12)
+
+
+def histogram_distance(values: torch.Tensor, reference: torch.Tensor, levels: int = 256) -> float:
+    """Earth mover's (1-D Wasserstein-1) distance per channel between two pixel sets (N, C) and (M, C) in [0, 1],
+    averaged over channels, in 0-255 units."""
+    from optimswap.losses.histogram import quantiles
+
+    q = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels
+    return float((quantiles(values.double(), q) - quantiles(reference.double(), q)).abs().mean() * 255)
+
+
+def border_gradient(image: torch.Tensor, region: torch.Tensor, width: int = 2) -> float:
+    """Mean gradient magnitude (0-255 units) on a ring ``width`` pixels either side of the border of
+    ``region > 0.5``: hard region edges raise it."""
+    from kornia.filters import sobel
+    from kornia.morphology import dilation, erosion
+
+    hard = (region > 0.5).float()
+    kernel = torch.ones(2 * width + 1, 2 * width + 1)
+    ring = (dilation(hard, kernel) - erosion(hard, kernel)) > 0
+    magnitude = sobel(image.clamp(0, 1)).norm(dim=1, keepdim=True) * 255
+    return float(magnitude[ring].mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from kornia.morphology import dilation
+from scipy.spatial import ConvexHull
 
 from optimswap.face.align import LEFT_EYE, RIGHT_EYE
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
@@ -37,6 +38,22 @@ def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
     return (polygon_mask(landmarks[OUTER_LIPS], size, device) - polygon_mask(landmarks[INNER_LIPS], size, device)).clamp(0, 1)
 
 
+def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
+    """Band around each eye below the brow: from the brow line down to a fifth of the eye distance below the
+    lower lid, minus the brows and the eye itself (each with a small margin); soft."""
+    eye_distance = float(np.linalg.norm(landmarks[LEFT_EYE].mean(0) - landmarks[RIGHT_EYE].mean(0)))
+    sigma = max(feather * size, 0.5)
+    bands = []
+    for brow, eye in ((LEFT_BROW, LEFT_EYE), (RIGHT_BROW, RIGHT_EYE)):
+        lower_lid = landmarks[eye][[0, 5, 4, 3]] + [0, 0.2 * eye_distance]  # outer corner, lower lid, inner corner
+        outline = np.concatenate([landmarks[brow], lower_lid])
+        bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
+    # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
+    # by half the usual width to keep its full strength there.
+    cut = _union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.12 * eye_distance, device)])
+    return soften(_union(bands) * (1 - cut), sigma / 2)
+
+
 def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015, device="cpu") -> torch.Tensor:
     """Face hull (jaw + lifted brows) minus eyes, brows and mouth, each excluded with a margin; soft.
 
@@ -54,4 +71,4 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     return soften(hull * (1 - dilation(features, kernel)), sigma)
 
 
-__all__ = ["brows_mask", "eyes_mask", "lips_mask", "skin_mask"]
+__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "lips_mask", "skin_mask"]

@@ -15,5 +15,11 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
 
 
 class TVLoss(nn.Module):
+    """TV of the image, or with ``reference`` of the edit (image - reference): smooth changes, kept texture."""
+
+    def __init__(self, reference: torch.Tensor | None = None):
+        super().__init__()
+        self.reference = None if reference is None else reference.detach()
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return tv_loss(image)
+        return tv_loss(image if self.reference is None else image - self.reference)

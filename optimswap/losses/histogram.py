@@ -1,0 +1,61 @@
+"""Histogram-matched makeup loss (BeautyGAN, Li et al. 2018) with IPM-Net's degree (Huang et al. 2022).
+
+For a region, every channel of the image's pixels is histogram-matched to the reference's pixels of that region
+(exact 1-D optimal transport: the k-th smallest value goes to the reference quantile of the same rank); the
+matched values are a fixed (detached) target and the loss is the L1 distance to them. ``degree`` moves the target
+quantiles from the plain photo's (0: the input is its own target) to the reference's (1: full makeup).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Per-column quantiles of ``values`` (N, C) at ``levels`` (L,) in [0, 1], linear between order statistics."""
+    ordered = values.sort(0).values
+    pos = (levels * values.shape[0] - 0.5).clamp(0, values.shape[0] - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=values.shape[0] - 1)
+    frac = (pos - lo)[:, None]
+    return ordered[lo] * (1 - frac) + ordered[hi] * frac
+
+
+@torch.no_grad()
+def histogram_targets(values: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
+                      degree: float = 1.0) -> torch.Tensor:
+    """Target per value (N, C): the quantile of its rank in the blend (1 - degree) * plain + degree * reference."""
+    if values.ndim != 2 or reference.ndim != 2 or values.shape[1] != reference.shape[1]:
+        raise ValueError(f"expected (N, C) and (M, C), got {tuple(values.shape)} and {tuple(reference.shape)}")
+    if not 0.0 <= degree <= 1.0:
+        raise ValueError(f"degree must be in [0, 1], got {degree}")
+    n = values.shape[0]
+    ranks = values.argsort(0).argsort(0)
+    levels = (torch.arange(n, device=values.device, dtype=values.dtype) + 0.5) / n
+    goal = degree * quantiles(reference, levels)
+    if degree < 1.0:
+        goal = goal + (1 - degree) * quantiles(values if plain is None else plain, levels)
+    return goal.gather(0, ranks)
+
+
+def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
+                   degree: float = 1.0) -> torch.Tensor:
+    """Mean L1 between the region's pixels (``region`` (1, 1, H, W) > 0.5) of ``image`` (1, C, H, W) and their
+    histogram-matched targets."""
+    values = image[0][:, region[0, 0] > 0.5].T
+    if values.shape[0] == 0:
+        raise ValueError("empty region")
+    return (values - histogram_targets(values, reference, plain, degree)).abs().mean()
+
+
+class HistogramLoss(nn.Module):
+    """Makeup loss of one region; ``reference`` (M, C) and ``plain`` (N0, C) are that region's pixel values."""
+
+    def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None, degree: float = 1.0):
+        super().__init__()
+        self.region, self.reference, self.degree = region.detach(), reference.detach(), degree
+        self.plain = None if plain is None else plain.detach()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return histogram_loss(image, self.region, self.reference, self.plain, self.degree)

@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from optimswap.cli import main
+from optimswap.config import preset
+from optimswap.eval import histogram_distance
+from optimswap.face import find_face, frame_matrix
+from optimswap.face.align import apply_matrix
+from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask
+from optimswap.losses import HistogramLoss, histogram_targets
+from optimswap.makeup import align_reference, makeup, region_masks
+from optimswap.io import read_image, to_tensor
+from optimswap.face import warp_to_frame, warp_from_frame
+
+TINY = dict(size=64, levels=1, iters=8)
+
+
+@pytest.fixture(scope="module")
+def makeup_dir(faces):
+    return faces / "makeup"
+
+
+def test_histogram_matching_of_a_constructed_distribution_is_exact():
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(400, 3, generator=g)
+    reference = torch.randn(400, 3, generator=g) * 0.1 + 0.4
+    matched = histogram_targets(values, reference)
+    assert torch.allclose(matched.sort(0).values, reference.sort(0).values, atol=1e-6)  # same histogram
+    assert torch.equal(matched.argsort(0), values.argsort(0))  # order kept: the k-th smallest goes to the k-th
+    assert torch.allclose(histogram_targets(values, reference, values, degree=0.0), values, atol=1e-6)
+    half = histogram_targets(values, reference, values, degree=0.5)
+    assert torch.allclose(half, 0.5 * values + 0.5 * matched, atol=1e-6)
+    with pytest.raises(ValueError):
+        histogram_targets(values, reference, degree=1.5)
+
+
+def test_histogram_loss_gradient():
+    g = torch.Generator().manual_seed(1)
+    region = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    region[..., 1:4, 1:4] = 1
+    loss = HistogramLoss(region, torch.rand(30, 3, generator=g, dtype=torch.float64))
+    x = torch.rand(1, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(loss, (x,))
+
+
+def test_regions_follow_the_landmarks(makeup_dir):
+    photo = read_image(makeup_dir / "plain" / "01.jpg")
+    face = find_face(photo)
+    lm = apply_matrix(frame_matrix(face.landmarks, 128), face.landmarks)
+    at = lambda m, p: float(m[0, 0, int(round(p[1])), int(round(p[0]))])
+    lips, shadow, eyes = lips_mask(lm, 128), eye_shadow_mask(lm, 128), eyes_mask(lm, 128)
+    assert at(lips, (lm[51] + lm[62]) / 2) == 1  # upper lip
+    assert at(lips, lm[60:68].mean(0)) == 0 or np.ptp(lm[60:68, 1]) < 1  # the mouth opening is not lip
+    assert at(shadow, (lm[19] + lm[37]) / 2) > 0.9  # the lid between brow and eye
+    assert at(shadow, lm[36:42].mean(0)) < 0.15 and at(shadow, lm[19]) < 0.15  # not the eye, not the brow
+    inside_eye = ((shadow > 0.5) & (eyes > 0)).sum() / (eyes > 0).sum()  # the region used for the histogram
+    assert inside_eye < 0.25
+
+
+def test_degree_zero_returns_the_input(makeup_dir):
+    plain = makeup_dir / "plain" / "02.jpg"
+    res = makeup(plain, makeup_dir / "makeup" / "01.jpg", preset("makeup", makeup_degree=0.0, **TINY), progress=False)
+    assert np.abs(res.image.astype(int) - read_image(plain)).max() <= 1
+
+
+def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir):
+    plain_path, ref_path = makeup_dir / "plain" / "01.jpg", makeup_dir / "makeup" / "01.jpg"
+    cfg = preset("makeup", **TINY)
+    res = makeup(plain_path, ref_path, cfg, progress=False)
+    plain = read_image(plain_path)
+    ref, inside = align_reference(read_image(ref_path), res.reference_face, res.frame, cfg, "cpu")
+    out = warp_to_frame(to_tensor(res.image), res.frame.matrix, cfg.size)
+    lips = (region_masks(res.frame.landmarks, cfg.size, cfg, "cpu")["lips"] > 0.5)[0, 0]
+    ref_px = ref[0][:, lips & (inside[0, 0] > 0.5)].T
+    before = histogram_distance(res.frame.image[0][:, lips].T, ref_px)
+    after = histogram_distance(out[0][:, lips].T, ref_px)
+    assert after < 0.7 * before
+    h, w = plain.shape[:2]
+    outside = warp_from_frame((res.frame.mask > 0).float(), res.frame.matrix, h, w)[0, 0].numpy() == 0
+    assert np.array_equal(res.image[outside], plain[outside])
+
+
+def test_cli_makeup_writes_result_and_record(tmp_path, makeup_dir):
+    out = tmp_path / "m.png"
+    args = ["makeup", str(makeup_dir / "plain" / "03.jpg"), str(makeup_dir / "makeup" / "02.jpg"), "-o", str(out),
+            "--size", "64", "--iters", "3", "--degree", "0.5", "--regions", "lips,eyes", "-q"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["command"] == "makeup" and record["options"]["makeup_degree"] == 0.5
+    assert record["options"]["makeup_regions"] == ["lips", "eyes"]
+    res = CliRunner().invoke(main, [*args[:5], "--regions", "nose", "-q"])
+    assert res.exit_code != 0
