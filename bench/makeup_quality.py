@@ -19,6 +19,8 @@ from optimswap.data import local_faces_dir
 from optimswap.eval.metrics import border_gradient, histogram_distance, identity_distance, psnr
 from optimswap.face import face_descriptor, find_face, warp_from_frame, warp_to_frame
 from optimswap.io import read_image, to_tensor, write_image
+from optimswap.face.regions import union
+from optimswap.losses import region_pixels
 from optimswap.makeup import align_reference, makeup, region_masks
 from optimswap.swap import list_images
 
@@ -49,14 +51,13 @@ def main():
                 masks = region_masks(frame.landmarks, cfg.size, cfg, "cpu")
                 dist = {}
                 for name, m in masks.items():
-                    sel = (m > 0.5)[0, 0]
-                    ref_px = ref_frame[0][:, sel & (inside[0, 0] > 0.5)].T
-                    dist[name] = (histogram_distance(frame.image[0][:, sel].T, ref_px),
-                                  histogram_distance(out_frame[0][:, sel].T, ref_px))
-                union = torch_union(masks)
-                ring = border_gradient(out_frame, union) / border_gradient(frame.image, union)
+                    ref_px = region_pixels(ref_frame, m, inside)
+                    dist[name] = (histogram_distance(region_pixels(frame.image, m), ref_px),
+                                  histogram_distance(region_pixels(out_frame, m), ref_px))
+                editable = union(masks.values())
+                ring = border_gradient(out_frame, editable) / border_gradient(frame.image, editable)
                 h, w = plain.shape[:2]
-                outside = warp_from_frame((union > 0).float(), frame.matrix, h, w)[0, 0].numpy() == 0
+                outside = warp_from_frame((editable > 0).float(), frame.matrix, h, w)[0, 0].numpy() == 0
                 f_out = find_face(res.image)
                 ident = identity_distance(face_descriptor(res.image, f_out), face_descriptor(plain, res.source_face))
                 print(f"| {plain_path.stem} | {ref_path.stem} | {degree:g} | " + " | ".join(
@@ -64,12 +65,6 @@ def main():
                       f" | {ident:.3f} | {psnr(res.image, plain, outside):.1f} | {ring:.2f} |", flush=True)
             sheet.append([np.asarray(Image.fromarray(p).resize((200, 200))) for p in row_pictures])
     Image.fromarray(np.concatenate([np.concatenate(r, 1) for r in sheet], 0)).save(args.out / "contact_sheet.png")
-
-
-def torch_union(masks):
-    import torch
-
-    return torch.stack(list(masks.values())).amax(0)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def _submit_submitit(specs: list[dict], folder: Path, cluster: str | None, worke
     except ImportError as err:
         raise ImageError("the submitit executor needs: pip install 'optimswap[cluster]'") from err
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(timeout_min=120, cpus_per_task=max(1, spec_threads(workers)))
+    executor.update_parameters(timeout_min=120, cpus_per_task=threads_per_run(workers))
     jobs = [(executor.submit(execute, s), s) for s in specs]
     for job, spec in jobs:
         try:
@@ -175,7 +175,8 @@ def _submit_submitit(specs: list[dict], folder: Path, cluster: str | None, worke
             yield spec, err
 
 
-def spec_threads(workers: int) -> int:
+def threads_per_run(workers: int) -> int:
+    """Torch threads of each run when ``workers`` run side by side: the cores shared out."""
     return max(1, (os.cpu_count() or 1) // workers)
 
 
@@ -186,10 +187,10 @@ def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str 
         raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    for settings in {json.dumps(r.settings, sort_keys=True, default=list) for r in plan(pairs[:1], grid, out)}:
-        preset(preset_name, **json.loads(settings))  # invalid combinations fail now, not in a worker
     out = Path(out)
     runs = plan(pairs, grid, out)
+    for run in runs:
+        preset(preset_name, **run.settings)  # invalid combinations fail now, not in a worker
     todo = [r for r in runs if not r.done()]
     if len(todo) < len(runs):
         log.warning("%d of %d runs already finished; running the other %d", len(runs) - len(todo), len(runs), len(todo))
@@ -197,7 +198,7 @@ def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str 
     write_json(out / "sweep.json", {"preset": preset_name, "grid": grid, "executor": executor, "workers": workers,
                                      "pairs": [dataclasses.asdict(p) for p in pairs]})
     specs = [{"preset": preset_name, "settings": r.settings, "source": str(r.pair.source), "target": str(r.pair.target),
-              "output": str(r.output), "threads": spec_threads(workers)} for r in todo]
+              "output": str(r.output), "threads": threads_per_run(workers)} for r in todo]
     results = (_submit_local(specs, workers) if executor == "local"
                else _submit_submitit(specs, out / "submitit", cluster, workers))
     failures = 0

@@ -102,13 +102,13 @@ def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite,
 def makeup_cmd(plain, reference, output, degree, regions, makeup_weight, preset_name, size, iters, seed, device,
                face_index, overwrite, quiet):
     """Apply the makeup of the portrait REFERENCE to the face in PLAIN (outside the makeup regions: unchanged)."""
-    from optimswap.makeup import REGIONS
     from optimswap.runs import record_path, run_makeup
 
     overrides = dict(makeup_degree=degree, makeup_weight=makeup_weight, size=size, iters=iters, seed=seed, device=device)
     if regions:
         chosen = tuple(r.strip() for r in regions.split(","))
-        base = dict(zip(REGIONS, preset(preset_name).makeup_region_weights))
+        base_cfg = preset(preset_name)
+        base = dict(zip(base_cfg.makeup_regions, base_cfg.makeup_region_weights))
         overrides.update(makeup_regions=chosen, makeup_region_weights=tuple(base.get(r, 1.0) for r in chosen))
     cfg = preset(preset_name, **overrides)
     record = run_makeup(plain, reference, output, cfg, face_index, progress=not quiet, overwrite=overwrite)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 
 METHODS = ("full", "paste", "global")
+MAKEUP_REGIONS = ("lips", "eyes", "skin")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SwapConfig:
     search_max_cells: int = 3
     # The nearest-neighbour search runs on the principal components keeping this share of the target features'
     # second moment (1.0 = all channels, exact). Measured on jennifer->angelina at 256 px: 0.98 keeps
-    # 12/45/85/177 of 64/128/256/512 channels and cuts a re-matching from 2.9 s to ~0.4 s (bench/iteration_cost.py).
+    # 10/37/83/142 of 64/128/256/512 channels and cuts a re-matching from 2.9 s to ~0.5 s (bench/iteration_cost.py).
     search_energy: float = 0.98
     tv_weight: float = 8.0  # (Mahendran & Vedaldi 2015) L1 TV; tuned: lower leaves colour speckle on skin
 
@@ -68,7 +69,7 @@ class SwapConfig:
     # Makeup transfer (issue #5): BeautyGAN's histogram loss per region, region weights lips, eyes, skin =
     # 1, 1, 0.1 as in BeautyGAN (Li et al. 2018, lambda_lips = lambda_shadow = 1, lambda_face = 0.1) and PSGAN;
     # makeup_weight scales them against the content loss; degree as in IPM-Net (0 = input, 1 = full makeup).
-    makeup_regions: tuple[str, ...] = ("lips", "eyes", "skin")
+    makeup_regions: tuple[str, ...] = MAKEUP_REGIONS
     makeup_region_weights: tuple[float, ...] = (1.0, 1.0, 0.1)
     makeup_weight: float = 20.0
     makeup_degree: float = 1.0
@@ -97,8 +98,8 @@ class SwapConfig:
             raise ValueError("style_layers and style_layer_weights must have the same length")
         if len(self.makeup_regions) != len(self.makeup_region_weights):
             raise ValueError("makeup_regions and makeup_region_weights must have the same length")
-        if not set(self.makeup_regions) <= {"lips", "eyes", "skin"} or not self.makeup_regions:
-            raise ValueError(f"makeup_regions must be a non-empty subset of lips, eyes, skin; got {self.makeup_regions}")
+        if not set(self.makeup_regions) <= set(MAKEUP_REGIONS) or not self.makeup_regions:
+            raise ValueError(f"makeup_regions must be a non-empty subset of {MAKEUP_REGIONS}; got {self.makeup_regions}")
         if not 0.0 <= self.makeup_degree <= 1.0:
             raise ValueError(f"makeup_degree must be in [0, 1], got {self.makeup_degree}")
         if self.size < 32 or self.size % 2 ** self.levels:

@@ -15,19 +15,16 @@ import numpy as np
 import torch
 
 from optimswap.config import SwapConfig
-from optimswap.face import Face, find_face, frame_matrix, tps_warp, warp_to_frame
-from optimswap.face.align import apply_matrix
+from optimswap.face import Face, find_face, frame_matrix, tps_warp
+from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.face.mask import soften
-from optimswap.face.regions import eye_shadow_mask, lips_mask, skin_mask
+from optimswap.face.regions import eye_shadow_mask, lips_mask, skin_mask, union
 from optimswap.features import load_encoder
 from optimswap.io import read_image, to_tensor
-from optimswap.losses import ContentLoss, HistogramLoss, TVLoss
+from optimswap.losses import ContentLoss, HistogramLoss, TVLoss, region_pixels
 from optimswap.objective import Objective, Term
 from optimswap.optim import resize_to
 from optimswap.pipeline import EditResult, Frame, Level, edit
-
-REGIONS = ("lips", "eyes", "skin")
-
 
 def region_masks(landmarks: np.ndarray, size: int, cfg: SwapConfig, device) -> dict[str, torch.Tensor]:
     """Soft (1, 1, S, S) masks of the configured makeup regions for frame landmarks at ``size``."""
@@ -43,19 +40,17 @@ def region_masks(landmarks: np.ndarray, size: int, cfg: SwapConfig, device) -> d
 def editable_mask(cfg: SwapConfig):
     """The pipeline's mask: union of the makeup regions."""
     def mask_fn(landmarks, size, device):
-        return torch.stack(list(region_masks(landmarks, size, cfg, device).values())).amax(0)
+        return union(region_masks(landmarks, size, cfg, device).values())
 
     return mask_fn
+
 
 
 def align_reference(reference: np.ndarray, face: Face, frame: Frame, cfg: SwapConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference photo in the plain's frame and landmark geometry, and where it is inside the photo."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
     landmarks = apply_matrix(matrix, face.landmarks)
-    photo = to_tensor(reference, device)
-    image = warp_to_frame(photo, matrix, cfg.size)
-    inside = warp_to_frame(torch.ones_like(photo[:, :1]), matrix, cfg.size)
-    warped = tps_warp(torch.cat([image, inside], 1), landmarks[None], frame.landmarks)
+    warped = tps_warp(warp_photo_to_frame(to_tensor(reference, device), matrix, cfg.size), landmarks[None], frame.landmarks)
     return warped[:, :3], warped[:, 3:]
 
 
@@ -72,8 +67,7 @@ def makeup_objective(reference: np.ndarray, face: Face, cfg: SwapConfig):
                 content = encoder(level.image, [cfg.content_layer])[cfg.content_layer]
             terms = [Term("content", cfg.content_weight, ContentLoss(content), cfg.content_layer)]
             for name, region in region_masks(landmarks, level.size, cfg, device).items():
-                ref_pixels = ref_l[0][:, ((region > 0.5) & (inside_l > 0.5))[0, 0]].T
-                plain_pixels = level.image[0][:, (region > 0.5)[0, 0]].T
+                ref_pixels, plain_pixels = region_pixels(ref_l, region, inside_l), region_pixels(level.image, region)
                 if len(ref_pixels) == 0 or len(plain_pixels) == 0:
                     raise ValueError(f"the {name} region is empty at {level.size} px")
                 loss = HistogramLoss(region, ref_pixels, plain_pixels, cfg.makeup_degree)

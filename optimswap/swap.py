@@ -13,8 +13,8 @@ import torch
 
 from optimswap.compose import match_color
 from optimswap.config import SwapConfig
-from optimswap.face import Face, face_mask, find_face, frame_matrix, shape_distance, tps_warp, warp_to_frame
-from optimswap.face.align import apply_matrix
+from optimswap.face import Face, face_mask, find_face, frame_matrix, shape_distance, tps_warp
+from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import ImageError, read_image, to_tensor
 from optimswap.losses import ContentLoss, PatchStyleLoss, TVLoss
@@ -68,18 +68,16 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         raise ImageError("no usable target photo (no face found in any)")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
-    frames, valids, lms = [], [], []
+    framed, lms = [], []
     for _, _, photo, matrix, landmarks in chosen:
-        t = to_tensor(photo, device)
-        frames.append(warp_to_frame(t, matrix, cfg.size))
-        inside = warp_to_frame(torch.ones_like(t[:, :1]), matrix, cfg.size)
+        photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
         own_mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        valids.append(inside * own_mask)
+        framed.append(torch.cat([photo_inside[:, :3], photo_inside[:, 3:] * own_mask], 1))
         lms.append(landmarks)
     lms = np.stack(lms)
     goal = lms + cfg.warp_strength * (source.landmarks - lms)
-    images = tps_warp(torch.cat(frames), lms, goal)
-    valid = tps_warp(torch.cat(valids), lms, goal).clamp(0, 1)
+    warped = tps_warp(torch.cat(framed), lms, goal)  # one TPS solve for the photos and their validity
+    images, valid = warped[:, :3], warped[:, 3:].clamp(0, 1)
     if cfg.color_match_targets:
         region = valid * source.mask
         images = match_color(images, source.image, region, source.mask)

@@ -13,6 +13,7 @@ from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask
 from optimswap.losses import HistogramLoss, histogram_targets
 from optimswap.makeup import align_reference, makeup, region_masks
+from optimswap.losses import region_pixels
 from optimswap.io import read_image, to_tensor
 from optimswap.face import warp_to_frame, warp_from_frame
 
@@ -74,10 +75,10 @@ def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir)
     plain = read_image(plain_path)
     ref, inside = align_reference(read_image(ref_path), res.reference_face, res.frame, cfg, "cpu")
     out = warp_to_frame(to_tensor(res.image), res.frame.matrix, cfg.size)
-    lips = (region_masks(res.frame.landmarks, cfg.size, cfg, "cpu")["lips"] > 0.5)[0, 0]
-    ref_px = ref[0][:, lips & (inside[0, 0] > 0.5)].T
-    before = histogram_distance(res.frame.image[0][:, lips].T, ref_px)
-    after = histogram_distance(out[0][:, lips].T, ref_px)
+    lips = region_masks(res.frame.landmarks, cfg.size, cfg, "cpu")["lips"]
+    ref_px = region_pixels(ref, lips, inside)
+    before = histogram_distance(region_pixels(res.frame.image, lips), ref_px)
+    after = histogram_distance(region_pixels(out, lips), ref_px)
     assert after < 0.7 * before
     h, w = plain.shape[:2]
     outside = warp_from_frame((res.frame.mask > 0).float(), res.frame.matrix, h, w)[0, 0].numpy() == 0

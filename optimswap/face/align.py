@@ -55,6 +55,11 @@ def warp_to_frame(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.T
     return warp_affine(image, m, (size, size), mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def warp_photo_to_frame(photo: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
+    """(B, C + 1, S, S): the photo in the frame, plus a last channel that is 1 where the frame lies inside it."""
+    return warp_to_frame(torch.cat([photo, torch.ones_like(photo[:, :1])], 1), matrix, size)
+
+
 def warp_from_frame(frame: torch.Tensor, matrix: np.ndarray, height: int, width: int) -> torch.Tensor:
     """Inverse of ``warp_to_frame``: put a frame back into photo coordinates (outside the frame is 0)."""
     m = torch.as_tensor(matrix, dtype=frame.dtype, device=frame.device)[None]

@@ -7,7 +7,7 @@ import torch
 from kornia.morphology import dilation
 from scipy.spatial import ConvexHull
 
-from optimswap.face.align import LEFT_EYE, RIGHT_EYE
+from optimswap.face.align import LEFT_EYE, RIGHT_EYE, interocular
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 
 OUTER_LIPS = slice(48, 60)
@@ -15,13 +15,14 @@ INNER_LIPS = slice(60, 68)
 LEFT_BROW, RIGHT_BROW = slice(17, 22), slice(22, 27)
 
 
-def _union(masks: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(masks).amax(0)
+def union(masks: list[torch.Tensor]) -> torch.Tensor:
+    """Pixel-wise maximum of same-shaped masks."""
+    return torch.stack(list(masks)).amax(0)
 
 
 def eyes_mask(landmarks: np.ndarray, size: int, margin: float = 0.0, device="cpu") -> torch.Tensor:
     """Both eye openings, grown by ``margin`` pixels; hard (1, 1, S, S)."""
-    return _union([polygon_mask(grow(landmarks[s], margin), size, device) for s in (LEFT_EYE, RIGHT_EYE)])
+    return union([polygon_mask(grow(landmarks[s], margin), size, device) for s in (LEFT_EYE, RIGHT_EYE)])
 
 
 def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu") -> torch.Tensor:
@@ -30,7 +31,7 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
     for s in (LEFT_BROW, RIGHT_BROW):
         line = landmarks[s]
         bands.append(polygon_mask(np.concatenate([line - [0, thickness / 2], (line + [0, thickness / 2])[::-1]]), size, device))
-    return _union(bands)
+    return union(bands)
 
 
 def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
@@ -41,7 +42,7 @@ def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
     """Band around each eye below the brow: from the brow line down to a fifth of the eye distance below the
     lower lid, minus the brows and the eye itself (each with a small margin); soft."""
-    eye_distance = float(np.linalg.norm(landmarks[LEFT_EYE].mean(0) - landmarks[RIGHT_EYE].mean(0)))
+    eye_distance = interocular(landmarks)
     sigma = max(feather * size, 0.5)
     bands = []
     for brow, eye in ((LEFT_BROW, LEFT_EYE), (RIGHT_BROW, RIGHT_EYE)):
@@ -50,8 +51,8 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
         bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
     # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
     # by half the usual width to keep its full strength there.
-    cut = _union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.12 * eye_distance, device)])
-    return soften(_union(bands) * (1 - cut), sigma / 2)
+    cut = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.12 * eye_distance, device)])
+    return soften(union(bands) * (1 - cut), sigma / 2)
 
 
 def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015, device="cpu") -> torch.Tensor:
@@ -61,14 +62,14 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     widths) is a morphological dilation of the features and erosion of the hull, so the softened skin is ~0
     on every excluded feature.
     """
-    eye_distance = float(np.linalg.norm(landmarks[LEFT_EYE].mean(0) - landmarks[RIGHT_EYE].mean(0)))
+    eye_distance = interocular(landmarks)
     sigma = max(feather * size, 0.5)
     radius = int(round(0.05 * eye_distance + 2 * sigma))
     kernel = torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
     hull = 1 - dilation(1 - polygon_mask(face_polygon(landmarks, forehead), size, device), kernel)
-    features = _union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.2 * eye_distance, device),
+    features = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.2 * eye_distance, device),
                        polygon_mask(landmarks[OUTER_LIPS], size, device)])
     return soften(hull * (1 - dilation(features, kernel)), sigma)
 
 
-__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "lips_mask", "skin_mask"]
+__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "lips_mask", "skin_mask", "union"]

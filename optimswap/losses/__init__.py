@@ -1,10 +1,11 @@
 """Loss terms: one module each; every term is a plain function plus a thin nn.Module."""
 
 from optimswap.losses.content import ContentLoss, content_loss
-from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets
+from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets, region_pixels
 from optimswap.losses.patch import (Matches, PatchStyleLoss, nearest_patches, nearest_patches_global,
                                     principal_projection, project, vote, voted_patch_loss)
 from optimswap.losses.tv import TVLoss, tv_loss
 
-__all__ = ["ContentLoss", "HistogramLoss", "histogram_loss", "histogram_targets", "Matches", "PatchStyleLoss", "TVLoss", "content_loss", "nearest_patches",
-           "nearest_patches_global", "principal_projection", "project", "tv_loss", "vote", "voted_patch_loss"]
+__all__ = ["ContentLoss", "HistogramLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss", "histogram_loss",
+           "histogram_targets", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
+           "region_pixels", "tv_loss", "vote", "voted_patch_loss"]

@@ -39,11 +39,18 @@ def histogram_targets(values: torch.Tensor, reference: torch.Tensor, plain: torc
     return goal.gather(0, ranks)
 
 
+def region_pixels(image: torch.Tensor, region: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C) values of ``image`` (1, C, H, W) where ``region`` (and ``inside``, if given) exceed 0.5: the pixel
+    set a region's histogram is taken over."""
+    where = region > 0.5 if inside is None else (region > 0.5) & (inside > 0.5)
+    return image[0][:, where[0, 0]].T
+
+
 def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
                    degree: float = 1.0) -> torch.Tensor:
     """Mean L1 between the region's pixels (``region`` (1, 1, H, W) > 0.5) of ``image`` (1, C, H, W) and their
     histogram-matched targets."""
-    values = image[0][:, region[0, 0] > 0.5].T
+    values = region_pixels(image, region)
     if values.shape[0] == 0:
         raise ValueError("empty region")
     return (values - histogram_targets(values, reference, plain, degree)).abs().mean()

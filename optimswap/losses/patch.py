@@ -50,6 +50,20 @@ class Matches:
     found: torch.Tensor  # (H, W) bool
     score: torch.Tensor  # (H, W) normalised cross-correlation of the match
 
+    @classmethod
+    def none(cls, h: int, w: int, device) -> "Matches":
+        """No position matched yet."""
+        def index():
+            return torch.zeros(h, w, dtype=torch.long, device=device)
+
+        return cls(index(), index(), index(), torch.zeros(h, w, dtype=torch.bool, device=device),
+                   torch.full((h, w), -torch.inf, device=device))
+
+
+def _whole_patch_valid(valid: torch.Tensor) -> torch.Tensor:
+    """(K, 1, H, W) bool: every cell of the 3x3 target patch centred there is valid (a candidate)."""
+    return _mean3(valid) > 1 - 1e-4
+
 
 @torch.no_grad()
 def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, radius: int,
@@ -70,7 +84,7 @@ def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
     pad = r + 1
     t_pad = F.pad(targets, (pad, pad, pad, pad))
     # Per candidate patch: 1 / |t| where all 9 cells are valid, else 0 with a -inf penalty (never chosen).
-    ok = _mean3(valid) > 1 - 1e-4
+    ok = _whole_patch_valid(valid)
     inv_norm = torch.where(ok, 1.0 / (_mean3((targets**2).sum(1, keepdim=True)).sqrt() + _EPS), 0.0)
     inv_norm = F.pad(inv_norm[:, 0], (pad, pad, pad, pad))
     penalty = F.pad(torch.where(ok, 0.0, -torch.inf)[:, 0], (pad, pad, pad, pad), value=-torch.inf)
@@ -93,13 +107,7 @@ def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
     score_c, k_c = best.max(0)
     offset_c = best_offset.gather(0, k_c[None])[0]
     found_c = score_c > -torch.inf
-    out = Matches(
-        k=torch.zeros(h, w, dtype=torch.long, device=x.device),
-        dy=torch.zeros(h, w, dtype=torch.long, device=x.device),
-        dx=torch.zeros(h, w, dtype=torch.long, device=x.device),
-        found=torch.zeros(h, w, dtype=torch.bool, device=x.device),
-        score=torch.full((h, w), -torch.inf, device=x.device),
-    )
+    out = Matches.none(h, w, x.device)
     inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
     out.k[y0:y1, x0:x1] = k_c[inner]
     out.dy[y0:y1, x0:x1] = (offset_c // side - r)[inner]
@@ -123,10 +131,10 @@ def nearest_patches_global(x: torch.Tensor, targets: torch.Tensor, valid: torch.
     of normalised patches per chunk of at most ``chunk`` candidate-position pairs.
     """
     _check(x, targets, valid)
-    k_n, c, h, w = targets.shape
+    _, c, h, w = targets.shape
     inner = torch.zeros(h, w, dtype=torch.bool, device=x.device)
     inner[1:-1, 1:-1] = True  # whole patches only, on both sides
-    ok = ((_mean3(valid) > 1 - 1e-4)[:, 0] & inner).reshape(-1)
+    ok = (_whole_patch_valid(valid)[:, 0] & inner).reshape(-1)
     candidates = F.unfold(targets, 3, padding=1).transpose(1, 2).reshape(-1, 9 * c)[ok]
     candidates = candidates / (candidates.norm(dim=1, keepdim=True) + _EPS)
     index = ok.nonzero()[:, 0]
@@ -137,14 +145,10 @@ def nearest_patches_global(x: torch.Tensor, targets: torch.Tensor, valid: torch.
     best = torch.full((positions.numel(),), -torch.inf, device=x.device)
     best_index = torch.zeros(positions.numel(), dtype=torch.long, device=x.device)
     step = max(1, chunk // max(candidates.shape[0], 1))
-    for start in range(0, positions.numel(), step):
-        if candidates.shape[0] == 0:
-            break
+    for start in range(0, positions.numel() if candidates.shape[0] else 0, step):
         score, arg = (candidates @ patches[:, start : start + step]).max(0)
         best[start : start + step], best_index[start : start + step] = score, index[arg]
-    out = Matches(*(torch.zeros(h, w, dtype=torch.long, device=x.device) for _ in range(3)),
-                  found=torch.zeros(h, w, dtype=torch.bool, device=x.device),
-                  score=torch.full((h, w), -torch.inf, device=x.device))
+    out = Matches.none(h, w, x.device)
     py, px = positions // w, positions % w
     cell = best_index % (h * w)
     out.k[py, px] = best_index // (h * w)
