@@ -1,9 +1,11 @@
 """Issue #5 acceptance figures on ../shared/faces/makeup: every plain photo with two references, degrees 0.5 and 1.
 
 python bench/makeup_quality.py [--size 256] [--out runs/makeup]
-Per run: histogram distance (earth mover's, 0-255) of lips / eyes / skin to the reference, output vs plain;
-identity distance output <-> plain; PSNR outside all regions; border-ring gradient output / plain.
-Writes results and a contact sheet (plain, reference, degree 0.5, degree 1) to --out.
+Each run is written as OUT.png + OUT.json (a run whose record exists is kept, so the bench resumes) and scored by
+``optimswap eval``'s makeup metrics: histogram distance (earth mover's, 0-255) of lips / eyes / skin to the
+reference, plain (before) and output (after); identity distance output <-> plain; PSNR outside all regions;
+border-ring gradient output / plain. Prints the table and how many runs meet each acceptance bound, and writes
+eval.csv and a contact sheet (plain, reference, degree 0.5, degree 1) to --out.
 """
 
 from __future__ import annotations
@@ -16,13 +18,31 @@ from PIL import Image
 
 from optimswap.config import preset
 from optimswap.data import local_faces_dir
-from optimswap.eval.metrics import border_gradient, histogram_distance, identity_distance, psnr
-from optimswap.face import face_descriptor, find_face, warp_from_frame, warp_to_frame
-from optimswap.io import read_image, to_tensor, write_image
-from optimswap.face.regions import union
-from optimswap.losses import region_pixels
-from optimswap.makeup import align_reference, makeup, region_masks
+from optimswap.eval.report import evaluate_runs, format_table, write_rows
+from optimswap.io import read_image
+from optimswap.runs import run_makeup
 from optimswap.swap import list_images
+
+DEGREES = (0.5, 1.0)
+COLUMNS = ["plain", "reference", "degree", "lips_before", "lips_after", "eyes_before", "eyes_after", "skin_before",
+           "skin_after", "id_to_source", "psnr_outside", "ring_ratio", "seconds"]
+
+
+def acceptance(rows: list[dict]) -> list[str]:
+    """Issue #5's bounds, as 'passed / runs' lines."""
+    full = [r for r in rows if r["degree"] == 1.0]
+    half = {(r["plain"], r["reference"]): r for r in rows if r["degree"] == 0.5}
+    checks = {
+        "lips distance reduced >= 50 % (degree 1)": [r["lips_after"] <= 0.5 * r["lips_before"] for r in full],
+        "eyes distance reduced >= 50 % (degree 1)": [r["eyes_after"] <= 0.5 * r["eyes_before"] for r in full],
+        "identity to plain <= 0.35": [r["id_to_source"] <= 0.35 for r in rows],
+        "PSNR outside the regions >= 40 dB": [r["psnr_outside"] >= 40 for r in rows],
+        "ring gradient <= 1.5x plain": [r["ring_ratio"] <= 1.5 for r in rows],
+        "degree 0.5 between plain and degree 1 (lips and eyes)": [
+            all(r[f"{n}_after"] <= h[f"{n}_after"] <= r[f"{n}_before"] for n in ("lips", "eyes"))
+            for r in full if (h := half.get((r["plain"], r["reference"])))],
+    }
+    return [f"{name}: {sum(ok)}/{len(ok)}" for name, ok in checks.items()]
 
 
 def main():
@@ -33,37 +53,24 @@ def main():
     root = local_faces_dir() / "makeup"
     plains, refs = list_images(root / "plain"), list_images(root / "makeup")
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| plain | reference | degree | lips before | after | eyes before | after | skin before | after | id to plain | PSNR outside | ring grad ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    sheet = []
-    for i, plain_path in enumerate(plains):
-        for ref_path in (refs[i % len(refs)], refs[(i + 3) % len(refs)]):
-            plain = read_image(plain_path)
-            row_pictures = [plain, read_image(ref_path)]
-            for degree in (0.5, 1.0):
-                cfg = preset("makeup", size=args.size, makeup_degree=degree)
-                res = makeup(plain_path, ref_path, cfg, progress=False)
-                write_image(args.out / f"{plain_path.stem}_{ref_path.stem}_{degree:g}.png", res.image)
-                row_pictures.append(res.image)
-                frame = res.frame
-                ref_frame, inside = align_reference(read_image(ref_path), res.reference_face, frame, cfg, "cpu")
-                out_frame = warp_to_frame(to_tensor(res.image), frame.matrix, cfg.size)
-                masks = region_masks(frame.landmarks, cfg.size, cfg, "cpu")
-                dist = {}
-                for name, m in masks.items():
-                    ref_px = region_pixels(ref_frame, m, inside)
-                    dist[name] = (histogram_distance(region_pixels(frame.image, m), ref_px),
-                                  histogram_distance(region_pixels(out_frame, m), ref_px))
-                editable = union(masks.values())
-                ring = border_gradient(out_frame, editable) / border_gradient(frame.image, editable)
-                h, w = plain.shape[:2]
-                outside = warp_from_frame((editable > 0).float(), frame.matrix, h, w)[0, 0].numpy() == 0
-                f_out = find_face(res.image)
-                ident = identity_distance(face_descriptor(res.image, f_out), face_descriptor(plain, res.source_face))
-                print(f"| {plain_path.stem} | {ref_path.stem} | {degree:g} | " + " | ".join(
-                    f"{dist[n][0]:.1f} | {dist[n][1]:.1f}" for n in ("lips", "eyes", "skin")) +
-                      f" | {ident:.3f} | {psnr(res.image, plain, outside):.1f} | {ring:.2f} |", flush=True)
-            sheet.append([np.asarray(Image.fromarray(p).resize((200, 200))) for p in row_pictures])
+    records, sheet = [], []
+    for i, plain in enumerate(plains):
+        for ref in (refs[i % len(refs)], refs[(i + 3) % len(refs)]):
+            pictures = [read_image(plain), read_image(ref)]
+            for degree in DEGREES:
+                output = args.out / f"{plain.stem}_{ref.stem}_{degree:g}.png"
+                if not output.with_suffix(".json").exists():
+                    run_makeup(plain, ref, output, preset("makeup", size=args.size, makeup_degree=degree),
+                               progress=False, overwrite=True)
+                records.append(output.with_suffix(".json"))
+                pictures.append(read_image(output))
+            sheet.append([np.asarray(Image.fromarray(p).resize((200, 200))) for p in pictures])
+    rows = evaluate_runs(records)
+    for row in rows:
+        row["plain"], row["reference"] = Path(row["source"]).stem, Path(row["reference"]).stem
+    print(format_table(rows, COLUMNS))
+    print("\n".join(acceptance(rows)))
+    write_rows(rows, args.out / "eval.csv", lead=["plain", "reference", "degree"])
     Image.fromarray(np.concatenate([np.concatenate(r, 1) for r in sheet], 0)).save(args.out / "contact_sheet.png")
 
 

@@ -7,15 +7,14 @@ from click.testing import CliRunner
 
 from optimswap.cli import main
 from optimswap.config import preset
-from optimswap.eval import histogram_distance
+from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask
 from optimswap.losses import HistogramLoss, histogram_targets
-from optimswap.makeup import align_reference, makeup, region_masks
-from optimswap.losses import region_pixels
-from optimswap.io import read_image, to_tensor
-from optimswap.face import warp_to_frame, warp_from_frame
+from optimswap.makeup import makeup
+from optimswap.io import read_image
+from optimswap.runs import run_makeup
 
 TINY = dict(size=64, levels=1, iters=8)
 
@@ -68,21 +67,16 @@ def test_degree_zero_returns_the_input(makeup_dir):
     assert np.abs(res.image.astype(int) - read_image(plain)).max() <= 1
 
 
-def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir):
-    plain_path, ref_path = makeup_dir / "plain" / "01.jpg", makeup_dir / "makeup" / "01.jpg"
-    cfg = preset("makeup", **TINY)
-    res = makeup(plain_path, ref_path, cfg, progress=False)
-    plain = read_image(plain_path)
-    ref, inside = align_reference(read_image(ref_path), res.reference_face, res.frame, cfg, "cpu")
-    out = warp_to_frame(to_tensor(res.image), res.frame.matrix, cfg.size)
-    lips = region_masks(res.frame.landmarks, cfg.size, cfg, "cpu")["lips"]
-    ref_px = region_pixels(ref, lips, inside)
-    before = histogram_distance(region_pixels(res.frame.image, lips), ref_px)
-    after = histogram_distance(region_pixels(out, lips), ref_px)
-    assert after < 0.7 * before
-    h, w = plain.shape[:2]
-    outside = warp_from_frame((res.frame.mask > 0).float(), res.frame.matrix, h, w)[0, 0].numpy() == 0
-    assert np.array_equal(res.image[outside], plain[outside])
+def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir, tmp_path):
+    """Scored by ``optimswap eval``'s makeup metrics from the run record."""
+    out = tmp_path / "m.png"
+    run_makeup(makeup_dir / "plain" / "01.jpg", makeup_dir / "makeup" / "01.jpg", out, preset("makeup", **TINY),
+               progress=False)
+    row = evaluate_record(out.with_suffix(".json"))
+    assert row["command"] == "makeup" and not row["error"]
+    assert row["lips_after"] < 0.7 * row["lips_before"]
+    assert row["psnr_outside"] == float("inf")  # bit-exact outside the makeup regions
+    assert row["id_to_source"] < 0.35
 
 
 def test_cli_makeup_writes_result_and_record(tmp_path, makeup_dir):
@@ -94,5 +88,8 @@ def test_cli_makeup_writes_result_and_record(tmp_path, makeup_dir):
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["command"] == "makeup" and record["options"]["makeup_degree"] == 0.5
     assert record["options"]["makeup_regions"] == ["lips", "eyes"]
+    res = CliRunner().invoke(main, ["eval", str(tmp_path), "-o", str(tmp_path / "eval.csv")], catch_exceptions=False)
+    assert res.exit_code == 0 and "lips_after" in res.output and "skin_after" not in res.output, res.output
+    assert (tmp_path / "eval.csv").exists()
     res = CliRunner().invoke(main, [*args[:5], "--regions", "nose", "-q"])
     assert res.exit_code != 0

@@ -10,18 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from optimswap.config import SwapConfig
-from optimswap.eval.metrics import (head_pose, high_frequency_ratio, identity_distance, landmark_nme, lighting_error,
-                                    nearest_identity, psnr)
+from optimswap.config import MAKEUP_REGIONS, SwapConfig
+from optimswap.eval.metrics import (border_gradient, head_pose, high_frequency_ratio, histogram_distance,
+                                    identity_distance, landmark_nme, lighting_error, nearest_identity, psnr)
 from optimswap.face import detect_faces, face_descriptor, face_mask, find_face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
-from optimswap.face.regions import skin_mask
+from optimswap.face.regions import skin_mask, union
 from optimswap.io import ImageError, read_image, to_tensor
+from optimswap.losses import region_pixels
 from optimswap.swap import list_images
 
-COLUMNS = ["run", "method", "source", "target", "id_before", "id_after", "id_drop", "id_to_source", "retrieved",
-           "nme", "d_yaw", "d_pitch", "d_roll", "psnr_background", "lighting_error", "hf_ratio", "seconds",
-           "evaluations", "peak_memory_mb", "error"]
+COLUMNS = ["run", "command", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
+           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_background", "lighting_error",
+           "hf_ratio", *(f"{r}_{w}" for r in MAKEUP_REGIONS for w in ("before", "after")), "psnr_outside",
+           "ring_ratio", "seconds", "evaluations", "peak_memory_mb", "error"]
+EDITS = ("swap", "makeup")
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,20 +73,37 @@ def _match_face(image: np.ndarray, box: tuple) -> object:
     return best[1] if best[0] >= 0.3 else None
 
 
-def evaluate_record(path: Path, identities: dict[str, list[Path]] | None = None) -> dict:
-    """Metrics of one run. A face that cannot be found in the output is reported in ``error``, not raised."""
-    path = Path(path)
-    record = json.loads(path.read_text())
-    cfg = SwapConfig.from_dict(record["options"])
-    name, targets = target_photos(record)
-    row = {"run": str(path.with_suffix("")), "method": cfg.method, "source": record["source"], "target": name,
-           "seconds": record["timings"]["total_s"], "evaluations": record.get("evaluations", len(record["loss_history"])),
-           "peak_memory_mb": record.get("peak_memory_mb"), "error": ""}
-    source = read_image(record["source"])
+def _base_row(path: Path, record: dict) -> dict:
+    return {"run": str(path.with_suffix("")), "command": record["command"], "source": record["source"],
+            "seconds": record["timings"]["total_s"], "evaluations": record.get("evaluations", len(record["loss_history"])),
+            "peak_memory_mb": record.get("peak_memory_mb"), "error": ""}
+
+
+def _read_output(path: Path, record: dict) -> np.ndarray:
     output_path = Path(record["output"])
     if not output_path.exists():
         output_path = path.with_suffix(output_path.suffix)  # a moved folder: the picture sits beside its record
-    output = read_image(output_path)
+    return read_image(output_path)
+
+
+def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
+    """Metrics of one run (swap or makeup). A face that cannot be found in the output is reported in ``error``,
+    not raised. Swap retrieval candidates: the folders under ``identities_root``, by default the folders beside
+    the run's target folder."""
+    path = Path(path)
+    record = json.loads(path.read_text())
+    if record.get("command") == "makeup":
+        return _evaluate_makeup(path, record)
+    return _evaluate_swap(path, record, identities_root)
+
+
+def _evaluate_swap(path: Path, record: dict, identities_root: Path | None) -> dict:
+    cfg = SwapConfig.from_dict(record["options"])
+    name, targets = target_photos(record)
+    identities = identity_sets(identities_root or targets[0].parent.parent)
+    row = {**_base_row(path, record), "method": cfg.method, "target": name}
+    source = read_image(record["source"])
+    output = _read_output(path, record)
     source_face = find_face(source, face_index=record.get("face_index", 0), name=record["source"])
     target_mean = identity_mean(targets)
     source_descriptor = face_descriptor(source, source_face)
@@ -121,29 +141,57 @@ def evaluate_record(path: Path, identities: dict[str, list[Path]] | None = None)
     return row
 
 
+def _evaluate_makeup(path: Path, record: dict) -> dict:
+    """Per region: histogram distance (earth mover's, 0-255) to the reference, plain (before) and output (after);
+    identity distance output <-> plain; PSNR outside all makeup regions; ring_ratio = mean gradient on a thin
+    ring along the region borders, output over plain (hard edges > 1)."""
+    from optimswap.makeup import align_reference, editable_mask, region_masks
+    from optimswap.pipeline import make_frame
+
+    cfg = SwapConfig.from_dict(record["options"])
+    row = {**_base_row(path, record), "reference": record["reference"], "degree": cfg.makeup_degree}
+    plain, output, reference = read_image(record["source"]), _read_output(path, record), read_image(record["reference"])
+    plain_face = find_face(plain, face_index=record.get("face_index", 0), name=record["source"])
+    frame = make_frame(to_tensor(plain), plain_face, cfg, editable_mask(cfg))
+    ref_frame, inside = align_reference(reference, find_face(reference, name=record["reference"]), frame, cfg, "cpu")
+    out_frame = warp_to_frame(to_tensor(output), frame.matrix, cfg.size)
+    masks = region_masks(frame.landmarks, cfg.size, cfg, "cpu")
+    for name, region in masks.items():
+        ref_pixels = region_pixels(ref_frame, region, inside)
+        row[f"{name}_before"] = histogram_distance(region_pixels(frame.image, region), ref_pixels)
+        row[f"{name}_after"] = histogram_distance(region_pixels(out_frame, region), ref_pixels)
+    editable = union(masks.values())
+    row["ring_ratio"] = border_gradient(out_frame, editable) / border_gradient(frame.image, editable)
+    h, w = plain.shape[:2]
+    outside = warp_from_frame((editable > 0).float(), frame.matrix, h, w)[0, 0].numpy() == 0
+    row["psnr_outside"] = psnr(output, plain, outside)
+    out_face = _match_face(output, plain_face.box)
+    if out_face is None:
+        row["error"] = "no face found in the output at the plain face's place"
+        return row
+    row["id_to_source"] = identity_distance(face_descriptor(output, out_face), face_descriptor(plain, plain_face))
+    return row
+
+
 def evaluate_runs(records: list[Path], identities_root: Path | None = None) -> list[dict]:
-    """Rows for every record. Retrieval candidates: the folders under ``identities_root``, by default the
-    folders beside each run's target folder. A run that cannot be scored gets a row with its error."""
+    """Rows for every record (see ``evaluate_record``); a run that cannot be scored gets a row with its error."""
     rows = []
     for path in records:
         try:
-            record = json.loads(Path(path).read_text())
-            _, targets = target_photos(record)
-            root = identities_root or targets[0].parent.parent
-            rows.append(evaluate_record(path, identity_sets(root)))
+            rows.append(evaluate_record(path, identities_root))
         except (ImageError, KeyError, ValueError) as err:
             rows.append({"run": str(Path(path).with_suffix("")), "error": str(err)})
     return rows
 
 
 def find_records(paths: list[Path]) -> list[Path]:
-    """Run records among ``paths``: JSON files written by a swap, or found (recursively) under folders."""
+    """Run records among ``paths``: JSON files written by an edit (swap, makeup), or found (recursively) under folders."""
     found = []
     for p in map(Path, paths):
         candidates = sorted(p.rglob("*.json")) if p.is_dir() else [p]
         for c in candidates:
             try:
-                if json.loads(c.read_text()).get("command") == "swap":
+                if json.loads(c.read_text()).get("command") in EDITS:
                     found.append(c)
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 continue
