@@ -28,7 +28,8 @@ from optimswap.io import ImageError, write_json
 
 log = logging.getLogger(__name__)
 # Short names accepted by --grid (any SwapConfig field name works too).
-ALIASES = {"style": "style_weight", "tv": "tv_weight", "content": "content_weight", "warp": "warp_strength",
+ALIASES = {"style": "style_weight", "tv": "tv_weight", "lighting": "lighting_weight", "content": "content_weight",
+           "warp": "warp_strength",
            "targets": "n_targets", "energy": "search_energy", "layers": "style_layers"}
 SHORT = {v: k for k, v in ALIASES.items()}
 EXECUTORS = ("local", "submitit")

@@ -32,6 +32,7 @@ def _swap_options(f):
         click.option("--content-weight", type=float),
         click.option("--style-weight", type=float),
         click.option("--tv-weight", type=float),
+        click.option("--lighting-weight", type=float, help="Keep the source's lighting (0 = off)."),
         click.option("--warp-strength", type=float, help="TPS warp of targets to the source's landmarks (0..1)."),
         click.option("--face-index", default=0, show_default=True, help="Which source face (0 = largest)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (never an input)."),
@@ -122,12 +123,12 @@ def makeup_cmd(plain, reference, output, degree, regions, makeup_weight, preset_
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of the table (a .json twin is written beside it).")
 def eval_cmd(runs, identities, output):
-    """Score swaps from their OUT.json records (files, or folders searched recursively)."""
+    """Score swaps and makeup runs from their OUT.json records (files, or folders searched recursively)."""
     from optimswap.eval.report import evaluate_runs, find_records, format_table, write_rows
 
     records = find_records(list(runs))
     if not records:
-        raise click.UsageError("no run records (OUT.json of a swap) found in the given paths")
+        raise click.UsageError("no run records (OUT.json of a swap or makeup) found in the given paths")
     rows = evaluate_runs(records, identities)
     click.echo(format_table(rows))
     if output:
@@ -157,6 +158,38 @@ def ablate_cmd(pairs_csv, grid_specs, out, preset_name, executor, cluster, worke
     runs = sweep(read_pairs(pairs_csv), parse_grid(list(grid_specs)), out, preset_name, executor, workers, cluster,
                  progress=not quiet)
     click.echo(f"{len(runs)} runs in {out}: summary.csv, contact_sheet.png, plot_*.png")
+
+
+@main.command("train-lighting")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Weights file (default: the one shipped in the package); a .json report goes beside it.")
+@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Faces folder with identities/ and makeup/ (default: $OPTIMSWAP_FACES or ../shared/faces).")
+@click.option("--steps", type=int, help="Training steps (batches of pairs).")
+@click.option("--seed", type=int)
+@click.option("--overwrite", is_flag=True, help="Replace existing weights.")
+@click.option("-q", "--quiet", is_flag=True)
+def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
+    """Train the lighting network on synthetic relit pairs; prints held-out accuracy and confusion matrix."""
+    import dataclasses
+
+    from optimswap.data import local_faces_dir
+    from optimswap.lighting.net import WEIGHTS
+    from optimswap.lighting.train import TrainConfig, train
+
+    output = output or WEIGHTS
+    if output.exists() and not overwrite:
+        raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
+    root = faces or local_faces_dir()
+    if root is None:
+        raise click.UsageError("no faces folder: pass --faces or set OPTIMSWAP_FACES")
+    cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
+    report = train(root, cfg, output, progress=not quiet)
+    for split in ("train_pairs_fresh", "held_out_people"):
+        r = report[split]
+        click.echo(f"{split}: accuracy {r['accuracy']:.3f} on {r['pairs']} pairs; confusion "
+                   f"[true same: {r['confusion'][0]}, true different: {r['confusion'][1]}] (predicted same, different)")
+    click.echo(f"wrote {output} and {output.with_suffix('.json')}")
 
 
 @main.command("fetch")

@@ -50,6 +50,9 @@ class SwapConfig:
     # second moment (1.0 = all channels, exact). Measured on jennifer->angelina at 256 px: 0.98 keeps
     # 10/37/83/142 of 64/128/256/512 channels and cuts a re-matching from 2.9 s to ~0.5 s (bench/iteration_cost.py).
     search_energy: float = 0.98
+    # Lighting (Korshunova et al. 2017): distance to the source in the lighting network's embedding, in units of
+    # its same/different threshold (optimswap/lighting; trained by `optimswap train-lighting`).
+    lighting_weight: float = 30.0  # measured on a side-lit source (bench/lighting_case.py, issue #4 note)
     tv_weight: float = 8.0  # (Mahendran & Vedaldi 2015) L1 TV; tuned: lower leaves colour speckle on skin
 
     # How far the target photos are thin-plate-spline warped towards the source's landmarks (1 = fully).
@@ -59,6 +62,10 @@ class SwapConfig:
     warp_strength: float = 0.0  # measured at 256 px: 0 -> id drop 0.16, 0.3 -> 0.13, same NME
     n_targets: int = 8  # Korshunova et al. pick the best-matching target photos by pose
     color_match_targets: bool = True  # notes/calibration.md: keeps the source's skin tone and lighting
+    # Re-shade each target photo to the source's lighting before matching (ratio image on the landmark-fitted
+    # face geometry, optimswap/lighting/relight.py): with a side-lit source, front-lit target patches otherwise
+    # fill the shaded side with dark hair/brow patches (seen on deepface_id29 relit from the side -> jennifer).
+    relight_targets: bool = True
     color_match_result: bool = True
     # Soft face mask: forehead raised above the brows by this fraction of the nose length; feather sigma
     # as a fraction of the frame side.

@@ -1,5 +1,5 @@
 """Face swap (Korshunova et al. 2017 as an optimization): content to the source, restricted CNNMRF patches
-from all warped photos of the target person, total variation."""
+from all warped photos of the target person, the source's lighting, total variation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from optimswap.face import Face, face_mask, find_face, frame_matrix, shape_dista
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import ImageError, read_image, to_tensor
-from optimswap.losses import ContentLoss, PatchStyleLoss, TVLoss
+from optimswap.lighting.net import load_lighting_net
+from optimswap.lighting.relight import FaceGeometry, transfer_lighting
+from optimswap.losses import ContentLoss, LightingLoss, PatchStyleLoss, TVLoss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
 from optimswap.pipeline import EditResult, Frame, Level, edit
@@ -68,11 +70,16 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         raise ImageError("no usable target photo (no face found in any)")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
+    if cfg.relight_targets:
+        source_light = FaceGeometry.fit(source.image, source.landmarks).light
     framed, lms = [], []
     for _, _, photo, matrix, landmarks in chosen:
         photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
+        image = photo_inside[:, :3]
+        if cfg.relight_targets:
+            image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         own_mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        framed.append(torch.cat([photo_inside[:, :3], photo_inside[:, 3:] * own_mask], 1))
+        framed.append(torch.cat([image, photo_inside[:, 3:] * own_mask], 1))
         lms.append(landmarks)
     lms = np.stack(lms)
     goal = lms + cfg.warp_strength * (source.landmarks - lms)
@@ -123,6 +130,8 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
                                   cfg.search_energy)
             terms.append(Term(f"style_{layer}", cfg.style_weight * layer_weight, loss, layer))
+        if cfg.lighting_weight:
+            terms.append(Term("lighting", cfg.lighting_weight, LightingLoss(load_lighting_net(device), level.image), None))
         terms.append(Term("tv", cfg.tv_weight, TVLoss(), None))
         return Objective(encoder, terms)
 

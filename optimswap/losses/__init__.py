@@ -2,10 +2,11 @@
 
 from optimswap.losses.content import ContentLoss, content_loss
 from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets, region_pixels
+from optimswap.losses.lighting import LightingLoss, lighting_loss
 from optimswap.losses.patch import (Matches, PatchStyleLoss, nearest_patches, nearest_patches_global,
                                     principal_projection, project, vote, voted_patch_loss)
 from optimswap.losses.tv import TVLoss, tv_loss
 
-__all__ = ["ContentLoss", "HistogramLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss", "histogram_loss",
-           "histogram_targets", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
+__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss", "histogram_loss",
+           "histogram_targets", "lighting_loss", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
            "region_pixels", "tv_loss", "vote", "voted_patch_loss"]
