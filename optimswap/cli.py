@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from optimswap import __version__
-from optimswap.config import METHODS, PRESETS, preset
+from optimswap.config import COLOR_SPACES, METHODS, PRESETS, preset
 from optimswap.face import BackendUnavailable
 from optimswap.io import ImageError
 
@@ -91,6 +91,7 @@ def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite,
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--degree", type=click.FloatRange(0, 1), help="0 = the input, 1 = full makeup (IPM-Net).")
 @click.option("--regions", help="Comma-separated subset of lips,eyes,skin.")
+@click.option("--color-space", type=click.Choice(COLOR_SPACES), help="Histograms matched per CIELAB or RGB channel.")
 @click.option("--makeup-weight", type=float, help="Scale of the histogram losses against the content loss.")
 @click.option("--preset", "preset_name", default="makeup", show_default=True, type=click.Choice(sorted(PRESETS)))
 @click.option("--size", type=int)
@@ -100,12 +101,13 @@ def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite,
 @click.option("--face-index", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
-def makeup_cmd(plain, reference, output, degree, regions, makeup_weight, preset_name, size, iters, seed, device,
-               face_index, overwrite, quiet):
+def makeup_cmd(plain, reference, output, degree, regions, color_space, makeup_weight, preset_name, size, iters, seed,
+               device, face_index, overwrite, quiet):
     """Apply the makeup of the portrait REFERENCE to the face in PLAIN (outside the makeup regions: unchanged)."""
     from optimswap.runs import record_path, run_makeup
 
-    overrides = dict(makeup_degree=degree, makeup_weight=makeup_weight, size=size, iters=iters, seed=seed, device=device)
+    overrides = dict(makeup_degree=degree, makeup_color_space=color_space, makeup_weight=makeup_weight, size=size,
+                     iters=iters, seed=seed, device=device)
     if regions:
         chosen = tuple(r.strip() for r in regions.split(","))
         base_cfg = preset(preset_name)

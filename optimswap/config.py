@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 
 METHODS = ("full", "paste", "global")
+COLOR_SPACES = ("rgb", "lab")
 MAKEUP_REGIONS = ("lips", "eyes", "skin")
 
 
@@ -80,6 +81,11 @@ class SwapConfig:
     makeup_region_weights: tuple[float, ...] = (1.0, 1.0, 0.1)
     makeup_weight: float = 20.0
     makeup_degree: float = 1.0
+    # BeautyGAN matches R, G, B one by one; with heavy eye makeup that leaves cyan/red fringes around the eyes
+    # (plain 02 x makeup 02). "lab" (CIELAB channels) avoids them but moves identity and the lip colours less
+    # surely (bench/makeup_quality.py over makeup/: identity to plain <= 0.35 in 26/28 runs, lips halved in 13/14,
+    # against 28/28 and 14/14 for "rgb"; issue #5 note).
+    makeup_color_space: str = "rgb"
 
     seed: int = 0
     device: str = "auto"
@@ -107,6 +113,8 @@ class SwapConfig:
             raise ValueError("makeup_regions and makeup_region_weights must have the same length")
         if not set(self.makeup_regions) <= set(MAKEUP_REGIONS) or not self.makeup_regions:
             raise ValueError(f"makeup_regions must be a non-empty subset of {MAKEUP_REGIONS}; got {self.makeup_regions}")
+        if self.makeup_color_space not in COLOR_SPACES:
+            raise ValueError(f"makeup_color_space must be one of {COLOR_SPACES}, got {self.makeup_color_space!r}")
         if not 0.0 <= self.makeup_degree <= 1.0:
             raise ValueError(f"makeup_degree must be in [0, 1], got {self.makeup_degree}")
         if self.size < 32 or self.size % 2 ** self.levels:
@@ -128,8 +136,10 @@ PRESETS: dict[str, SwapConfig] = {
 # What each method changes in a preset; explicit options still win over these.
 METHOD_DEFAULTS: dict[str, dict] = {
     "full": {},
-    "paste": {"warp_strength": 1.0, "levels": 1},  # a paste needs the target's face on the source's landmarks
-    "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "style_layer_weights": (1.0, 1.0)},
+    # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
+    "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False},
+    "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "style_layer_weights": (1.0, 1.0),
+               "lighting_weight": 0.0, "relight_targets": False},
 }
 
 

@@ -70,7 +70,7 @@ def makeup_objective(reference: np.ndarray, face: Face, cfg: SwapConfig):
                 ref_pixels, plain_pixels = region_pixels(ref_l, region, inside_l), region_pixels(level.image, region)
                 if len(ref_pixels) == 0 or len(plain_pixels) == 0:
                     raise ValueError(f"the {name} region is empty at {level.size} px")
-                loss = HistogramLoss(region, ref_pixels, plain_pixels, cfg.makeup_degree)
+                loss = HistogramLoss(region, ref_pixels, plain_pixels, cfg.makeup_degree, cfg.makeup_color_space)
                 terms.append(Term(f"makeup_{name}", cfg.makeup_weight * weights[name], loss, None))
             terms.append(Term("tv", cfg.tv_weight, TVLoss(level.image), None))
             return Objective(encoder, terms)

@@ -38,13 +38,27 @@ def test_histogram_matching_of_a_constructed_distribution_is_exact():
         histogram_targets(values, reference, degree=1.5)
 
 
-def test_histogram_loss_gradient():
+@pytest.mark.parametrize("space", ["rgb", "lab"])
+def test_histogram_loss_gradient(space):
     g = torch.Generator().manual_seed(1)
     region = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     region[..., 1:4, 1:4] = 1
-    loss = HistogramLoss(region, torch.rand(30, 3, generator=g, dtype=torch.float64))
-    x = torch.rand(1, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = HistogramLoss(region, torch.rand(30, 3, generator=g, dtype=torch.float64), space=space)
+    x = (0.1 + 0.8 * torch.rand(1, 3, 5, 5, generator=g, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(loss, (x,))
+
+
+@pytest.mark.parametrize("space", ["rgb", "lab"])
+def test_histogram_loss_is_zero_when_the_region_has_the_reference_colours(space):
+    """Any arrangement of exactly the reference's pixels already has its histogram, in either colour space."""
+    g = torch.Generator().manual_seed(2)
+    reference = torch.rand(9, 3, generator=g, dtype=torch.float64)
+    image = torch.rand(1, 3, 5, 5, generator=g, dtype=torch.float64)
+    region = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    region[..., 1:4, 1:4] = 1
+    image[0, :, 1:4, 1:4] = reference[torch.randperm(9, generator=g)].T.reshape(3, 3, 3)
+    assert float(HistogramLoss(region, reference, space=space)(image)) < 1e-6
+    assert float(HistogramLoss(region, reference.flip(1), space=space)(image)) > 0.01
 
 
 def test_regions_follow_the_landmarks(makeup_dir):

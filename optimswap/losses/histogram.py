@@ -1,6 +1,7 @@
 """Histogram-matched makeup loss (BeautyGAN, Li et al. 2018) with IPM-Net's degree (Huang et al. 2022).
 
-For a region, every channel of the image's pixels is histogram-matched to the reference's pixels of that region
+For a region, every channel of the image's pixels (R, G, B as in BeautyGAN, or CIELAB, see ``to_color_space``)
+is histogram-matched to the reference's pixels of that region
 (exact 1-D optimal transport: the k-th smallest value goes to the reference quantile of the same rank); the
 matched values are a fixed (detached) target and the loss is the L1 distance to them. ``degree`` moves the target
 quantiles from the plain photo's (0: the input is its own target) to the reference's (1: full makeup).
@@ -9,7 +10,24 @@ quantiles from the plain photo's (0: the input is its own target) to the referen
 from __future__ import annotations
 
 import torch
+from kornia.color import rgb_to_lab
 from torch import nn
+
+def to_color_space(image: torch.Tensor, space: str) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> the matching space, each channel scaled to about [0, 1]: "rgb" as is;
+    "lab" = CIELAB with L / 100 and (a, b + 128) / 255, whose channels are far less correlated than R, G, B, so
+    matching them one by one makes fewer colours that neither histogram has."""
+    if space == "rgb":
+        return image
+    if space == "lab":
+        lab = rgb_to_lab(image.clamp(0, 1))
+        return torch.cat([lab[:, :1] / 100, (lab[:, 1:] + 128) / 255], 1)
+    raise ValueError(f"unknown colour space {space!r}; choose rgb or lab")
+
+
+def pixels_to_color_space(values: torch.Tensor, space: str) -> torch.Tensor:
+    """The same for a pixel set (N, 3)."""
+    return to_color_space(values.T[None, :, :, None], space)[0, :, :, 0].T
 
 
 def quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -57,12 +75,15 @@ def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.T
 
 
 class HistogramLoss(nn.Module):
-    """Makeup loss of one region; ``reference`` (M, C) and ``plain`` (N0, C) are that region's pixel values."""
+    """Makeup loss of one region; ``reference`` (M, 3) and ``plain`` (N0, 3) are that region's RGB pixel values;
+    the matching runs in ``space`` (see ``to_color_space``)."""
 
-    def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None, degree: float = 1.0):
+    def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
+                 degree: float = 1.0, space: str = "rgb"):
         super().__init__()
-        self.region, self.reference, self.degree = region.detach(), reference.detach(), degree
-        self.plain = None if plain is None else plain.detach()
+        self.region, self.degree, self.space = region.detach(), degree, space
+        self.reference = pixels_to_color_space(reference.detach(), space)
+        self.plain = None if plain is None else pixels_to_color_space(plain.detach(), space)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return histogram_loss(image, self.region, self.reference, self.plain, self.degree)
+        return histogram_loss(to_color_space(image, self.space), self.region, self.reference, self.plain, self.degree)
