@@ -7,6 +7,6 @@ from optimswap.losses.patch import (Matches, PatchStyleLoss, nearest_patches, ne
                                     principal_projection, project, vote, voted_patch_loss)
 from optimswap.losses.tv import TVLoss, tv_loss
 
-__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss", "histogram_loss",
-           "histogram_targets", "lighting_loss", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
-           "region_pixels", "tv_loss", "vote", "voted_patch_loss"]
+__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss",
+           "histogram_loss", "histogram_targets", "lighting_loss", "nearest_patches", "nearest_patches_global",
+           "principal_projection", "project", "region_pixels", "tv_loss", "vote", "voted_patch_loss"]

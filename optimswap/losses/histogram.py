@@ -13,6 +13,9 @@ import torch
 from kornia.color import rgb_to_lab
 from torch import nn
 
+from optimswap.config import COLOR_SPACES
+
+
 def to_color_space(image: torch.Tensor, space: str) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> the matching space, each channel scaled to about [0, 1]: "rgb" as is;
     "lab" = CIELAB with L / 100 and (a, b + 128) / 255, whose channels are far less correlated than R, G, B, so
@@ -22,7 +25,7 @@ def to_color_space(image: torch.Tensor, space: str) -> torch.Tensor:
     if space == "lab":
         lab = rgb_to_lab(image.clamp(0, 1))
         return torch.cat([lab[:, :1] / 100, (lab[:, 1:] + 128) / 255], 1)
-    raise ValueError(f"unknown colour space {space!r}; choose rgb or lab")
+    raise ValueError(f"unknown colour space {space!r}; choose from {COLOR_SPACES}")
 
 
 def pixels_to_color_space(values: torch.Tensor, space: str) -> torch.Tensor:
