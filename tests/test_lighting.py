@@ -11,7 +11,7 @@ from optimswap.cli import main
 from optimswap.config import preset
 from optimswap.eval import lighting
 from optimswap.eval.report import evaluate_record
-from optimswap.face import find_face, frame_matrix, warp_to_frame
+from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import skin_mask
 from optimswap.io import read_image, to_tensor, write_image
@@ -31,10 +31,8 @@ def side_light(azimuth: float) -> torch.Tensor:
 def face_frame(jennifer):
     """jennifer/01 in a 128 px aligned frame with its landmarks and fitted geometry."""
     face = find_face(jennifer)
-    matrix = frame_matrix(face.landmarks, 128)
-    landmarks = apply_matrix(matrix, face.landmarks)
-    image = warp_to_frame(to_tensor(jennifer), matrix, 128)
-    return image, landmarks, FaceGeometry.fit(image, landmarks)
+    geometry = FaceGeometry.from_photo(to_tensor(jennifer), face.landmarks, 128)
+    return geometry.image, apply_matrix(frame_matrix(face.landmarks, 128), face.landmarks), geometry
 
 
 def test_side_light_brightens_its_side(face_frame):
@@ -108,7 +106,7 @@ def test_shipped_network_separates_held_out_pairs(faces, tiny_training):
     """Fresh synthetic pairs of people the network never saw: >= 90 % right (the report has the full figure)."""
     cfg = dataclasses.replace(tiny_training, seed=123)
     rng = np.random.default_rng(cfg.seed)
-    held_out, photos, _ = load_faces(faces, TrainConfig().test_sets, cfg, rng)
+    held_out, photos = load_faces(faces, TrainConfig().test_sets, cfg, rng)
     result = evaluate(load_lighting_net(), sample_pairs(held_out, photos, 200, cfg, rng))
     assert result["accuracy"] >= 0.9, result
 
@@ -142,9 +140,7 @@ def test_transfer_lighting_carries_the_side_light(face_frame, side_lit_source):
     """jennifer re-shaded to the side-lit source's estimated lighting is brighter towards the right."""
     image, landmarks, geometry = face_frame
     source = read_image(side_lit_source)
-    face = find_face(source)
-    matrix = frame_matrix(face.landmarks, 128)
-    source_geometry = FaceGeometry.fit(warp_to_frame(to_tensor(source), matrix, 128), apply_matrix(matrix, face.landmarks))
+    source_geometry = FaceGeometry.from_photo(to_tensor(source), find_face(source).landmarks, 128)
     skin = skin_mask(landmarks, 128)
     before = lighting(image, skin, landmarks)[1]
     after = lighting(transfer_lighting(geometry, source_geometry.light), skin, landmarks)[1]

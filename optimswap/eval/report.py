@@ -15,9 +15,11 @@ from optimswap.eval.metrics import (border_gradient, head_pose, high_frequency_r
                                     identity_distance, landmark_nme, lighting_error, nearest_identity, psnr)
 from optimswap.face import detect_faces, face_descriptor, face_mask, find_face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
-from optimswap.face.regions import skin_mask, union
+from optimswap.face.regions import skin_mask
 from optimswap.io import ImageError, read_image, to_tensor
 from optimswap.losses import region_pixels
+from optimswap.makeup import align_reference, editable_mask, region_masks
+from optimswap.pipeline import make_frame
 from optimswap.swap import list_images
 
 COLUMNS = ["run", "command", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
@@ -145,9 +147,6 @@ def _evaluate_makeup(path: Path, record: dict) -> dict:
     """Per region: histogram distance (earth mover's, 0-255) to the reference, plain (before) and output (after);
     identity distance output <-> plain; PSNR outside all makeup regions; ring_ratio = mean gradient on a thin
     ring along the region borders, output over plain (hard edges > 1)."""
-    from optimswap.makeup import align_reference, editable_mask, region_masks
-    from optimswap.pipeline import make_frame
-
     cfg = SwapConfig.from_dict(record["options"])
     row = {**_base_row(path, record), "reference": record["reference"], "degree": cfg.makeup_degree}
     plain, output, reference = read_image(record["source"]), _read_output(path, record), read_image(record["reference"])
@@ -160,7 +159,7 @@ def _evaluate_makeup(path: Path, record: dict) -> dict:
         ref_pixels = region_pixels(ref_frame, region, inside)
         row[f"{name}_before"] = histogram_distance(region_pixels(frame.image, region), ref_pixels)
         row[f"{name}_after"] = histogram_distance(region_pixels(out_frame, region), ref_pixels)
-    editable = union(masks.values())
+    editable = frame.mask  # the union of the regions (makeup.editable_mask)
     row["ring_ratio"] = border_gradient(out_frame, editable) / border_gradient(frame.image, editable)
     h, w = plain.shape[:2]
     outside = warp_from_frame((editable > 0).float(), frame.matrix, h, w)[0, 0].numpy() == 0

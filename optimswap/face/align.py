@@ -10,6 +10,7 @@ from kornia.geometry.transform import get_tps_transform, invert_affine_transform
 JAW = slice(0, 17)
 BROWS = slice(17, 27)
 NOSE_BRIDGE = slice(27, 31)
+NOSE_WINGS = slice(31, 36)
 LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)

@@ -57,15 +57,16 @@ class LightingNet(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: str) -> LightingNet:
+def _load(path: str, device: str) -> LightingNet:
+    """One network per file and device (moving a shared one would move it under its other users)."""
     net = LightingNet()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False).to(device)
 
 
 def load_lighting_net(device: str | torch.device = "cpu", path: str | Path = WEIGHTS) -> LightingNet:
     """The trained network shipped with the package (``optimswap train-lighting`` makes it)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no lighting-network weights; train them with `optimswap train-lighting`")
-    return _load(str(path)).to(device)
+    return _load(str(path), str(torch.device(device)))

@@ -28,12 +28,12 @@ import torch
 from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d, spatial_gradient
 
-from optimswap.face.align import LEFT_EYE, NOSE_BRIDGE, RIGHT_EYE, interocular
+from optimswap.face.align import (MOUTH, NOSE_BRIDGE, NOSE_WINGS, apply_matrix, eye_centres, frame_matrix,
+                                  interocular, warp_from_frame, warp_to_frame)
 from optimswap.face.mask import face_polygon
 from optimswap.face.regions import skin_mask
+from optimswap.io import to_numpy, to_tensor
 from optimswap.optim import resize_to
-
-NOSE_WINGS = slice(31, 36)
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,8 @@ def face_height(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
     ridge = np.stack([np.interp(np.linspace(0, 3, 16), np.arange(4), bridge[:, k]) for k in range(2)], 1)
     height = height + _bumps(xs, ys, ridge, np.linspace(0.1, 0.4, 16) * iod, 0.12 * iod)
     height = height + _bumps(xs, ys, landmarks[NOSE_WINGS], np.full(5, 0.15 * iod), 0.12 * iod)
-    eyes = np.stack([landmarks[LEFT_EYE].mean(0), landmarks[RIGHT_EYE].mean(0)])
-    height = height - _bumps(xs, ys, eyes, np.full(2, 0.12 * iod), 0.3 * iod)
-    height = height + _bumps(xs, ys, landmarks[48:68].mean(0, keepdims=True), np.array([0.08 * iod]), 0.25 * iod)
+    height = height - _bumps(xs, ys, np.stack(eye_centres(landmarks)), np.full(2, 0.12 * iod), 0.3 * iod)
+    height = height + _bumps(xs, ys, landmarks[MOUTH].mean(0, keepdims=True), np.array([0.08 * iod]), 0.25 * iod)
     return height[None, None]
 
 
@@ -172,6 +171,13 @@ class FaceGeometry:
         light = fit_sh_light(image, normals, skin)
         return cls(image, normals, support, skin, light, sh_shading(normals, light, skin))
 
+    @classmethod
+    def from_photo(cls, photo: torch.Tensor, landmarks: np.ndarray, size: int,
+                   matrix: np.ndarray | None = None) -> "FaceGeometry":
+        """``fit`` in the aligned frame of ``size`` px; ``matrix`` (photo -> frame) defaults to the standard one."""
+        matrix = frame_matrix(landmarks, size) if matrix is None else matrix
+        return cls.fit(warp_to_frame(photo, matrix, size), apply_matrix(matrix, landmarks))
+
     def flip(self) -> "FaceGeometry":
         """The mirror image (the x component of the normals changes sign)."""
         sign = torch.tensor([1.0, -1.0, 1.0, 1.0], device=self.normals.device)  # (1, nx, ny, nz): nx changes sign
@@ -199,19 +205,22 @@ def relative_shading(geometry: FaceGeometry, lights: torch.Tensor) -> torch.Tens
     return new / _skin_mean(new, geometry.skin).clamp_min(1e-6)
 
 
+def _reshade(geometry: FaceGeometry, shading: torch.Tensor) -> torch.Tensor:
+    """The ratio image: the face's own estimated shading divided out and ``shading`` (relative) put in, fading
+    to the unchanged image outside the support. Not clamped."""
+    return geometry.image * (1 + geometry.support * (shading / geometry.shading - 1))
+
+
 def relight(geometry: FaceGeometry, lights: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) the faces under ``lights`` (B, 8), see the module docstring."""
-    ratio = relative_shading(geometry, lights) / geometry.shading
-    local = 1 + geometry.support * (ratio - 1)
     gain = lights[:, 4, None, None, None] * lights[:, 5:8, None, None]
-    return (geometry.image * local * gain).clamp(0, 1)
+    return (_reshade(geometry, relative_shading(geometry, lights)) * gain).clamp(0, 1)
 
 
 def transfer_lighting(geometry: FaceGeometry, light: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) the faces re-shaded to SH lighting ``light`` (1 or B, 4) estimated on another face
-    (``fit_sh_light``): the face's own estimated shading is divided out and the other's put in."""
-    ratio = sh_shading(geometry.normals, light, geometry.skin) / geometry.shading
-    return (geometry.image * (1 + geometry.support * (ratio - 1))).clamp(0, 1)
+    (``fit_sh_light``)."""
+    return _reshade(geometry, sh_shading(geometry.normals, light, geometry.skin)).clamp(0, 1)
 
 
 def lighting_change(geometry: FaceGeometry, lights_a: torch.Tensor, lights_b: torch.Tensor) -> torch.Tensor:
@@ -224,13 +233,8 @@ def lighting_change(geometry: FaceGeometry, lights_a: torch.Tensor, lights_b: to
 def relight_photo(photo: np.ndarray, landmarks: np.ndarray, light: Light, size: int = 512) -> np.ndarray:
     """A whole photo (H, W, 3) uint8 with its face relit: relit in an aligned frame of ``size`` px, and the change
     carried back into the photo (so the photo keeps its own resolution outside the change)."""
-    from optimswap.face import frame_matrix, warp_from_frame, warp_to_frame
-    from optimswap.face.align import apply_matrix
-    from optimswap.io import to_numpy, to_tensor
-
     image = to_tensor(photo)
     matrix = frame_matrix(landmarks, size)
-    frame = warp_to_frame(image, matrix, size)
-    geometry = FaceGeometry.fit(frame, apply_matrix(matrix, landmarks))
-    change = warp_from_frame(relight(geometry, light.as_tensor()[None]) - frame, matrix, *photo.shape[:2])
+    geometry = FaceGeometry.from_photo(image, landmarks, size, matrix)
+    change = warp_from_frame(relight(geometry, light.as_tensor()[None]) - geometry.image, matrix, *photo.shape[:2])
     return to_numpy((image + change).clamp(0, 1))

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from optimswap.face import find_face, frame_matrix, warp_to_frame
-from optimswap.face.align import apply_matrix
+from optimswap.face import find_face, frame_matrix
 from optimswap.io import ImageError, read_image, to_tensor
 from optimswap.lighting.net import WEIGHTS, LightingNet
 from optimswap.lighting.relight import FaceGeometry, lighting_change, random_light, relight
@@ -63,10 +62,10 @@ def _jitter(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def load_faces(root: Path, folders: tuple[str, ...], cfg: TrainConfig, rng: np.random.Generator):
-    """Every photo's aligned frames (exact, jittered, each also mirrored) with their geometry.
-    Returns (geometry of all frames, photo index per frame, person index per frame)."""
-    parts, photo_ids, person_ids, photo = [], [], [], 0
-    for person, folder in enumerate(folders):
+    """Every photo's aligned frames (exact, jittered, each also mirrored) with their geometry at the network's
+    input size. Returns (geometry of all frames, photo index per frame)."""
+    parts, photo_ids, photo = [], [], 0
+    for folder in folders:
         for path in list_images(root / folder):
             try:
                 image = read_image(path)
@@ -74,19 +73,18 @@ def load_faces(root: Path, folders: tuple[str, ...], cfg: TrainConfig, rng: np.r
             except ImageError as err:
                 log.warning("skipping %s", err)
                 continue
+            tensor = to_tensor(image)
             base = np.vstack([frame_matrix(face.landmarks, cfg.frame_size), [0, 0, 1]])
             for j in range(cfg.jitters):
                 matrix = (base if j == 0 else _jitter(rng, cfg.frame_size) @ base)[:2]
-                frame = warp_to_frame(to_tensor(image), matrix, cfg.frame_size)
-                geometry = FaceGeometry.fit(frame, apply_matrix(matrix, face.landmarks))
+                geometry = FaceGeometry.from_photo(tensor, face.landmarks, cfg.frame_size, matrix)
                 geometry = geometry.resized(LightingNet.input_size)
                 parts += [geometry, geometry.flip()]
                 photo_ids += [photo, photo]
-                person_ids += [person, person]
             photo += 1
     if not parts:
         raise ImageError(f"no usable face photo in {folders} under {root}")
-    return FaceGeometry.cat(parts), np.array(photo_ids), np.array(person_ids)
+    return FaceGeometry.cat(parts), np.array(photo_ids)
 
 
 def _lights(rng: np.random.Generator, n: int) -> torch.Tensor:
@@ -157,8 +155,8 @@ def train(root: Path, cfg: TrainConfig, out: Path = WEIGHTS, progress: bool = Tr
 def _train(root: Path, cfg: TrainConfig, out: Path, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_faces, train_photos, _ = load_faces(root, cfg.train_sets, cfg, rng)
-    test_faces, test_photos, _ = load_faces(root, cfg.test_sets, cfg, rng)
+    train_faces, train_photos = load_faces(root, cfg.train_sets, cfg, rng)
+    test_faces, test_photos = load_faces(root, cfg.test_sets, cfg, rng)
     net = LightingNet()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
