@@ -53,8 +53,8 @@ class SwapConfig:
     search_energy: float = 0.98
     # Lighting (Korshunova et al. 2017): distance to the source in the lighting network's embedding, in units of
     # its same/different threshold (optimswap/lighting; trained by `optimswap train-lighting`).
-    # bench/lighting_case.py, 256 px, without re-shaded targets: lighting error 0.32 -> 0.24 and 0.29 -> 0.25 at
-    # 0 -> 30, identity transfer unchanged; with them the effect is small and mixed (10 and 100 no better).
+    # bench/lighting_case.py, 256 px, without re-shaded targets: lighting error 0.32 -> 0.24 and 0.28 -> 0.22 at
+    # 0 -> 30, identity transfer not lower; with them the effect is small and mixed (10 and 100 no better).
     lighting_weight: float = 30.0
     tv_weight: float = 8.0  # (Mahendran & Vedaldi 2015) L1 TV; tuned: lower leaves colour speckle on skin
 

@@ -140,9 +140,12 @@ def _sh_basis(normals: torch.Tensor) -> torch.Tensor:
 def fit_sh_light(image: torch.Tensor, normals: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
     """(B, 4) first-order spherical-harmonic lighting of a face: least-squares fit of its skin lightness to
     (1, nx, ny, nz), i.e. Lambertian skin of constant albedo."""
-    weight = skin.flatten(2).transpose(1, 2).sqrt()
-    lum = rgb_to_grayscale(image).flatten(2).transpose(1, 2)
-    return torch.linalg.lstsq(_sh_basis(normals) * weight, lum * weight).solution[..., 0]
+    weight = skin.flatten(2).transpose(1, 2).sqrt().double()
+    lum = rgb_to_grayscale(image).flatten(2).transpose(1, 2).double()
+    # Solved in float64 and rounded back: a float32 LAPACK solve differed in the last bits between identical
+    # calls (memory alignment), which L-BFGS then grew into different swaps from the same seed.
+    solution = torch.linalg.lstsq(_sh_basis(normals).double() * weight, lum * weight).solution
+    return solution[..., 0].to(image.dtype)
 
 
 def sh_shading(normals: torch.Tensor, light: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
