@@ -11,15 +11,14 @@ import argparse
 import time
 
 import torch
+from common import FACES
 
-from optimswap.config import preset
-from optimswap.data import local_faces_dir
+from optimswap.edits.swap import SWAP, prepare_targets, swap_objective
 from optimswap.face import find_face
 from optimswap.features import load_encoder
-from optimswap.io import read_image, to_tensor
-from optimswap.optim import run_lbfgs
+from optimswap.io import list_images, read_image, to_tensor
+from optimswap.optim import make_solver
 from optimswap.pipeline import Level, make_frame
-from optimswap.swap import list_images, prepare_targets, swap_objective
 
 
 def sync(device):
@@ -41,17 +40,17 @@ def vgg_pass(cfg, size, device, repeats=5):
 
 
 def iteration(cfg, size, n_targets, device, iters):
-    faces = local_faces_dir() / "identities"
+    faces = FACES / "identities"
     photo = read_image(faces / "jennifer" / "01.jpg")
     cfg = cfg.replace(size=size, n_targets=n_targets, device=str(device))
-    frame = make_frame(to_tensor(photo, device), find_face(photo), cfg)
+    frame = make_frame(to_tensor(photo, device), find_face(photo), cfg, SWAP.mask)
     targets = prepare_targets(list_images(faces / "angelina"), frame, cfg, device)
     objective = swap_objective(targets, cfg, device)(Level(size, frame.image, frame.mask))
     param = frame.image.clone()
-    render = lambda p: frame.image + frame.mask * (p - frame.image)
+    render = lambda: frame.image + frame.mask * (param - frame.image)
     sync(device)
     t = time.perf_counter()
-    history = run_lbfgs(param, render, objective, iters, cfg.refresh_every, cfg.lbfgs_history, progress=False)
+    history = make_solver(cfg).run([param], render, objective, iters, progress=False)
     sync(device)
     return (time.perf_counter() - t) / iters, len(history) / iters
 
@@ -62,9 +61,8 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--targets", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
-    cfg = preset("default")
+    cfg = SWAP.preset()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    torch.set_num_threads(torch.get_num_threads())
     print(f"threads={torch.get_num_threads()} refresh_every={cfg.refresh_every} iters={args.iters}")
     print("| device | size | targets | s / iteration | evals / iteration | VGG fwd+bwd s | ratio |")
     print("|---|---|---|---|---|---|---|")

@@ -16,28 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from optimswap.config import preset
-from optimswap.data import local_faces_dir
+from common import FACES
+
+from optimswap.edits.swap import SWAP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.face import find_face
 from optimswap.io import read_image, write_image
 from optimswap.lighting.relight import Light, direction, relight_photo
-from optimswap.runs import run_swap
+from optimswap.runs import run_to_files
 
 # (source photo, light azimuth in degrees (positive: from image right), target person)
 CASES = [("identities/deepface_id29/02.jpg", 60, "jennifer"), ("identities/tony_blair/01.jpg", -60, "mark")]
-COLUMNS = ["case", "relight_targets", "lighting_weight", "lighting_error", "id_before", "id_after", "id_drop", "nme", "psnr_background",
+COLUMNS = ["case", "relight_targets", "lighting_weight", "lighting_error", "id_before", "id_after", "id_drop", "nme", "psnr_outside",
            "hf_ratio", "seconds"]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--weights", default=f"0,{preset('default').lighting_weight:g}")
+    ap.add_argument("--weights", default=f"0,{SWAP.preset().lighting_weight:g}")
     ap.add_argument("--relight", default="on,off", help="relight_targets settings to run")
     ap.add_argument("--out", type=Path, default=Path("runs/lighting_case"))
     args = ap.parse_args()
-    faces = local_faces_dir()
+    faces = FACES
     weights = [float(w) for w in args.weights.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     records, labels = [], []
@@ -51,8 +52,9 @@ def main():
         for relit, weight in itertools.product([r == "on" for r in args.relight.split(",")], weights):
             output = args.out / f"{name}_relight{relit:d}_lighting{weight:g}.png"
             if not output.with_suffix(".json").exists():
-                cfg = preset("default", size=args.size, lighting_weight=weight, relight_targets=relit)
-                run_swap(source, faces / "identities" / target, output, cfg, progress=False, overwrite=True)
+                cfg = SWAP.preset(size=args.size, lighting_weight=weight, relight_targets=relit)
+                run_to_files("swap", source, {"target": faces / "identities" / target}, output, cfg, progress=False,
+                             overwrite=True)
             records.append(output.with_suffix(".json"))
             labels.append((name, relit, weight))
             pictures.append(read_image(output))

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from optimswap.config import preset
-from optimswap.data import local_faces_dir
+from common import FACES
+
+from optimswap.edits.makeup import MAKEUP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
-from optimswap.io import read_image
-from optimswap.runs import run_makeup
-from optimswap.swap import list_images
+from optimswap.io import list_images, read_image
+from optimswap.runs import run_to_files
 
 DEGREES = (0.5, 1.0)
 COLUMNS = ["plain", "reference", "degree", "lips_before", "lips_after", "eyes_before", "eyes_after", "skin_before",
@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("runs/makeup"))
     args = ap.parse_args()
-    root = local_faces_dir() / "makeup"
+    root = FACES / "makeup"
     plains, refs = list_images(root / "plain"), list_images(root / "makeup")
     args.out.mkdir(parents=True, exist_ok=True)
     records, sheet = [], []
@@ -60,8 +60,8 @@ def main():
             for degree in DEGREES:
                 output = args.out / f"{plain.stem}_{ref.stem}_{degree:g}.png"
                 if not output.with_suffix(".json").exists():
-                    run_makeup(plain, ref, output, preset("makeup", size=args.size, makeup_degree=degree),
-                               progress=False, overwrite=True)
+                    run_to_files("makeup", plain, {"reference": ref}, output,
+                                 MAKEUP.preset(size=args.size, degree=degree), progress=False, overwrite=True)
                 records.append(output.with_suffix(".json"))
                 pictures.append(read_image(output))
             sheet.append([np.asarray(Image.fromarray(p).resize((200, 200))) for p in pictures])

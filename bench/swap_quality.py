@@ -11,30 +11,31 @@ from pathlib import Path
 
 from PIL import Image
 
+from common import REPO
+
 from optimswap.ablate import read_pairs
-from optimswap.config import METHODS, preset
-from optimswap.data import REPO_ROOT
+from optimswap.edits.swap import METHODS, SWAP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.io import read_image
-from optimswap.runs import run_swap
+from optimswap.runs import run_to_files
 
 COLUMNS = ["method", "source", "target", "id_before", "id_after", "id_drop", "retrieved", "nme", "d_yaw", "d_pitch",
-           "d_roll", "psnr_background", "lighting_error", "hf_ratio", "seconds"]
+           "d_roll", "psnr_outside", "lighting_error", "hf_ratio", "seconds"]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--pairs", type=Path, default=REPO_ROOT / "reference_faces" / "pairs.csv")
+    ap.add_argument("--pairs", type=Path, default=REPO / "reference_faces" / "pairs.csv")
     ap.add_argument("--out", type=Path, default=Path("runs/quality"))
     args = ap.parse_args()
     records = []
     for pair in read_pairs(args.pairs):
         for method in args.methods:
             output = args.out / f"{pair.name}_{method}.png"
-            run_swap(pair.source, pair.target, output, preset("default", size=args.size, method=method),
-                     progress=False, overwrite=True)
+            run_to_files("swap", pair.source, pair.inputs, output, SWAP.preset(size=args.size, method=method),
+                         progress=False, overwrite=True)
             source, result = read_image(pair.source), read_image(output)
             side = Image.new("RGB", (2 * source.shape[1], source.shape[0]))
             side.paste(Image.fromarray(source), (0, 0))

@@ -1,5 +1,5 @@
-"""Loss-weight / layer / method sweeps over (source, target set) pairs, resumable, on a local process pool or
-submitit (Slurm, or its local mode), with a summary CSV joined with the eval metrics, a contact sheet and plots.
+"""Loss-weight / layer / method sweeps of any edit over (photo, inputs) pairs, resumable, on a local process pool
+or submitit (Slurm, or its local mode), with a summary CSV joined with the eval metrics, a contact sheet and plots.
 
 Layout of a sweep folder: ``OUT/<pair>/<setting>/out.png`` + ``out.json`` (the run record, written last: a
 folder with it is finished and never redone) + ``eval.json`` (its metrics); ``OUT/summary.csv``,
@@ -15,49 +15,32 @@ import json
 import logging
 import multiprocessing
 import os
-import typing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from optimswap.config import SwapConfig, preset
-from optimswap.data import local_faces_dir
-from optimswap.io import ImageError, write_json
+from optimswap.data import faces_dir
+from optimswap.errors import BackendUnavailable, ImageError, OptionError
+from optimswap.io import write_json
+from optimswap.registry import Edit, get_edit
 
 log = logging.getLogger(__name__)
-# Short names accepted by --grid (any SwapConfig field name works too).
-ALIASES = {"style": "style_weight", "tv": "tv_weight", "lighting": "lighting_weight", "content": "content_weight",
-           "warp": "warp_strength",
-           "targets": "n_targets", "energy": "search_energy", "layers": "style_layers"}
-SHORT = {v: k for k, v in ALIASES.items()}
 EXECUTORS = ("local", "submitit")
 
 
-def _parse_value(field: dataclasses.Field, text: str):
-    kind = typing.get_type_hints(SwapConfig)[field.name]
-    if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{field.name}: expected true/false, got {text!r}")
-        return text.lower() in ("true", "1")
-    if kind in (int, float, str):
-        return kind(text)
-    inner = typing.get_args(kind)[0]  # tuple[X, ...]: items joined by '+'
-    return tuple(inner(t) for t in text.split("+"))
-
-
-def parse_grid(specs: list[str]) -> dict[str, list]:
-    """``["style=40,80", "tv=0,1e-3"]`` -> ``{"style_weight": [40.0, 80.0], "tv_weight": [0.0, 0.001]}``."""
-    fields = {f.name: f for f in dataclasses.fields(SwapConfig)}
+def parse_grid(specs: list[str], edit: str | Edit = "swap") -> dict[str, list]:
+    """``["style=40,80", "tv=0,1e-3"]`` -> ``{"style_weight": [40.0, 80.0], "tv_weight": [0.0, 0.001]}`` (option
+    names, aliases and value types of ``edit``'s config)."""
+    config = get_edit(edit).config
     grid = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
-        name = ALIASES.get(key.strip(), key.strip())
-        if not sep or not values or name not in fields:
-            raise ValueError(f"bad --grid {spec!r}: use OPTION=V1,V2 with OPTION one of "
-                             f"{sorted(ALIASES)} or a config field ({', '.join(sorted(fields))})")
-        grid[name] = [_parse_value(fields[name], v.strip()) for v in values.split(",")]
+        if not sep or not values:
+            raise OptionError("grid", f"bad entry {spec!r}: use OPTION=V1,V2")
+        name = config.resolve_name(key)
+        grid[name] = [config.parse_value(name, v) for v in values.split(",")]
     return grid
 
 
@@ -65,47 +48,58 @@ def parse_grid(specs: list[str]) -> dict[str, list]:
 class Pair:
     name: str
     source: Path
-    target: Path
+    inputs: dict[str, Path]
 
 
 def _resolve(text: str, base: Path) -> Path:
     if text.startswith("faces:"):
-        faces = local_faces_dir()
+        faces = faces_dir()
         if faces is None:
-            raise ImageError(f"{text}: no local faces folder (set OPTIMSWAP_FACES)")
+            raise OptionError("pairs", f"{text}: the faces: prefix needs OPTIMSWAP_FACES (a local faces folder)")
         return faces / text[len("faces:"):]
     path = Path(text)
     return path if path.is_absolute() else base / path
 
 
-def read_pairs(csv_path: Path) -> list[Pair]:
-    """CSV with columns source,target[,name]; relative paths are relative to the CSV, ``faces:`` to the local
-    faces folder ($OPTIMSWAP_FACES or ../shared/faces)."""
+def read_pairs(csv_path: Path, edit: str | Edit = "swap") -> list[Pair]:
+    """CSV with a ``source`` column, one column per input of ``edit`` (swap: ``target``; makeup: ``reference``)
+    and an optional ``name``; relative paths are relative to the CSV, ``faces:`` to $OPTIMSWAP_FACES."""
+    edit = get_edit(edit)
     csv_path = Path(csv_path)
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or not {"source", "target"} <= set(rows[0]):
-        raise ValueError(f"{csv_path}: needs a header with source,target columns and at least one row")
+    columns = ["source", *(i.name for i in edit.inputs)]
+    if not rows or not set(columns) <= set(rows[0]):
+        raise OptionError("pairs", f"{csv_path}: needs a header with columns {','.join(columns)} and at least one row")
     pairs = []
     for row in rows:
-        source, target = _resolve(row["source"], csv_path.parent), _resolve(row["target"], csv_path.parent)
-        if not source.is_file() or not target.is_dir():
-            raise ImageError(f"{csv_path}: {source} is not a photo or {target} is not a folder")
-        name = row.get("name") or f"{source.parent.name}_{source.stem}-{target.name}"
-        pairs.append(Pair(name, source, target))
+        source = _resolve(row["source"], csv_path.parent)
+        inputs = {i.name: _resolve(row[i.name], csv_path.parent) for i in edit.inputs}
+        if not source.is_file():
+            raise ImageError(f"{csv_path}: {source} is not a photo")
+        for spec in edit.inputs:
+            if not (inputs[spec.name].is_dir() if spec.kind == "photos" else inputs[spec.name].is_file()):
+                raise ImageError(f"{csv_path}: {inputs[spec.name]} is not a "
+                                 f"{'folder of photos' if spec.kind == 'photos' else 'photo'}")
+        first = inputs[edit.inputs[0].name] if edit.inputs else source
+        name = row.get("name") or f"{source.parent.name}_{source.stem}-{first.stem if first.is_file() else first.name}"
+        pairs.append(Pair(name, source, inputs))
     return pairs
 
 
-def setting_name(settings: dict) -> str:
+def setting_name(settings: dict, edit: str | Edit = "swap") -> str:
     """Folder name of a setting: ``style=40_tv=0.001`` (short option names, tuples joined by '+')."""
+    config = get_edit(edit).config
+
     def fmt(v):
         return "+".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
 
-    return "_".join(f"{SHORT.get(k, k)}={fmt(v)}" for k, v in settings.items()) or "base"
+    return "_".join(f"{config.short_name(k)}={fmt(v)}" for k, v in settings.items()) or "base"
 
 
 @dataclass(frozen=True)
 class Run:
+    edit: str
     pair: Pair
     settings: dict
     folder: Path
@@ -120,32 +114,33 @@ class Run:
 
     def done(self) -> bool:
         try:
-            return json.loads(self.record.read_text()).get("command") == "swap"
-        except (OSError, json.JSONDecodeError):
+            return json.loads(self.record.read_text()).get("edit") == self.edit
+        except (OSError, json.JSONDecodeError, AttributeError):
             return False
 
 
-def plan(pairs: list[Pair], grid: dict[str, list], out: Path) -> list[Run]:
+def plan(pairs: list[Pair], grid: dict[str, list], out: Path, edit: str | Edit = "swap") -> list[Run]:
     """Every pair x every combination of the grid (in the order given)."""
+    name = get_edit(edit).name
     keys = list(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-    return [Run(p, c, Path(out) / p.name / setting_name(c)) for p in pairs for c in combos]
+    return [Run(name, p, c, Path(out) / p.name / setting_name(c, name)) for p in pairs for c in combos]
 
 
 def execute(spec: dict) -> str:
-    """Run one swap and score it (in a worker process); returns the record path. Module-level so it pickles."""
+    """Run one edit and score it (in a worker process); returns the record path. Module-level so it pickles."""
     import torch
 
     from optimswap.eval.report import evaluate_runs
-    from optimswap.runs import run_swap
+    from optimswap.runs import run_to_files
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    cfg = preset(spec["preset"], **spec["settings"])
+    cfg = get_edit(spec["edit"]).preset(spec["preset"], **spec["settings"])
     output = Path(spec["output"])
     # No record = not finished: a picture left by an interrupted run is replaced.
-    run_swap(Path(spec["source"]), Path(spec["target"]), output, cfg, progress=False, overwrite=True,
-             extra={"preset": spec["preset"], "settings": spec["settings"]})
+    run_to_files(spec["edit"], Path(spec["source"]), {k: Path(v) for k, v in spec["inputs"].items()}, output, cfg,
+                 progress=False, overwrite=True, extra={"preset": spec["preset"], "settings": spec["settings"]})
     row = evaluate_runs([output.with_suffix(".json")])[0]
     write_json(output.parent / "eval.json", row)
     return str(output.with_suffix(".json"))
@@ -164,7 +159,8 @@ def _submit_submitit(specs: list[dict], folder: Path, cluster: str | None, worke
     try:
         import submitit
     except ImportError as err:
-        raise ImageError("the submitit executor needs: pip install 'optimswap[cluster]'") from err
+        raise BackendUnavailable("the submitit executor needs: pip install 'optimswap[cluster]'",
+                                 option="executor") from err
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(timeout_min=120, cpus_per_task=threads_per_run(workers))
     jobs = [(executor.submit(execute, s), s) for s in specs]
@@ -182,24 +178,26 @@ def threads_per_run(workers: int) -> int:
 
 
 def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str = "default", executor: str = "local",
-          workers: int = 1, cluster: str | None = None, progress: bool = True) -> list[Run]:
+          workers: int = 1, cluster: str | None = None, progress: bool = True, edit: str | Edit = "swap") -> list[Run]:
     """Run every planned run that has no record yet, then write the summary; returns all planned runs."""
     if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
+        raise OptionError("executor", f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise OptionError("workers", f"must be >= 1, got {workers}")
+    edit = get_edit(edit)
     out = Path(out)
-    runs = plan(pairs, grid, out)
+    runs = plan(pairs, grid, out, edit)
     for run in runs:
-        preset(preset_name, **run.settings)  # invalid combinations fail now, not in a worker
+        edit.preset(preset_name, **run.settings)  # invalid combinations fail now, not in a worker
     todo = [r for r in runs if not r.done()]
     if len(todo) < len(runs):
         log.warning("%d of %d runs already finished; running the other %d", len(runs) - len(todo), len(runs), len(todo))
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sweep.json", {"preset": preset_name, "grid": grid, "executor": executor, "workers": workers,
-                                     "pairs": [dataclasses.asdict(p) for p in pairs]})
-    specs = [{"preset": preset_name, "settings": r.settings, "source": str(r.pair.source), "target": str(r.pair.target),
-              "output": str(r.output), "threads": threads_per_run(workers)} for r in todo]
+    write_json(out / "sweep.json", {"edit": edit.name, "preset": preset_name, "grid": grid, "executor": executor,
+                                     "workers": workers, "pairs": [dataclasses.asdict(p) for p in pairs]})
+    specs = [{"edit": edit.name, "preset": preset_name, "settings": r.settings, "source": str(r.pair.source),
+              "inputs": {k: str(v) for k, v in r.pair.inputs.items()}, "output": str(r.output),
+              "threads": threads_per_run(workers)} for r in todo]
     results = (_submit_local(specs, workers) if executor == "local"
                else _submit_submitit(specs, out / "submitit", cluster, workers))
     failures = 0
@@ -209,13 +207,13 @@ def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str 
             log.error("run %s failed: %s", spec["output"], error)
             Path(spec["output"]).parent.mkdir(parents=True, exist_ok=True)
             (Path(spec["output"]).parent / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
-    summarize(runs, out)
+    summarize(runs, out, edit)
     if failures:
         raise RuntimeError(f"{failures} of {len(specs)} run(s) failed; see error.txt in their folders")
     return runs
 
 
-def summarize(runs: list[Run], out: Path) -> list[dict]:
+def summarize(runs: list[Run], out: Path, edit: str | Edit = "swap") -> list[dict]:
     """summary.csv (settings joined with eval metrics, one row per run), contact_sheet.png, plot_<option>.png."""
     from optimswap.eval.plots import contact_sheet, metric_plots
     from optimswap.eval.report import write_rows
@@ -224,12 +222,14 @@ def summarize(runs: list[Run], out: Path) -> list[dict]:
     options = list(dict.fromkeys(k for r in runs for k in r.settings))
     swept = [k for k in options if len({repr(r.settings.get(k)) for r in runs}) > 1]
 
+    config = get_edit(edit).config
+
     def label(run):  # contact-sheet column: only the options that vary
-        return setting_name({k: run.settings[k] for k in swept if k in run.settings})
+        return setting_name({k: run.settings[k] for k in swept if k in run.settings}, edit)
 
     columns = ["source", *dict.fromkeys(label(r) for r in runs)]
     for run in runs:
-        row = {"pair": run.pair.name, "setting": setting_name(run.settings), **run.settings}
+        row = {"pair": run.pair.name, "setting": setting_name(run.settings, edit), **run.settings}
         eval_path = run.folder / "eval.json"
         if run.done() and eval_path.is_file():
             row.update(json.loads(eval_path.read_text()))
@@ -242,5 +242,5 @@ def summarize(runs: list[Run], out: Path) -> list[dict]:
     write_rows(rows, out / "summary.csv", lead=["pair", "setting", *options])
     contact_sheet(cells, list(dict.fromkeys(r.pair.name for r in runs)), columns, out / "contact_sheet.png")
     for option in swept:
-        metric_plots([r for r in rows if not r.get("error")], option, out / f"plot_{SHORT.get(option, option)}.png")
+        metric_plots([r for r in rows if not r.get("error")], option, out / f"plot_{config.short_name(option)}.png")
     return rows

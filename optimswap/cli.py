@@ -1,121 +1,141 @@
-"""Command line: ``optimswap swap``, ``demo``, ``eval``, ``ablate``, ``fetch``."""
+"""Command line. One command per registered edit (``optimswap swap``, ``optimswap makeup``, ...), its options
+derived from the edit's config dataclass, plus ``demo``, ``eval``, ``ablate``, ``train-lighting``, ``fetch``.
+
+Exit codes: 0 success; 2 bad input or options (one line on stderr naming the file or option); 1 an internal
+fault (one line; ``--debug`` shows the traceback); 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import typing
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
 from optimswap import __version__
-from optimswap.config import COLOR_SPACES, METHODS, PRESETS, preset
-from optimswap.face import BackendUnavailable
-from optimswap.io import ImageError
+from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
+from optimswap.registry import Edit, edit_names, get_edit
 
 
-def _swap_options(f):
-    opts = [
-        click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Result picture (same pixel size as SOURCE); OUTPUT.json gets the run record."),
-        click.option("--preset", "preset_name", default="default", show_default=True, type=click.Choice(sorted(PRESETS))),
-        click.option("--method", type=click.Choice(METHODS),
-                     help="full (default) or a baseline: paste (warped mean of the targets), global (CNNMRF search)."),
-        click.option("--size", type=int, help="Working frame side in pixels."),
-        click.option("--levels", type=int, help="Pyramid levels."),
-        click.option("--iters", type=int, help="L-BFGS iterations per level."),
-        click.option("--seed", type=int),
-        click.option("--device", type=str, help="auto, cpu, cuda, cuda:1 ..."),
-        click.option("--encoder", type=click.Choice(["vgg16-hed", "vgg19"]), help="vgg16-hed is offline; vgg19 downloads."),
-        click.option("--landmarks", type=click.Choice(["dlib", "fan"]), help="dlib is offline; fan downloads."),
-        click.option("--n-targets", type=int, help="Use the N target photos whose landmark shape is closest."),
-        click.option("--content-weight", type=float),
-        click.option("--style-weight", type=float),
-        click.option("--tv-weight", type=float),
-        click.option("--lighting-weight", type=float, help="Keep the source's lighting (0 = off)."),
-        click.option("--warp-strength", type=float, help="TPS warp of targets to the source's landmarks (0..1)."),
-        click.option("--face-index", default=0, show_default=True, help="Which source face (0 = largest)."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (never an input)."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+def flag(option: str) -> str:
+    """The command-line flag of a config field or library option name."""
+    return "--" + option.replace("_", "-")
+
+
+def config_options(config: type) -> list[click.Option]:
+    """One option per config field, typed from the field (tuples as 'a+b+c'); all default to the preset's value."""
+    hints = typing.get_type_hints(config)
+    options = []
+    for field in dataclasses.fields(config):
+        kind, meta, name = hints[field.name], field.metadata, field.name.replace("_", "-")
+        help_text = meta.get("help", "")
+        if kind is bool:
+            options.append(click.Option([f"--{name}/--no-{name}", field.name], default=None, help=help_text))
+        elif meta.get("choices"):
+            options.append(click.Option([f"--{name}", field.name], type=click.Choice(meta["choices"]), help=help_text))
+        elif kind in (int, float):
+            options.append(click.Option([f"--{name}", field.name], type=kind, help=help_text))
+        else:  # str or tuple: parsed by the config so that grids and the command line read values alike
+            options.append(click.Option([f"--{name}", field.name], type=str, help=help_text))
+    return options
+
+
+def resolve_config(edit: Edit, preset_name: str, values: dict[str, Any]) -> Any:
+    """The edit's preset with the given option values (None = not given; text values parsed by the config)."""
+    parsed = {k: edit.config.parse_value(k, v) if isinstance(v, str) else v for k, v in values.items() if v is not None}
+    return edit.preset(preset_name, **parsed)
+
+
+def _run_edit(edit: Edit, source: Path, inputs: dict[str, Any], output: Path, preset_name: str, face_index: int,
+              overwrite: bool, quiet: bool, values: dict[str, Any]) -> None:
+    from optimswap.runs import record_path, run_to_files
+
+    cfg = resolve_config(edit, preset_name, values)
+    record = run_to_files(edit.name, source, inputs, output, cfg, face_index, progress=not quiet, overwrite=overwrite,
+                          extra={"preset": preset_name})
+    used = record.get("targets_used")
+    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s; final loss "
+               f"{record['loss_history'][-1]['total']:.4g}"
+               + (f"; targets used: {', '.join(Path(t['path']).name for t in used)}" if used else ""))
+
+
+def run_options(edit: Edit) -> list[click.Option]:
+    """The options every edit command has, then the edit's config options."""
+    return [
+        click.Option(["-o", "--output"], required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Result picture (same pixel size as the photo); OUTPUT.json gets the run record."),
+        click.Option(["--preset", "preset_name"], default="default", show_default=True,
+                     type=click.Choice(list(edit.presets))),
+        click.Option(["--face-index"], default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Which face of the photo (0 = largest)."),
+        click.Option(["--overwrite"], is_flag=True, help="Replace an existing OUTPUT (never an input)."),
+        click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars."),
+        *config_options(edit.config),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
 
 
-def _run_swap(source: Path, targets: list[Path] | Path, output: Path, preset_name: str, face_index: int,
-              overwrite: bool, quiet: bool, **overrides) -> None:
-    from optimswap.runs import record_path, run_swap
+def edit_command(edit: Edit) -> click.Command:
+    """``optimswap NAME PHOTO INPUT... -o OUT [options]`` for a registered edit."""
+    arguments = [click.Argument([edit.source], type=click.Path(exists=True, dir_okay=False, path_type=Path))]
+    arguments += [click.Argument([i.name], type=click.Path(exists=True, file_okay=i.kind == "photo",
+                                                           dir_okay=i.kind == "photos", path_type=Path))
+                  for i in edit.inputs]
 
-    cfg = preset(preset_name, **overrides)
-    record = run_swap(source, targets, output, cfg, face_index, progress=not quiet, overwrite=overwrite,
-                      extra={"preset": preset_name})
-    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s; "
-               f"final loss {record['loss_history'][-1]['total']:.4g}; "
-               f"targets used: {', '.join(Path(t['path']).name for t in record['targets_used'])}")
+    def callback(output, preset_name, face_index, overwrite, quiet, **values):
+        source = values.pop(edit.source)
+        inputs = {i.name: values.pop(i.name) for i in edit.inputs}
+        _run_edit(edit, source, inputs, output, preset_name, face_index, overwrite, quiet, values)
+
+    help_text = edit.summary + "\n\n" + "\n\n".join(f"{i.name.upper()}: {i.help}" for i in edit.inputs)
+    return click.Command(edit.name, params=[*arguments, *run_options(edit)], callback=callback, help=help_text)
 
 
-@click.group()
+class EditGroup(click.Group):
+    """The fixed commands plus one command per registered edit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *edit_names()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in edit_names():
+            command = edit_command(get_edit(name))
+        return command
+
+
+@click.group(cls=EditGroup)
 @click.version_option(__version__)
-def main():
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+def main(debug):
     """Face edits in single photos by per-image optimization."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
 
-@main.command("swap")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("target_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@_swap_options
-def swap_cmd(source, target_dir, output, preset_name, face_index, overwrite, quiet, **overrides):
-    """Put the identity of the person photographed in TARGET_DIR onto the face in SOURCE."""
-    _run_swap(source, target_dir, output, preset_name, face_index, overwrite, quiet, **overrides)
+def _with_edit_options(edit: Edit) -> Callable:
+    def decorate(f):
+        f.__click_params__ = [*getattr(f, "__click_params__", []), *reversed(run_options(edit))]
+        return f
+    return decorate
 
 
 @main.command("demo")
+@click.option("--faces", type=click.Path(file_okay=False, path_type=Path), envvar="OPTIMSWAP_FACES",
+              help="Local copy of the sample photos [env OPTIMSWAP_FACES]; without it they are downloaded.")
 @click.option("--source-set", default="jennifer", show_default=True)
 @click.option("--target-set", default="angelina", show_default=True)
-@_swap_options
-def demo_cmd(source_set, target_set, output, preset_name, face_index, overwrite, quiet, **overrides):
-    """Swap on the sample photos of reference_faces/ (first photo of SOURCE_SET onto TARGET_SET's identity)."""
+@_with_edit_options(get_edit("swap"))
+def demo_cmd(faces, source_set, target_set, output, preset_name, face_index, overwrite, quiet, **values):
+    """Swap on the sample photos: the first photo of SOURCE_SET gets the identity of TARGET_SET."""
     from optimswap.data import fetch
 
-    source = fetch(source_set)[0]
-    targets = fetch(target_set)
+    source = fetch(source_set, faces)[0]
+    targets = fetch(target_set, faces)
     click.echo(f"demo: {source} <- {len(targets)} photos of {target_set}")
-    _run_swap(source, targets, output, preset_name, face_index, overwrite, quiet, **overrides)
-
-
-@main.command("makeup")
-@click.argument("plain", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--degree", type=click.FloatRange(0, 1), help="0 = the input, 1 = full makeup (IPM-Net).")
-@click.option("--regions", help="Comma-separated subset of lips,eyes,skin.")
-@click.option("--color-space", type=click.Choice(COLOR_SPACES), help="Histograms matched per CIELAB or RGB channel.")
-@click.option("--makeup-weight", type=float, help="Scale of the histogram losses against the content loss.")
-@click.option("--preset", "preset_name", default="makeup", show_default=True, type=click.Choice(sorted(PRESETS)))
-@click.option("--size", type=int)
-@click.option("--iters", type=int)
-@click.option("--seed", type=int)
-@click.option("--device", type=str)
-@click.option("--face-index", default=0, show_default=True)
-@click.option("--overwrite", is_flag=True)
-@click.option("-q", "--quiet", is_flag=True)
-def makeup_cmd(plain, reference, output, degree, regions, color_space, makeup_weight, preset_name, size, iters, seed,
-               device, face_index, overwrite, quiet):
-    """Apply the makeup of the portrait REFERENCE to the face in PLAIN (outside the makeup regions: unchanged)."""
-    from optimswap.runs import record_path, run_makeup
-
-    overrides = dict(makeup_degree=degree, makeup_color_space=color_space, makeup_weight=makeup_weight, size=size,
-                     iters=iters, seed=seed, device=device)
-    if regions:
-        chosen = tuple(r.strip() for r in regions.split(","))
-        base_cfg = preset(preset_name)
-        base = dict(zip(base_cfg.makeup_regions, base_cfg.makeup_region_weights))
-        overrides.update(makeup_regions=chosen, makeup_region_weights=tuple(base.get(r, 1.0) for r in chosen))
-    cfg = preset(preset_name, **overrides)
-    record = run_makeup(plain, reference, output, cfg, face_index, progress=not quiet, overwrite=overwrite)
-    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s")
+    _run_edit(get_edit("swap"), source, {"target": targets}, output, preset_name, face_index, overwrite, quiet, values)
 
 
 @main.command("eval")
@@ -125,12 +145,12 @@ def makeup_cmd(plain, reference, output, degree, regions, color_space, makeup_we
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of the table (a .json twin is written beside it).")
 def eval_cmd(runs, identities, output):
-    """Score swaps and makeup runs from their OUT.json records (files, or folders searched recursively)."""
+    """Score finished runs from their OUT.json records (files, or folders searched recursively)."""
     from optimswap.eval.report import evaluate_runs, find_records, format_table, write_rows
 
     records = find_records(list(runs))
     if not records:
-        raise click.UsageError("no run records (OUT.json of a swap or makeup) found in the given paths")
+        raise OptionError("runs", "no run records (OUT.json of an edit) found in the given paths")
     rows = evaluate_runs(records, identities)
     click.echo(format_table(rows))
     if output:
@@ -139,54 +159,54 @@ def eval_cmd(runs, identities, output):
     failed = [r for r in rows if r.get("error")]
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} run(s) could not be fully scored (see the error column)", err=True)
+        sys.exit(1)
 
 
 @main.command("ablate")
+@click.option("--edit", "edit_name", default="swap", show_default=True, type=click.Choice(edit_names()))
 @click.option("--pairs", "pairs_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV with source,target[,name] columns (reference_faces/pairs.csv is an example).")
+              help="CSV with a source column and one per input of the edit (swap: target; makeup: reference).")
 @click.option("--grid", "grid_specs", multiple=True, metavar="OPTION=V1,V2",
-              help="Values of one option, e.g. style=40,80 tv=0,1 method=full,paste layers=relu3_1+relu4_1 (repeatable).")
+              help="Values of one option, e.g. style=40,80 tv=0,1 method=full,paste layers=relu3_1+relu4_1 "
+                   "(repeatable).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", "preset_name", default="default", show_default=True, type=click.Choice(sorted(PRESETS)))
+@click.option("--preset", "preset_name", default="default", show_default=True)
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "submitit"]),
               help="local process pool, or submitit (Slurm when present, else its local mode).")
 @click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), help="submitit cluster (default: detect).")
-@click.option("--workers", default=1, show_default=True, help="Runs at a time (local pool / CPU share per job).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at a time (local pool / CPU share per job).")
 @click.option("-q", "--quiet", is_flag=True)
-def ablate_cmd(pairs_csv, grid_specs, out, preset_name, executor, cluster, workers, quiet):
-    """Sweep options over pairs; resumes (finished runs are kept); writes summary.csv, contact_sheet.png, plots."""
+def ablate_cmd(edit_name, pairs_csv, grid_specs, out, preset_name, executor, cluster, workers, quiet):
+    """Sweep options of an edit over pairs; resumes (finished runs are kept); writes summary.csv,
+    contact_sheet.png, plots."""
     from optimswap.ablate import parse_grid, read_pairs, sweep
 
-    runs = sweep(read_pairs(pairs_csv), parse_grid(list(grid_specs)), out, preset_name, executor, workers, cluster,
-                 progress=not quiet)
+    runs = sweep(read_pairs(pairs_csv, edit_name), parse_grid(list(grid_specs), edit_name), out, preset_name,
+                 executor, workers, cluster, progress=not quiet, edit=edit_name)
     click.echo(f"{len(runs)} runs in {out}: summary.csv, contact_sheet.png, plot_*.png")
 
 
 @main.command("train-lighting")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Weights file (default: the one shipped in the package); a .json report goes beside it.")
-@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Faces folder with identities/ and makeup/ (default: $OPTIMSWAP_FACES or ../shared/faces).")
-@click.option("--steps", type=int, help="Training steps (batches of pairs).")
-@click.option("--seed", type=int)
+@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path), envvar="OPTIMSWAP_FACES",
+              required=True, help="Faces folder with identities/ and makeup/ [env OPTIMSWAP_FACES].")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps (batches of pairs).")
+@click.option("--seed", type=click.IntRange(min=0))
 @click.option("--overwrite", is_flag=True, help="Replace existing weights.")
 @click.option("-q", "--quiet", is_flag=True)
 def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
     """Train the lighting network on synthetic relit pairs; prints held-out accuracy and confusion matrix."""
-    import dataclasses
-
-    from optimswap.data import local_faces_dir
+    from optimswap.data import faces_dir
     from optimswap.lighting.net import WEIGHTS
     from optimswap.lighting.train import TrainConfig, train
 
     output = output or WEIGHTS
     if output.exists() and not overwrite:
-        raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
-    root = faces or local_faces_dir()
-    if root is None:
-        raise click.UsageError("no faces folder: pass --faces or set OPTIMSWAP_FACES")
+        raise OptionError("overwrite", f"{output} exists; it is replaced only with this option")
     cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
-    report = train(root, cfg, output, progress=not quiet)
+    report = train(faces_dir(faces), cfg, output, progress=not quiet)
     for split in ("train_pairs_fresh", "held_out_people"):
         r = report[split]
         click.echo(f"{split}: accuracy {r['accuracy']:.3f} on {r['pairs']} pairs; confusion "
@@ -196,25 +216,43 @@ def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
 
 @main.command("fetch")
 @click.argument("name")
-def fetch_cmd(name):
+@click.option("--faces", type=click.Path(file_okay=False, path_type=Path), envvar="OPTIMSWAP_FACES",
+              help="Local copy of the sample photos [env OPTIMSWAP_FACES]; without it they are downloaded.")
+def fetch_cmd(name, faces):
     """Fetch a sample set (a person) into the cache and print its paths."""
     from optimswap.data import fetch
 
-    for p in fetch(name):
+    for p in fetch(name, faces):
         click.echo(p)
 
 
-def run():
+def error_line(err: OptimswapError) -> str:
+    """One line for the user: the command-line option (or file) and the reason."""
+    option = err.option if isinstance(err, (OptionError, BackendUnavailable)) else None
+    reason = err.reason if isinstance(err, OptionError) else str(err)
+    return f"error: {flag(option)}: {reason}" if option else f"error: {reason}"
+
+
+def run() -> None:
+    debug = "--debug" in sys.argv[1:]
     try:
         main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except (ImageError, BackendUnavailable, ValueError, RuntimeError) as err:
-        click.echo(f"error: {err}", err=True)
+    except OptimswapError as err:
+        if debug:
+            raise
+        click.echo(error_line(err), err=True)
         sys.exit(2)
+    except Exception as err:
+        if debug:
+            raise
+        click.echo(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

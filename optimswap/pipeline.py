@@ -1,32 +1,39 @@
-"""The one edit pipeline: photo -> face -> aligned frame -> objective -> L-BFGS over a pyramid -> composite.
+"""The one edit pipeline: photo -> face -> aligned frame -> objective -> optimizer over a pyramid -> composite.
 
-An edit (swap, later makeup, stylize, ...) supplies only ``build_objective(level)``; everything else is here.
+It knows nothing of any particular edit: an edit (``optimswap.edits``) supplies the editable mask, a per-level
+objective builder and a parameterization, and the pipeline runs them.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from optimswap.compose import laplacian_blend, match_color
-from optimswap.config import SwapConfig
-from optimswap.face import Face, face_mask, frame_matrix, warp_from_frame, warp_to_frame
+from optimswap.config import EditConfig
+from optimswap.errors import BackendUnavailable
+from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
-from optimswap.optim import level_sizes, resize_to, run_lbfgs
+from optimswap.optim import Solver, level_sizes, make_solver, resize_to
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but no CUDA GPU is available")
-    return torch.device(name)
+        raise BackendUnavailable(f"device {name!r} requested but no CUDA GPU is available", option="device")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise BackendUnavailable(f"unknown device {name!r} ({err})", option="device") from None
 
 
 @dataclass
@@ -36,33 +43,109 @@ class Frame:
     matrix: np.ndarray  # 2x3, photo pixels -> frame pixels
     image: torch.Tensor  # (1, 3, S, S) in [0, 1]
     landmarks: np.ndarray  # (68, 2) frame pixels
-    mask: torch.Tensor  # (1, 1, S, S) soft face mask
+    mask: torch.Tensor  # (1, 1, S, S) soft editable mask
 
     @property
     def size(self) -> int:
         return self.image.shape[-1]
 
 
-MaskFn = Callable[[np.ndarray, int, torch.device], torch.Tensor]  # (frame landmarks, size, device) -> (1, 1, S, S)
+# (frame landmarks, frame size, config, device) -> (1, 1, S, S) soft mask of what the edit may change
+MaskFn = Callable[[np.ndarray, int, Any, torch.device], torch.Tensor]
 
 
-def make_frame(photo: torch.Tensor, face: Face, cfg: SwapConfig, mask_fn: MaskFn | None = None) -> Frame:
-    """Aligned frame; the editable mask is the face mask unless ``mask_fn`` gives another."""
+def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn) -> Frame:
+    """The aligned frame of ``face`` in ``photo`` (1, 3, H, W) with the edit's editable mask."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
     landmarks = apply_matrix(matrix, face.landmarks)
     image = warp_to_frame(photo, matrix, cfg.size)
-    if mask_fn is None:
-        mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=photo.device)
-    else:
-        mask = mask_fn(landmarks, cfg.size, photo.device)
-    return Frame(matrix, image, landmarks, mask)
+    return Frame(matrix, image, landmarks, mask_fn(landmarks, cfg.size, cfg, photo.device))
 
 
 @dataclass
 class Level:
+    """One pyramid level: the source frame and editable mask at this size."""
+
     size: int
-    image: torch.Tensor  # the source frame at this size
+    image: torch.Tensor
     mask: torch.Tensor
+
+
+class Parameterization(ABC):
+    """What the solver moves, and how it becomes the frame's image at the current pyramid level."""
+
+    @abstractmethod
+    def start(self, level: Level) -> list[torch.Tensor]:
+        """Begin a level; returns the tensors to optimize."""
+
+    @abstractmethod
+    def render(self) -> torch.Tensor:
+        """The current image (1, 3, S, S) at the level's size, differentiable in the parameters."""
+
+    def finish(self) -> torch.Tensor:
+        """End a level; returns its result image, clamped to [0, 1]."""
+        with torch.no_grad():
+            return self.render().clamp(0, 1).detach()
+
+
+class MaskedPixels(Parameterization):
+    """Pixels inside the editable mask: image = source + mask * (param - source), so only masked pixels move.
+
+    The first level starts from ``init`` (a frame-sized image, e.g. another method's result) or the source; a
+    finer level starts from the source plus the coarser level's edit, upsampled as a difference, so that it keeps
+    the source's own detail.
+    """
+
+    def __init__(self, init: torch.Tensor | None = None):
+        self.init = init
+        self.result: torch.Tensor | None = None
+        self.previous_source: torch.Tensor | None = None
+
+    def start(self, level: Level) -> list[torch.Tensor]:
+        self.level = level
+        if self.result is None or self.previous_source is None:
+            init = level.image if self.init is None else resize_to(self.init, level.size)
+        else:
+            init = level.image + resize_to(self.result - self.previous_source, level.size)
+        self.param = init.detach().clone()
+        return [self.param]
+
+    def render(self) -> torch.Tensor:
+        return self.level.image + self.level.mask * (self.param - self.level.image)
+
+    def finish(self) -> torch.Tensor:
+        self.result, self.previous_source = super().finish(), self.level.image
+        return self.result
+
+
+class Latent(Parameterization):
+    """A latent code (and optionally more tensors, e.g. noise maps) rendered by a generator into the frame.
+
+    ``generator(latent, *extra)`` returns (1, 3, H, W) in [0, 1]; it is resized to each level's size. The same
+    tensors carry over from level to level.
+    """
+
+    def __init__(self, generator: nn.Module, latent: torch.Tensor, extra: tuple[torch.Tensor, ...] = ()):
+        self.generator = generator
+        self.latent = latent.detach().clone()
+        self.extra = tuple(t.detach().clone() for t in extra)
+
+    def start(self, level: Level) -> list[torch.Tensor]:
+        self.level = level
+        return [self.latent, *self.extra]
+
+    def render(self) -> torch.Tensor:
+        return resize_to(self.generator(self.latent, *self.extra), self.level.size)
+
+
+@dataclass
+class Plan:
+    """What an edit prepares for the pipeline once the source frame is known."""
+
+    objective: Callable[[Level], Objective]  # per-level objective builder
+    parameterization: Parameterization = field(default_factory=MaskedPixels)
+    record: dict = field(default_factory=dict)  # JSON-ready additions to the run record
+    result: dict = field(default_factory=dict)  # extra fields of the edit's result type
 
 
 @dataclass
@@ -70,46 +153,39 @@ class EditResult:
     image: np.ndarray  # full photo, uint8
     frame_result: torch.Tensor  # optimized frame (1, 3, S, S)
     frame: Frame
+    source_face: Face
     history: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     levels: list[torch.Tensor] = field(default_factory=list)  # the optimized frame after each pyramid level
+    record: dict = field(default_factory=dict)  # the edit's additions to the run record
 
 
-def optimize_frame(frame: Frame, cfg: SwapConfig, build_objective: Callable[[Level], Objective],
+def optimize_frame(frame: Frame, cfg: EditConfig, plan: Plan, solver: Solver,
                    progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict]:
-    """Coarse-to-fine L-BFGS; returns each level's result (the last is the answer), the loss history and timings.
-    Only masked pixels move: image = source + mask * (param - source)."""
+    """Coarse-to-fine optimization; returns each level's result (the last is the answer), the per-evaluation loss
+    history and timings."""
     torch.manual_seed(cfg.seed)
-    history, timings, results = [], {}, []
-    result = prev_source = None
+    history: list[dict] = []
+    timings: dict = {}
+    results = []
     sizes = level_sizes(cfg.size, cfg.levels)
     for i, size in enumerate(sizes):
         t0 = time.perf_counter()
         level = Level(size, resize_to(frame.image, size), resize_to(frame.mask, size).clamp(0, 1))
-        objective = build_objective(level)
+        objective = plan.objective(level)
+        params = plan.parameterization.start(level)
         timings[f"level{i}_setup_s"] = time.perf_counter() - t0
-        # Start from the source; carry the previous level's edit over as an upsampled difference so the
-        # finer level keeps the source's own detail.
-        init = level.image if result is None else level.image + resize_to(result - prev_source, size)
-        param = init.detach().clone()
-
-        def render(p, level=level):
-            return level.image + level.mask * (p - level.image)
-
         t1 = time.perf_counter()
-        level_history = run_lbfgs(param, render, objective, cfg.iters, cfg.refresh_every, cfg.lbfgs_history,
-                                  desc=f"level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
+        level_history = solver.run(params, plan.parameterization.render, objective, cfg.iters,
+                                   desc=f"level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
         timings[f"level{i}_optimize_s"] = time.perf_counter() - t1
         timings[f"level{i}_evaluations"] = len(level_history)
         history += [{"level": i, **h} for h in level_history]
-        with torch.no_grad():
-            result = render(param).clamp(0, 1)
-        results.append(result.detach())
-        prev_source = level.image
+        results.append(plan.parameterization.finish())
     return results, history, timings
 
 
-def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
+def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: EditConfig) -> torch.Tensor:
     """Put the optimized frame back: colour-match, transfer the edit as a difference, multi-band blend."""
     if cfg.color_match_result:
         matched = match_color(result, frame.image, frame.mask, frame.mask)
@@ -120,19 +196,21 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Swap
     return laplacian_blend((photo + delta).clamp(0, 1), photo, mask, cfg.blend_levels)
 
 
-def edit(photo: np.ndarray, face: Face, cfg: SwapConfig, build_objective: Callable[[Frame, torch.device], Callable[[Level], Objective]],
-         progress: bool = True, mask_fn: MaskFn | None = None) -> EditResult:
-    """Run one edit on ``photo``'s ``face``; ``build_objective(frame, device)`` returns the per-level builder;
-    ``mask_fn`` gives the editable region (default: the face mask)."""
+def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,
+                 prepare: Callable[[Frame, torch.device], Plan], solver: Solver | None = None,
+                 progress: bool = True) -> tuple[EditResult, Plan]:
+    """Run one edit on ``photo``'s ``face``: ``mask_fn`` gives the editable region, ``prepare(frame, device)`` the
+    plan (objective, parameterization); ``solver`` defaults to the one ``cfg`` selects."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     photo_t = to_tensor(photo, device)
     frame = make_frame(photo_t, face, cfg, mask_fn)
-    builder = build_objective(frame, device)
+    plan = prepare(frame, device)
     prepare_s = time.perf_counter() - t0
-    levels, history, timings = optimize_frame(frame, cfg, builder, progress)
+    levels, history, timings = optimize_frame(frame, cfg, plan, solver or make_solver(cfg), progress)
     t1 = time.perf_counter()
     with torch.no_grad():
         out = composite(photo_t, frame, levels[-1], cfg)
     timings.update(prepare_s=prepare_s, composite_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
-    return EditResult(to_numpy(out), levels[-1], frame, history, timings, levels)
+    result = EditResult(to_numpy(out), levels[-1], frame, face, history, timings, levels, plan.record)
+    return result, plan

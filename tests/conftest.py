@@ -1,20 +1,42 @@
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from optimswap.data import local_faces_dir
 from optimswap.io import read_image
+
+# The tests read the shared test photos; CI and the developers' machines have them beside the repository.
+os.environ.setdefault("OPTIMSWAP_FACES", str(Path(__file__).resolve().parents[2] / "shared" / "faces"))
 
 
 @pytest.fixture(scope="session")
 def faces() -> Path:
-    root = local_faces_dir()
-    if root is None:
-        pytest.fail("test photos not found: set OPTIMSWAP_FACES to a folder laid out like shared/faces")
+    root = Path(os.environ["OPTIMSWAP_FACES"])
+    if not (root / "identities").is_dir():
+        pytest.fail(f"test photos not found in {root}: set OPTIMSWAP_FACES to a folder laid out like shared/faces")
     return root
 
 
 @pytest.fixture(scope="session")
 def jennifer(faces) -> np.ndarray:
     return read_image(faces / "identities" / "jennifer" / "01.jpg")
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Runs the ``optimswap`` entry point in-process as a user would: returns (exit code, stdout, stderr)."""
+    from optimswap.cli import run
+
+    def call(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["optimswap", *map(str, args)])
+        try:
+            run()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call

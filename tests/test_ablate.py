@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -28,7 +26,7 @@ def test_grid_parsing_and_run_names(tmp_path, faces):
     for bad in ["style", "nope=1", "size=abc", "color_match_result=maybe"]:
         with pytest.raises(ValueError):
             parse_grid([bad])
-    runs = plan([Pair("p", faces, faces)], grid, tmp_path)
+    runs = plan([Pair("p", faces, {"target": faces})], grid, tmp_path)
     assert len(runs) == 8 and len({r.folder for r in runs}) == 8
 
 
@@ -42,21 +40,44 @@ def test_pairs_csv_resolves_faces_prefix(tmp_path, faces):
         read_pairs(path)
 
 
+# Run by the killed sweep: each run is the real one, then the whole process group (the sweep and its workers) is
+# killed with SIGKILL right after the first run finished, so the interruption falls at a known place.
+KILLER = '''
+import os, signal
+from optimswap import ablate
+
+real_execute = ablate.execute
+
+
+def execute(spec):
+    real_execute(spec)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+'''
+DRIVER = '''
+from optimswap import ablate
+import killer
+ablate.execute = killer.execute
+from optimswap.cli import run
+run()
+'''
+
+
 def test_interrupted_sweep_resumes_with_only_the_rest(tmp_path, pairs_csv):
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "optimswap.cli", "ablate", "--pairs", str(pairs_csv), "-o", str(out),
-            "--preset", "fast", "-q", *(f"--grid={g}" for g in TINY_GRID), "--grid", "tv=1,2,3"]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not list(out.rglob("out.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, workers included
-    proc.wait()
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    sweep_args = ["ablate", "--pairs", str(pairs_csv), "-o", str(out), "--preset", "fast", "-q",
+                  *(f"--grid={g}" for g in TINY_GRID), "--grid", "tv=1,2,3"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, str(tmp_path / "driver.py"), *sweep_args], start_new_session=True,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("out.json")}
-    assert 1 <= len(finished) < 3, "the sweep should have been killed part-way"
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert len(finished) == 1
+    done = subprocess.run([sys.executable, "-m", "optimswap.cli", *sweep_args], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(finished)} of 3 runs already finished" in done.stderr
+    assert "1 of 3 runs already finished" in done.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not redone
     records = list(out.rglob("out.json"))
     assert len(records) == 3

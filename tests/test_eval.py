@@ -5,17 +5,19 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from optimswap.config import preset
 from optimswap.eval import (head_pose, high_frequency_ratio, identity_distance, landmark_nme, lighting, lighting_error,
                             nearest_identity, psnr)
 from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS
-from optimswap.eval.report import evaluate_record, identity_mean
+from optimswap.edits.swap import SWAP
+from optimswap.eval.identity import identity_mean
+from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix, warp_to_frame
+from optimswap.features import load_encoder
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eyes_mask, lips_mask, skin_mask
 from optimswap.io import read_image, to_tensor, write_image
-from optimswap.runs import run_swap
-from optimswap.swap import list_images
+from optimswap.io import list_images
+from optimswap.runs import run_to_files
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_planted_identity_is_retrieved(faces):
     for name, photos in sets.items():
         held_out = photos[-1]
         means = {k: identity_mean(v if k != name else v[:-1]) for k, v in sets.items()}
-        from optimswap.eval.report import photo_descriptor
+        from optimswap.eval.identity import photo_descriptor
 
         assert nearest_identity(photo_descriptor(str(held_out)), means) == name
     with pytest.raises(ValueError):
@@ -109,13 +111,15 @@ def test_regions_come_from_landmarks(aligned):
 
 def test_eval_reports_a_missing_output_face_instead_of_crashing(faces, tmp_path):
     out = tmp_path / "run.png"
-    run_swap(faces / "identities" / "mark" / "01.jpg", faces / "identities" / "tony_blair", out,
-             preset("fast", size=64, levels=1, iters=2, n_targets=1), progress=False)
+    run_to_files("swap", faces / "identities" / "mark" / "01.jpg", {"target": faces / "identities" / "tony_blair"}, out,
+                 SWAP.preset("fast", size=64, levels=1, iters=2, n_targets=1), progress=False)
     row = evaluate_record(out.with_suffix(".json"))
-    assert row["error"] == "" and row["nme"] < 0.1 and row["psnr_background"] == float("inf")
+    assert row["error"] == "" and row["nme"] < 0.1 and row["psnr_outside"] == float("inf")
     picture = read_image(out)
     write_image(out, np.full_like(picture, 128))  # the face is gone
     row = evaluate_record(out.with_suffix(".json"))
     assert "no face" in row["error"] and "id_after" not in row
-    assert row["psnr_background"] < 40
-    assert json.loads(out.with_suffix(".json").read_text())["peak_memory_mb"] > 0
+    assert row["psnr_outside"] < 40
+    # The run held at least the encoder's weights (float32) in memory.
+    encoder_mb = sum(p.numel() * 4 for p in load_encoder("vgg16-hed").parameters()) / 2**20
+    assert json.loads(out.with_suffix(".json").read_text())["peak_memory_mb"] > encoder_mb

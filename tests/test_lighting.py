@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from optimswap.cli import main
-from optimswap.config import preset
 from optimswap.eval import lighting
+from optimswap.edits.swap import SWAP
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
@@ -20,7 +20,7 @@ from optimswap.lighting.relight import (FRONT, FaceGeometry, Light, direction, l
                                         transfer_lighting)
 from optimswap.lighting.train import TrainConfig, evaluate, load_faces, sample_pairs, train
 from optimswap.losses import LightingLoss, lighting_loss
-from optimswap.runs import run_swap
+from optimswap.runs import run_to_files
 
 
 def side_light(azimuth: float) -> torch.Tensor:
@@ -119,11 +119,11 @@ def test_training_is_reproducible_from_the_seed(faces, tiny_training, tmp_path):
     assert (tmp_path / "0.json").exists()
 
 
-def test_train_lighting_never_overwrites_without_asking(tmp_path):
+def test_train_lighting_never_overwrites_without_asking(tmp_path, cli):
     existing = tmp_path / "net.pt"
     existing.write_bytes(b"keep")
-    result = CliRunner().invoke(main, ["train-lighting", "-o", str(existing), "--steps", "1"])
-    assert result.exit_code != 0 and "--overwrite" in result.output
+    code, _, err = cli("train-lighting", "-o", existing, "--steps", "1")
+    assert code == 2 and "--overwrite" in err and str(existing) in err
     assert existing.read_bytes() == b"keep"
 
 
@@ -152,9 +152,9 @@ def test_swap_keeps_a_side_light(side_lit_source, faces, tmp_path):
     proxy), without either it takes the front light of the target photos."""
     errors = {}
     for on in (False, True):
-        cfg = preset("fast", size=64, levels=1, iters=15, n_targets=4, relight_targets=on,
-                     lighting_weight=preset("default").lighting_weight if on else 0.0)
+        cfg = SWAP.preset("fast", size=64, levels=1, iters=15, n_targets=4, relight_targets=on,
+                          lighting_weight=SWAP.preset().lighting_weight if on else 0.0)
         out = tmp_path / f"swap_{on}.png"
-        run_swap(side_lit_source, faces / "identities" / "jennifer", out, cfg, progress=False)
+        run_to_files("swap", side_lit_source, {"target": faces / "identities" / "jennifer"}, out, cfg, progress=False)
         errors[on] = evaluate_record(out.with_suffix(".json"))["lighting_error"]
     assert errors[True] < 0.5 * errors[False], errors

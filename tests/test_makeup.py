@@ -6,15 +6,14 @@ import torch
 from click.testing import CliRunner
 
 from optimswap.cli import main
-from optimswap.config import preset
+from optimswap.edits.makeup import MAKEUP, makeup
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask
 from optimswap.losses import HistogramLoss, histogram_targets
-from optimswap.makeup import makeup
 from optimswap.io import read_image
-from optimswap.runs import run_makeup
+from optimswap.runs import run_to_files
 
 TINY = dict(size=64, levels=1, iters=8)
 
@@ -68,7 +67,10 @@ def test_regions_follow_the_landmarks(makeup_dir):
     at = lambda m, p: float(m[0, 0, int(round(p[1])), int(round(p[0]))])
     lips, shadow, eyes = lips_mask(lm, 128), eye_shadow_mask(lm, 128), eyes_mask(lm, 128)
     assert at(lips, (lm[51] + lm[62]) / 2) == 1  # upper lip
-    assert at(lips, lm[60:68].mean(0)) == 0 or np.ptp(lm[60:68, 1]) < 1  # the mouth opening is not lip
+    opened = lm.copy()  # open the mouth: lower inner lip and lower outer lip move down by a tenth of the eye distance
+    opened[[55, 56, 57, 58, 59, 65, 66, 67]] += [0, 0.1 * np.linalg.norm(lm[45] - lm[36])]
+    assert at(lips_mask(opened, 128), opened[60:68].mean(0)) == 0  # the mouth opening is not lip
+    assert at(lips_mask(opened, 128), (opened[57] + opened[66]) / 2) == 1  # the lower lip is
     assert at(shadow, (lm[19] + lm[37]) / 2) > 0.9  # the lid between brow and eye
     assert at(shadow, lm[36:42].mean(0)) < 0.15 and at(shadow, lm[19]) < 0.15  # not the eye, not the brow
     inside_eye = ((shadow > 0.5) & (eyes > 0)).sum() / (eyes > 0).sum()  # the region used for the histogram
@@ -77,17 +79,17 @@ def test_regions_follow_the_landmarks(makeup_dir):
 
 def test_degree_zero_returns_the_input(makeup_dir):
     plain = makeup_dir / "plain" / "02.jpg"
-    res = makeup(plain, makeup_dir / "makeup" / "01.jpg", preset("makeup", makeup_degree=0.0, **TINY), progress=False)
+    res = makeup(plain, makeup_dir / "makeup" / "01.jpg", MAKEUP.preset(degree=0.0, **TINY), progress=False)
     assert np.abs(res.image.astype(int) - read_image(plain)).max() <= 1
 
 
 def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir, tmp_path):
     """Scored by ``optimswap eval``'s makeup metrics from the run record."""
     out = tmp_path / "m.png"
-    run_makeup(makeup_dir / "plain" / "01.jpg", makeup_dir / "makeup" / "01.jpg", out, preset("makeup", **TINY),
-               progress=False)
+    run_to_files("makeup", makeup_dir / "plain" / "01.jpg", {"reference": makeup_dir / "makeup" / "01.jpg"}, out,
+                 MAKEUP.preset(**TINY), progress=False)
     row = evaluate_record(out.with_suffix(".json"))
-    assert row["command"] == "makeup" and not row["error"]
+    assert row["edit"] == "makeup" and not row["error"]
     assert row["lips_after"] < 0.7 * row["lips_before"]
     assert row["psnr_outside"] == float("inf")  # bit-exact outside the makeup regions
     assert row["id_to_source"] < 0.35
@@ -96,14 +98,14 @@ def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir,
 def test_cli_makeup_writes_result_and_record(tmp_path, makeup_dir):
     out = tmp_path / "m.png"
     args = ["makeup", str(makeup_dir / "plain" / "03.jpg"), str(makeup_dir / "makeup" / "02.jpg"), "-o", str(out),
-            "--size", "64", "--iters", "3", "--degree", "0.5", "--regions", "lips,eyes", "-q"]
+            "--size", "64", "--iters", "3", "--degree", "0.5", "--skin-weight", "0", "-q"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["command"] == "makeup" and record["options"]["makeup_degree"] == 0.5
-    assert record["options"]["makeup_regions"] == ["lips", "eyes"]
+    assert record["edit"] == "makeup" and record["options"]["degree"] == 0.5
+    assert record["options"]["skin_weight"] == 0 and record["inputs"]["reference"].endswith("02.jpg")
     res = CliRunner().invoke(main, ["eval", str(tmp_path), "-o", str(tmp_path / "eval.csv")], catch_exceptions=False)
     assert res.exit_code == 0 and "lips_after" in res.output and "skin_after" not in res.output, res.output
     assert (tmp_path / "eval.csv").exists()
-    res = CliRunner().invoke(main, [*args[:5], "--regions", "nose", "-q"])
-    assert res.exit_code != 0
+    res = CliRunner().invoke(main, [*args[:5], "--lips-weight", "-1", "-q"])
+    assert res.exit_code != 0 and "lips_weight" in str(res.exception)

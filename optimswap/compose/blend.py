@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import build_pyramid
-from torch import nn
 
 
 def laplacian_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, levels: int = 4) -> torch.Tensor:
@@ -31,12 +30,3 @@ def laplacian_blend(foreground: torch.Tensor, background: torch.Tensor, mask: to
 
 def _up(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(image, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class LaplacianBlend(nn.Module):
-    def __init__(self, levels: int = 4):
-        super().__init__()
-        self.levels = levels
-
-    def forward(self, foreground, background, mask):
-        return laplacian_blend(foreground, background, mask, self.levels)

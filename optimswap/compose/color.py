@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
-from torch import nn
 
 
 def _masked_stats(lab: torch.Tensor, mask: torch.Tensor):
@@ -25,8 +24,3 @@ def match_color(image: torch.Tensor, reference: torch.Tensor, image_mask: torch.
     ref_mean, ref_std = _masked_stats(ref_lab, reference_mask)
     matched = (lab - mean) * (ref_std / std.clamp_min(1e-3)) + ref_mean
     return lab_to_rgb(matched).clamp(0, 1)
-
-
-class MatchColor(nn.Module):
-    def forward(self, image, reference, image_mask, reference_mask):
-        return match_color(image, reference, image_mask, reference_mask)

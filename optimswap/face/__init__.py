@@ -1,8 +1,8 @@
 """Faces: detection and landmarks, the aligned frame and TPS warps, soft masks, identity descriptors."""
 
 from optimswap.face.align import frame_matrix, interocular, shape_distance, tps_warp, warp_from_frame, warp_to_frame
-from optimswap.face.detect import BackendUnavailable, Face, detect_faces, face_descriptor, find_face
+from optimswap.face.detect import Face, detect_faces, face_descriptor, find_face
 from optimswap.face.mask import face_mask
 
-__all__ = ["BackendUnavailable", "Face", "detect_faces", "face_descriptor", "face_mask", "find_face",
+__all__ = ["Face", "detect_faces", "face_descriptor", "face_mask", "find_face",
            "frame_matrix", "interocular", "shape_distance", "tps_warp", "warp_from_frame", "warp_to_frame"]

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from optimswap.io import ImageError
+from optimswap.errors import BackendUnavailable, FaceIndexError, NoFaceError, OptionError
 
 DETECT_MAX_SIDE = 640  # HOG detection runs on a copy at most this large (speed); landmarks use full resolution
-
-
-class BackendUnavailable(RuntimeError):
-    """An optional model or package is missing; the message says how to get it."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +82,14 @@ def _fan_model(device: str):
     try:
         import face_alignment
     except ImportError as err:
-        raise BackendUnavailable("the 'fan' landmark backend needs face-alignment: pip install 'optimswap[fan]'") from err
+        raise BackendUnavailable("the 'fan' landmark backend needs face-alignment: pip install 'optimswap[fan]'",
+                                 option="landmarks") from err
     try:
         return face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device)
     except Exception as err:  # URLError/HTTPError offline, or a corrupt cache
         raise BackendUnavailable(
             f"face-alignment could not load its FAN weights ({err}); they are downloaded on first use, "
-            "so this backend needs internet once. Use --landmarks dlib offline."
+            "so this backend needs internet once; the dlib backend works offline", option="landmarks"
         ) from err
 
 
@@ -110,7 +107,7 @@ BACKENDS = {"dlib": _detect_dlib, "fan": _detect_fan}
 def detect_faces(image: np.ndarray, backend: str = "dlib") -> list[Face]:
     """All faces in an RGB uint8 photo, largest first."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown landmark backend {backend!r}; choose from {sorted(BACKENDS)}")
+        raise OptionError("landmarks", f"unknown landmark backend {backend!r}; choose from {sorted(BACKENDS)}")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
     image = np.ascontiguousarray(image)  # dlib needs C order
@@ -121,9 +118,9 @@ def find_face(image: np.ndarray, backend: str = "dlib", face_index: int = 0, nam
     """The face at ``face_index`` (0 = largest), with an error that says what was found otherwise."""
     faces = detect_faces(image, backend)
     if not faces:
-        raise ImageError(f"{name}: no face found")
+        raise NoFaceError(f"{name}: no face found")
     if not 0 <= face_index < len(faces):
-        raise ImageError(f"{name}: face index {face_index} requested but {len(faces)} face(s) found")
+        raise FaceIndexError(f"{name}: face index {face_index} requested but {len(faces)} face(s) found")
     return faces[face_index]
 
 

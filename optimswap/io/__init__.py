@@ -1,3 +1,7 @@
-from optimswap.io.image import ImageError, read_image, write_image, write_json, to_tensor, to_numpy
+"""Reading and writing photos and records."""
 
-__all__ = ["ImageError", "read_image", "write_image", "write_json", "to_tensor", "to_numpy"]
+from optimswap.io.image import (IMAGE_SUFFIXES, ImageError, list_images, read_image, to_numpy, to_tensor, write_image,
+                                write_json)
+
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "list_images", "read_image", "to_numpy", "to_tensor", "write_image",
+           "write_json"]

@@ -11,11 +11,24 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from optimswap.errors import ImageError
+
 MAX_PIXELS = 50_000_000  # ~ a 8660x5770 photo; beyond that a per-image optimization has no sense here
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class ImageError(ValueError):
-    """A photo that cannot be used (unreadable, too large, no face, ...)."""
+def list_images(photos: str | os.PathLike | list | tuple) -> list[Path]:
+    """A folder's images (sorted by name) or an explicit list of files."""
+    if isinstance(photos, (list, tuple)):
+        paths = [Path(p) for p in photos]
+    else:
+        folder = Path(photos)
+        if not folder.is_dir():
+            raise ImageError(f"{folder}: expected a folder of photos")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ImageError(f"{photos}: no photos found")
+    return paths
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from optimswap.face import find_face, frame_matrix
-from optimswap.io import ImageError, read_image, to_tensor
+from optimswap.io import ImageError, list_images, read_image, to_tensor
 from optimswap.lighting.net import WEIGHTS, LightingNet
 from optimswap.lighting.relight import FaceGeometry, lighting_change, random_light, relight
-from optimswap.swap import list_images
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from kornia.color import rgb_to_lab
 from torch import nn
 
-from optimswap.config import COLOR_SPACES
+COLOR_SPACES = ("rgb", "lab")
 
 
 def to_color_space(image: torch.Tensor, space: str) -> torch.Tensor:

@@ -1,0 +1,163 @@
+"""Makeup transfer (BeautyGAN's histogram-matched makeup loss as an optimization objective, IPM-Net's degree).
+
+The reference portrait is aligned to the plain face (similarity frame, then thin-plate spline onto the plain's
+landmarks); per region (lips, eye shadow, skin) the plain's pixels are pulled to the reference's colour
+histogram, while a VGG content loss keeps the person and TV on the change keeps its edges soft. Only the
+regions may change; everything else is the input, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from optimswap.config import EditConfig, option
+from optimswap.errors import OptionError
+from optimswap.eval.metrics import border_gradient, histogram_distance
+from optimswap.face import Face, find_face, frame_matrix, tps_warp
+from optimswap.face.align import apply_matrix, warp_photo_to_frame
+from optimswap.face.mask import soften
+from optimswap.face.regions import eye_shadow_mask, lips_mask, skin_mask, union
+from optimswap.features import load_encoder
+from optimswap.io import to_tensor
+from optimswap.losses import ContentLoss, HistogramLoss, TVLoss, region_pixels
+from optimswap.losses.histogram import COLOR_SPACES
+from optimswap.objective import Objective, Term
+from optimswap.optim import resize_to
+from optimswap.pipeline import EditResult, Frame, Level, Plan
+from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
+
+REGIONS = ("lips", "eyes", "skin")
+
+
+@dataclass(frozen=True)
+class MakeupConfig(EditConfig):
+    iters: int = option(40, "Optimizer iterations per pyramid level.", low=1, high=100_000)
+    # The colour change is the edit, so the result is not colour-matched back to the photo.
+    color_match_result: bool = option(False, "Colour-match the optimized face to the photo's before compositing.")
+    content_layer: str = option("relu4_2", "Encoder layer of the content loss (Gatys et al. 2016).")
+    content_weight: float = option(1.0, "Weight of the content loss (keeps the person).", low=0)
+    tv_weight: float = option(2.0, "Weight of total variation of the change (soft edges, kept texture).", low=0)
+    # Region weights lips, eyes, skin = 1, 1, 0.1 as in BeautyGAN (Li et al. 2018: lambda_lips = lambda_shadow = 1,
+    # lambda_face = 0.1) and PSGAN; 0 leaves a region out (and unchanged).
+    lips_weight: float = option(1.0, "Weight of the lips' histogram loss (0 = leave the lips).", low=0)
+    eyes_weight: float = option(1.0, "Weight of the eye shadow's histogram loss (0 = leave the eyes).", low=0)
+    skin_weight: float = option(0.1, "Weight of the skin's histogram loss (0 = leave the skin).", low=0)
+    makeup_weight: float = option(20.0, "Scale of the histogram losses against the content loss.", low=0)
+    degree: float = option(1.0, "Amount of makeup: 0 = the input, 1 = the reference's (IPM-Net).", low=0, high=1)
+    # BeautyGAN matches R, G, B one by one; with heavy eye makeup that leaves cyan/red fringes around the eyes
+    # (plain 02 x makeup 02). "lab" (CIELAB channels) avoids them but moves identity and the lip colours less
+    # surely (bench/makeup_quality.py over makeup/: identity to plain <= 0.35 in 26/28 runs, lips halved in 13/14,
+    # against 28/28 and 14/14 for "rgb"; issue #5 note).
+    color_space: str = option("rgb", "Histograms matched per channel of rgb (BeautyGAN) or lab (CIELAB).",
+                              choices=COLOR_SPACES)
+
+    ALIASES: ClassVar[dict[str, str]] = {"lips": "lips_weight", "eyes": "eyes_weight", "skin": "skin_weight",
+                                         "makeup": "makeup_weight", "tv": "tv_weight", "content": "content_weight"}
+
+    def check(self) -> None:
+        if not any(self.region_weights.values()):
+            raise OptionError("lips_weight", "every region weight is 0: nothing to change")
+
+    @property
+    def region_weights(self) -> dict[str, float]:
+        """Weight of each region taking part (weight > 0), in the order lips, eyes, skin."""
+        weights = {"lips": self.lips_weight, "eyes": self.eyes_weight, "skin": self.skin_weight}
+        return {name: w for name, w in weights.items() if w > 0}
+
+
+def region_masks(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> dict[str, torch.Tensor]:
+    """Soft (1, 1, S, S) masks of the regions taking part, for frame landmarks at ``size``."""
+    make = {"lips": lambda: lips_mask(landmarks, size, device),
+            "eyes": lambda: eye_shadow_mask(landmarks, size, cfg.feather, device),
+            "skin": lambda: skin_mask(landmarks, size, cfg.forehead, cfg.feather, device)}
+    masks = {name: make[name]() for name in cfg.region_weights}
+    if "lips" in masks:  # lips are a hard polygon: soften like the others so no region has a hard edge
+        masks["lips"] = soften(masks["lips"], max(cfg.feather * size, 0.5))
+    return masks
+
+
+def editable_mask(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> torch.Tensor:
+    """The pipeline's mask: union of the makeup regions."""
+    return union(list(region_masks(landmarks, size, cfg, device).values()))
+
+
+def align_reference(reference: np.ndarray, face: Face, frame: Frame, cfg: MakeupConfig,
+                    device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference photo in the plain's frame and landmark geometry, and where it is inside the photo."""
+    matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
+    landmarks = apply_matrix(matrix, face.landmarks)
+    warped = tps_warp(warp_photo_to_frame(to_tensor(reference, device), matrix, cfg.size), landmarks[None],
+                      frame.landmarks)
+    return warped[:, :3], warped[:, 3:]
+
+
+def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg: MakeupConfig, device: torch.device):
+    """Per-level objective builder: content to the plain photo, a histogram loss per region, TV of the change."""
+    encoder = load_encoder(cfg.encoder, device)
+    weights = cfg.region_weights
+
+    def level_objective(level: Level) -> Objective:
+        landmarks = frame.landmarks * (level.size / frame.size)
+        ref_l, inside_l = resize_to(ref, level.size), resize_to(inside, level.size)
+        with torch.no_grad():
+            content = encoder(level.image, [cfg.content_layer])[cfg.content_layer]
+        terms = [Term("content", cfg.content_weight, ContentLoss(content), cfg.content_layer)]
+        for name, region in region_masks(landmarks, level.size, cfg, device).items():
+            ref_pixels, plain_pixels = region_pixels(ref_l, region, inside_l), region_pixels(level.image, region)
+            if len(ref_pixels) == 0 or len(plain_pixels) == 0:
+                raise OptionError("size", f"the {name} region is empty at {level.size} px; use a larger size")
+            loss = HistogramLoss(region, ref_pixels, plain_pixels, cfg.degree, cfg.color_space)
+            terms.append(Term(f"makeup_{name}", cfg.makeup_weight * weights[name], loss, None))
+        terms.append(Term("tv", cfg.tv_weight, TVLoss(level.image), None))
+        return Objective(encoder, terms)
+
+    return level_objective
+
+
+def _reference_face(reference: Photo, cfg: MakeupConfig) -> Face:
+    return find_face(reference.image, cfg.landmarks, name=reference.name)
+
+
+def prepare(setup: Setup) -> Plan:
+    reference: Photo = setup.inputs["reference"]
+    ref_face = _reference_face(reference, setup.cfg)
+    ref, inside = align_reference(reference.image, ref_face, setup.frame, setup.cfg, setup.device)
+    return Plan(makeup_objective(ref, inside, setup.frame, setup.cfg, setup.device),
+                result={"reference_face": ref_face})
+
+
+def score(s: Scoring) -> dict:
+    """Per region: histogram distance (earth mover's, 0-255) to the reference, plain (before) and output (after);
+    ring_ratio = mean gradient on a thin ring along the region borders, output over plain (hard edges > 1)."""
+    reference = load_photo(s.record["inputs"]["reference"], "reference")
+    ref_frame, inside = align_reference(reference.image, _reference_face(reference, s.cfg), s.frame, s.cfg, "cpu")
+    row: dict[str, Any] = {"reference": reference.name, "degree": s.cfg.degree}
+    for name, region in region_masks(s.frame.landmarks, s.frame.size, s.cfg, "cpu").items():
+        ref_pixels = region_pixels(ref_frame, region, inside)
+        row[f"{name}_before"] = histogram_distance(region_pixels(s.frame.image, region), ref_pixels)
+        row[f"{name}_after"] = histogram_distance(region_pixels(s.output_frame, region), ref_pixels)
+    row["ring_ratio"] = border_gradient(s.output_frame, s.frame.mask) / border_gradient(s.frame.image, s.frame.mask)
+    return row
+
+
+@dataclass
+class MakeupResult(EditResult):
+    reference_face: Face | None = None
+
+
+MAKEUP = register(Edit(
+    name="makeup", summary="Apply the makeup of the portrait REFERENCE to the face in PLAIN (only the makeup "
+                           "regions change).",
+    source="plain", inputs=(Input("reference", "photo", "Portrait wearing the makeup to transfer."),),
+    presets={"default": MakeupConfig()}, prepare=prepare, mask=editable_mask, score=score, result_type=MakeupResult))
+
+
+def makeup(plain: str | os.PathLike | np.ndarray, reference: str | os.PathLike | np.ndarray,
+           cfg: MakeupConfig | None = None, face_index: int = 0, progress: bool = True) -> MakeupResult:
+    """Apply the makeup of the portrait ``reference`` to the face in ``plain``."""
+    return run_edit(MAKEUP, plain, {"reference": reference}, cfg, face_index, progress=progress)
