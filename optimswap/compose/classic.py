@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
+from matplotlib.path import Path as PolyPath
 from scipy.spatial import Delaunay
 
 from optimswap.compose.color import match_color
@@ -27,11 +28,21 @@ OUTER_SCALE = 1.3
 # Poisson result is faded into the source over the last FEATHER eye distances inside it.
 ERODE = 0.05
 FEATHER = 0.05
-# Inner lips facing each other (iBUG 61-63 above 67-65) and the least gap kept between them, in pixels.
-INNER_UPPER_LIP, INNER_LOWER_LIP = (61, 62, 63), (67, 66, 65)
-MIN_LIP_GAP = 0.5
-PAD = 4  # seamlessClone zeroes the mask's outermost pixel ring and needs its box inside the photo
-MIN_TRIANGLE_AREA = 1e-3  # px^2; slivers (e.g. between coinciding inner-lip points) are left out
+OUTER_LIPS, INNER_LIPS = np.arange(48, 60), np.arange(60, 68)
+# Fixed iBUG mesh inside the outer lip line (48-59): upper lip, lower lip, then the mouth opening (inner lips
+# 60-67), which has no area on a closed mouth. Delaunay alone joins upper and lower lip points across a closed mouth,
+# which would map an open target mouth onto the lips.
+LIP_TRIANGLES = np.array([
+    (48, 49, 60), (49, 50, 61), (49, 61, 60), (50, 51, 62), (50, 62, 61),
+    (51, 52, 62), (52, 63, 62), (52, 53, 63), (53, 64, 63), (53, 54, 64),
+    (54, 55, 64), (55, 56, 65), (55, 65, 64), (56, 57, 66), (56, 66, 65),
+    (57, 58, 66), (58, 67, 66), (58, 59, 67), (59, 60, 67), (59, 48, 60),
+])
+MOUTH_OPENING_TRIANGLES = np.array([(60, 61, 67), (61, 62, 67), (62, 66, 67), (62, 63, 66), (63, 65, 66), (63, 64, 65)])
+# seamlessClone zeroes the mask's outermost pixel ring, erodes the mask by 3 px and holds its box border fixed: the
+# pictures are padded by reflection (the mask by replication) so that a face cut by the photo edge is cloned up to it.
+PAD = 8
+MIN_TRIANGLE_AREA = 1e-3  # px^2; degenerate triangles (e.g. the mouth opening of a closed mouth) are left out
 
 
 def _check_landmarks(landmarks: np.ndarray, name: str) -> np.ndarray:
@@ -62,13 +73,8 @@ def choose_target(source_landmarks: np.ndarray, candidates: Sequence[np.ndarray]
 
 
 def face_points(landmarks: np.ndarray) -> np.ndarray:
-    """(105, 2) warp points: the 68 landmarks, the brows lifted to the blended forehead line and an outer ring.
-
-    Inner lips closer than ``MIN_LIP_GAP`` (a closed mouth: they coincide or even cross) are moved apart to that gap,
-    so that each lip keeps its own triangles instead of a lower lip spanning to upper-lip points (which would map the
-    teeth of an open target mouth onto it).
-    """
-    landmarks = _open_inner_lips(_check_landmarks(landmarks, "landmarks"))
+    """(105, 2) warp points: the 68 landmarks, the brows lifted to the blended forehead line and an outer ring."""
+    landmarks = _check_landmarks(landmarks, "landmarks")
     bridge = landmarks[NOSE_BRIDGE.stop] - landmarks[NOSE_BRIDGE.start]  # points down the nose
     forehead_line = landmarks[BROWS] - FOREHEAD * bridge
     outline = np.concatenate([landmarks[JAW], landmarks[BROWS] - OUTER_FOREHEAD * bridge])
@@ -76,28 +82,37 @@ def face_points(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([landmarks, forehead_line, centre + OUTER_SCALE * (outline - centre)])
 
 
-def _open_inner_lips(landmarks: np.ndarray) -> np.ndarray:
-    down = landmarks[57] - landmarks[51]  # outer lower lip middle minus outer upper lip middle
-    down /= max(np.linalg.norm(down), 1e-6)
-    upper, lower = list(INNER_UPPER_LIP), list(INNER_LOWER_LIP)
-    gap = (landmarks[lower] - landmarks[upper]) @ down
-    push = np.clip(MIN_LIP_GAP - gap, 0, None)[:, None] / 2 * down
-    opened = landmarks.copy()
-    opened[upper] -= push
-    opened[lower] += push
-    return opened
+def face_triangles(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 3) indices into ``face_points(landmarks)`` in drawing order (later triangles win on shared edge pixels):
+    the Delaunay triangulation of those points without the inner lips, less its triangles inside the outer lip
+    line, then the fixed mouth mesh in their place, its opening before its lips."""
+    points = face_points(landmarks)
+    outside_mouth = np.setdiff1d(np.arange(len(points)), INNER_LIPS)
+    triangles = outside_mouth[Delaunay(points[outside_mouth]).simplices]
+    triangles = triangles[~PolyPath(points[OUTER_LIPS]).contains_points(points[triangles].mean(1))]
+    return np.concatenate([_smallest_first(triangles, points), MOUTH_OPENING_TRIANGLES, LIP_TRIANGLES])
 
 
-def piecewise_affine_warp(image: np.ndarray, points_from: np.ndarray, points_to: np.ndarray,
-                          out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _triangle_areas(corners: np.ndarray) -> np.ndarray:
+    edges = corners[:, 1:] - corners[:, :1]
+    return 0.5 * np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
+
+
+def _smallest_first(triangles: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Pixels on shared edges then take the bigger triangle's map, not a sliver's wild extrapolation."""
+    return triangles[np.argsort(_triangle_areas(points[triangles]), kind="stable")]
+
+
+def piecewise_affine_warp(image: np.ndarray, points_from: np.ndarray, points_to: np.ndarray, out_shape: tuple[int, int],
+                          triangles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` so that ``points_from`` (N, 2) (x, y pixels of ``image``) land on ``points_to`` (N, 2) in an
     ``out_shape`` (H, W) picture. Returns the warped image (zero where undefined) and the (H, W) bool mask of
-    the pixels it defines: inside the triangulation of ``points_to`` and mapped from inside ``image``.
+    the pixels it defines: inside a triangle (at ``points_to``) and mapped from inside ``image``.
 
-    The Delaunay triangulation is taken on ``points_to``: a point coinciding with another there is no vertex (the
-    other's position in ``image`` is used), and triangles under ``MIN_TRIANGLE_AREA`` are skipped. Each output
-    pixel is labelled with its triangle, mapped through that triangle's affine map and sampled bilinearly in one
-    ``cv2.remap``.
+    ``triangles`` (T, 3): indices into the points, drawn in this order (a later one wins on shared edge pixels);
+    by default the Delaunay triangulation of ``points_to``, smallest first. Triangles with less than
+    ``MIN_TRIANGLE_AREA`` in ``points_to`` are skipped. Each output pixel is labelled with its triangle, mapped
+    through that triangle's affine map and sampled bilinearly in one ``cv2.remap``.
     """
     points_from, points_to = np.asarray(points_from, np.float64), np.asarray(points_to, np.float64)
     if points_from.ndim != 2 or points_from.shape[1] != 2 or points_from.shape != points_to.shape:
@@ -111,13 +126,13 @@ def piecewise_affine_warp(image: np.ndarray, points_from: np.ndarray, points_to:
     warped = np.zeros((height, width) + image.shape[2:], image.dtype)
     defined = np.zeros((height, width), bool)
 
-    triangles = Delaunay(points_to).simplices
+    if triangles is None:
+        triangles = _smallest_first(Delaunay(points_to).simplices, points_to)
+    triangles = np.asarray(triangles)
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.min() < 0 or triangles.max() >= len(points_to):
+        raise ValueError(f"triangles must be (T, 3) indices into the {len(points_to)} points")
+    triangles = triangles[_triangle_areas(points_to[triangles]) > MIN_TRIANGLE_AREA]
     corners_to, corners_from = points_to[triangles], points_from[triangles]  # (T, 3, 2)
-    edges = corners_to[:, 1:] - corners_to[:, :1]
-    area = 0.5 * np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
-    # Largest last: pixels on shared edges take the map of the bigger triangle, not a sliver's extrapolation.
-    order = np.argsort(area)[np.sort(area) > MIN_TRIANGLE_AREA]
-    corners_to, corners_from = corners_to[order], corners_from[order]
     # Row t holds triangle t's affine map from output to image pixels, x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5;
     # the last row sends pixels outside every triangle to (-1, -1), outside the image.
     homogeneous = np.concatenate([corners_to, np.ones(corners_to.shape[:2] + (1,))], axis=2)
@@ -179,22 +194,21 @@ def transfer_color(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -
 def poisson_blend(foreground: np.ndarray, background: np.ndarray, mask: np.ndarray, feather: float) -> np.ndarray:
     """``cv2.seamlessClone`` (normal clone) of ``foreground`` into ``background`` (same size) inside ``mask``.
 
-    The pictures are padded first so that a mask reaching the photo border still works. OpenCV solves the Poisson
-    equation on the mask's bounding box, so it also shifts pixels just outside the mask by a few levels; its change
-    is therefore faded out over the last ``feather`` pixels inside the mask, and pixels outside ``mask`` are the
-    ``background``'s, bit for bit.
+    The pictures are padded first (see ``PAD``). OpenCV solves the Poisson equation on the mask's bounding box,
+    so it also shifts pixels outside the mask (by up to ~25 levels): its change is faded out over the last
+    ``feather`` pixels inside the mask, and pixels outside ``mask`` are the ``background``'s, bit for bit.
     """
     if foreground.shape != background.shape or mask.shape != background.shape[:2]:
         raise ValueError(f"foreground {foreground.shape}, background {background.shape} and mask {mask.shape} differ")
     if not mask.any():
         return background.copy()
     padded = [cv2.copyMakeBorder(im, PAD, PAD, PAD, PAD, cv2.BORDER_REFLECT_101) for im in (foreground, background)]
-    mask_u8 = cv2.copyMakeBorder(mask.astype(np.uint8) * 255, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
+    mask_u8 = cv2.copyMakeBorder(mask.astype(np.uint8) * 255, PAD, PAD, PAD, PAD, cv2.BORDER_REPLICATE)
     rows, cols = _bounding_box(mask_u8)
     # OpenCV places the mask's box at (centre - size // 2): this centre puts it back exactly where it was.
     centre = (cols.start + (cols.stop - cols.start) // 2, rows.start + (rows.stop - rows.start) // 2)
     cloned = cv2.seamlessClone(padded[0], padded[1], mask_u8, centre, cv2.NORMAL_CLONE)[PAD:-PAD, PAD:-PAD]
-    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)  # 1 on the mask's outermost pixels
+    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # 1 on its rim
     weight = np.clip(inside / max(feather, 1.0), 0, 1)[..., None]
     box = _bounding_box(mask)
     faded = np.rint(background[box] + weight[box] * (cloned[box].astype(np.float32) - background[box]))
@@ -224,7 +238,8 @@ def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_
     index = int(np.argmin(distances))
 
     warped, defined = piecewise_affine_warp(target_photos[index], face_points(target_landmarks[index]),
-                                            face_points(source_landmarks), (height, width))
+                                            face_points(source_landmarks), (height, width),
+                                            face_triangles(source_landmarks))
     mask = clone_mask(source_landmarks, (height, width)) & defined
     if keep is not None:
         mask &= ~(np.asarray(keep) > 0)
