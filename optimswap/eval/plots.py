@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from optimswap.io import ImageError, read_image  # noqa: E402
 
-PLOT_METRICS = ("id_drop", "nme", "psnr_background", "lighting_error", "hf_ratio", "seconds")
+PLOT_METRICS = ("id_drop", "nme", "psnr_outside", "lighting_error", "hf_ratio", "seconds")
 
 
 def face_crop(image: np.ndarray, box, margin: float = 0.45) -> np.ndarray:
@@ -64,6 +64,8 @@ def metric_plots(rows: list[dict], option: str, path: Path, metrics=PLOT_METRICS
     numeric = all(_number(v) is not None for v in values)
     xs = {v: (_number(v) if numeric else i) for i, v in enumerate(values)}
     metrics = [m for m in metrics if any(_number(r.get(m)) is not None for r in rows)]
+    if not metrics:  # no scored run (all failed): nothing to plot
+        return
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name in dict.fromkeys(r[group] for r in rows):
