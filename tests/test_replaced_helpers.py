@@ -1,5 +1,6 @@
 """Helpers replaced by a dependency's function keep the old results: each test compares with a copy of the
-hand-written version it replaced (a private ``_old_*`` function here)."""
+hand-written version it replaced (a private ``_old_*`` function here). ``quantiles``, kept, is checked against
+torch.quantile."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from kornia.morphology import dilation
 from optimswap.face import find_face, frame_matrix, regions
 from optimswap.face.align import apply_matrix
 from optimswap.io import read_image
+from optimswap.losses.histogram import quantiles
 
 PHOTOS = ["identities/jennifer/01.jpg", "identities/tony_blair/01.jpg", "identities/mark/01.jpg",
           "makeup/plain/01.jpg", "makeup/makeup/02.jpg"]
@@ -38,3 +40,16 @@ def test_skin_mask_erosion_equals_old_one_minus_dilation(frame_landmarks, monkey
     old = [regions.skin_mask(lm, size) for lm, size in frame_landmarks]
     for a, b in zip(new, old):
         assert torch.equal(a, b)
+
+
+# --- losses.histogram.quantiles: kept (see its docstring); its Hazen rule is torch.quantile at mapped levels ---
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000])
+def test_quantiles_are_torch_quantile_at_hazen_positions(n):
+    g = torch.Generator().manual_seed(n)
+    values = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    levels = torch.cat([torch.tensor([0.0, 1.0]), torch.rand(50, generator=g)]).double()
+    positions = (levels * n - 0.5).clamp(0, n - 1)
+    expected = torch.quantile(values, positions / max(n - 1, 1), dim=0)
+    # torch.quantile interpolates with lerp, whose rounding differs from quantiles' in the last bits.
+    assert torch.allclose(quantiles(values, levels), expected, rtol=0, atol=1e-15)
