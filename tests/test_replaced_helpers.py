@@ -9,7 +9,7 @@ from kornia.morphology import dilation
 from scipy.spatial.transform import Rotation
 
 from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS, head_pose, histogram_distance, psnr
-from optimswap.face import find_face, frame_matrix, regions
+from optimswap.face import find_face, frame_matrix, interocular, regions, shape_distance
 from optimswap.face.align import apply_matrix
 from optimswap.io import read_image
 from optimswap.losses.histogram import quantiles
@@ -144,3 +144,25 @@ def test_psnr_equals_old():
     assert psnr(image, image) == _old_psnr(image, image) == float("inf")
     with pytest.raises(ValueError, match="no pixels"):
         psnr(image, reference, np.zeros(image.shape[:2], bool))
+
+
+# --- face.align.shape_distance: skimage SimilarityTransform ---
+
+def _old_shape_distance(a: np.ndarray, b: np.ndarray) -> float:
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    u, sv, vt = np.linalg.svd(cb.T @ ca)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1, d]) @ vt
+    scale = (sv * [1, d]).sum() / (cb**2).sum()
+    fitted = scale * cb @ rot
+    return float(np.sqrt(((fitted - ca) ** 2).sum(1)).mean() / interocular(a))
+
+
+def test_shape_distance_equals_old(photo_landmarks):
+    rng = np.random.default_rng(0)
+    pairs = [(a, b) for a in photo_landmarks for b in photo_landmarks]
+    # A mirrored face is best matched by a reflection, which neither version allows.
+    pairs += [(a, a * [-1.0, 1.0] + rng.normal(0, 1, a.shape)) for a in photo_landmarks]
+    pairs += [tuple(rng.normal(0, 50, (2, 68, 2))) for _ in range(100)]
+    for a, b in pairs:
+        assert shape_distance(a, b) == pytest.approx(_old_shape_distance(a, b), rel=0, abs=1e-9)
