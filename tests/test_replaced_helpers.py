@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 from kornia.morphology import dilation
+from matplotlib.path import Path as PolyPath
 from scipy.spatial.transform import Rotation
 
 from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS, head_pose, histogram_distance, psnr
 from optimswap.face import find_face, frame_matrix, interocular, regions, shape_distance
+from optimswap.face import mask as mask_module
 from optimswap.face.align import apply_matrix
+from optimswap.face.mask import face_mask, polygon_mask
 from optimswap.io import read_image
 from optimswap.losses.histogram import quantiles
 
@@ -166,3 +169,47 @@ def test_shape_distance_equals_old(photo_landmarks):
     pairs += [tuple(rng.normal(0, 50, (2, 68, 2))) for _ in range(100)]
     for a, b in pairs:
         assert shape_distance(a, b) == pytest.approx(_old_shape_distance(a, b), rel=0, abs=1e-9)
+
+
+# --- face.mask.polygon_mask: skimage.draw.polygon2mask ---
+
+def _old_polygon_mask(polygon: np.ndarray, size: int) -> torch.Tensor:
+    ys, xs = np.mgrid[0:size, 0:size]
+    inside = PolyPath(polygon).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
+    return torch.as_tensor(inside, dtype=torch.float32)[None, None]
+
+
+# The two can differ on a pixel centre lying exactly on an edge (e.g. polygons with integer vertices); landmarks
+# mapped into the frame are never that exact, so the masks of real faces and random float polygons match.
+
+def test_polygon_mask_equals_old_on_random_polygons():
+    rng = np.random.default_rng(0)
+    for size in (16, 64, 100):
+        for _ in range(100):
+            n = rng.integers(3, 12)
+            if rng.random() < 0.5:  # star-shaped
+                angle, radius = np.sort(rng.uniform(0, 2 * np.pi, n)), rng.uniform(2, size / 2, n)
+                polygon = size / 2 + np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+            else:  # self-intersecting, partly outside the frame
+                polygon = rng.uniform(-5, size + 5, (n, 2))
+            assert torch.equal(polygon_mask(polygon, size), _old_polygon_mask(polygon, size))
+
+
+def test_polygon_mask_equals_old_on_face_regions(frame_landmarks, monkeypatch):
+    polygons = []
+
+    def recording_polygon_mask(polygon, size, device="cpu"):
+        polygons.append((np.asarray(polygon), size))
+        return polygon_mask(polygon, size, device)
+
+    monkeypatch.setattr(mask_module, "polygon_mask", recording_polygon_mask)
+    monkeypatch.setattr(regions, "polygon_mask", recording_polygon_mask)
+    for landmarks, size in frame_landmarks:
+        face_mask(landmarks, size)
+        regions.lips_mask(landmarks, size)
+        regions.eyes_mask(landmarks, size, 1.0)
+        regions.eye_shadow_mask(landmarks, size)
+        regions.skin_mask(landmarks, size)
+    assert len(polygons) == 17 * len(frame_landmarks)
+    for polygon, size in polygons:
+        assert torch.equal(polygon_mask(polygon, size), _old_polygon_mask(polygon, size))
