@@ -15,6 +15,7 @@ from optimswap.face import mask as mask_module
 from optimswap.face.align import apply_matrix
 from optimswap.face.mask import face_mask, polygon_mask
 from optimswap.io import read_image
+from optimswap.lighting.relight import _grid
 from optimswap.losses.histogram import quantiles
 
 PHOTOS = ["identities/jennifer/01.jpg", "identities/tony_blair/01.jpg", "identities/mark/01.jpg",
@@ -213,3 +214,17 @@ def test_polygon_mask_equals_old_on_face_regions(frame_landmarks, monkeypatch):
     assert len(polygons) == 17 * len(frame_landmarks)
     for polygon, size in polygons:
         assert torch.equal(polygon_mask(polygon, size), _old_polygon_mask(polygon, size))
+
+
+# --- lighting.relight._grid: kornia create_meshgrid ---
+
+def _old_grid(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32, device=device),
+                            torch.arange(size, dtype=torch.float32, device=device), indexing="ij")
+    return xs, ys
+
+
+@pytest.mark.parametrize("size", [1, 2, 64, 257])
+def test_grid_equals_old(size):
+    for new, old in zip(_grid(size, "cpu"), _old_grid(size, "cpu")):
+        assert new.dtype == old.dtype and torch.equal(new, old)
