@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from kornia.color import rgb_to_lab
 from kornia.filters import laplacian
+from kornia.metrics import psnr as kornia_psnr
+from scipy.spatial.transform import Rotation
+from scipy.stats import wasserstein_distance
 
 from optimswap.face.align import interocular
 
@@ -54,22 +57,19 @@ def head_pose(landmarks: np.ndarray) -> np.ndarray:
     r1 = r1 / np.linalg.norm(r1)
     r2 = r2 - r1 * (r1 @ r2)
     r2 = r2 / np.linalg.norm(r2)
-    rotation = np.stack([r1, r2, np.cross(r1, r2)])
-    yaw = np.degrees(np.arcsin(np.clip(rotation[0, 2], -1, 1)))
-    pitch = np.degrees(np.arctan2(-rotation[1, 2], rotation[2, 2]))
-    roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[0, 0]))
+    pitch, yaw, roll = Rotation.from_matrix(np.stack([r1, r2, np.cross(r1, r2)])).as_euler("XYZ", degrees=True)
     return np.array([yaw, pitch, roll])
 
 
 def psnr(image: np.ndarray, reference: np.ndarray, where: np.ndarray | None = None) -> float:
     """PSNR in dB (peak 255) over the pixels where ``where`` (H, W bool) holds; inf when identical."""
-    a, b = image.astype(np.float64), reference.astype(np.float64)
+    a, b = torch.from_numpy(image.astype(np.float64)), torch.from_numpy(reference.astype(np.float64))
     if where is not None:
-        a, b = a[where], b[where]
-    if a.size == 0:
+        inside = torch.as_tensor(where)
+        a, b = a[inside], b[inside]
+    if a.numel() == 0:
         raise ValueError("no pixels to compare")
-    mse = np.mean((a - b) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    return float(kornia_psnr(a, b, 255.0))
 
 
 def _luminance(image: torch.Tensor) -> torch.Tensor:
@@ -111,13 +111,11 @@ def high_frequency_ratio(image: torch.Tensor, reference: torch.Tensor, mask: tor
     return energy(image) / max(energy(reference), 1e-12)
 
 
-def histogram_distance(values: torch.Tensor, reference: torch.Tensor, levels: int = 256) -> float:
+def histogram_distance(values: torch.Tensor, reference: torch.Tensor) -> float:
     """Earth mover's (1-D Wasserstein-1) distance per channel between two pixel sets (N, C) and (M, C) in [0, 1],
     averaged over channels, in 0-255 units."""
-    from optimswap.losses.histogram import quantiles
-
-    q = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels
-    return float((quantiles(values.double(), q) - quantiles(reference.double(), q)).abs().mean() * 255)
+    a, b = values.double().cpu().numpy(), reference.double().cpu().numpy()
+    return float(np.mean([wasserstein_distance(a[:, c], b[:, c]) for c in range(a.shape[1])]) * 255)
 
 
 def border_gradient(image: torch.Tensor, region: torch.Tensor, width: int = 2) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from kornia.geometry.transform import get_tps_transform, invert_affine_transform, warp_affine, warp_image_tps
+from skimage.transform import SimilarityTransform
 
 # iBUG 68-point index ranges
 JAW = slice(0, 17)
@@ -95,14 +96,12 @@ def tps_warp(images: torch.Tensor, points_from: np.ndarray, points_to: np.ndarra
 
 
 def shape_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Landmark-shape difference after the best similarity fit (Procrustes), in units of a's eye distance.
+    """Landmark-shape difference after the best similarity fit of b onto a (Umeyama: rotation, no reflection), in
+    units of a's eye distance.
 
     Small when two faces have the same head pose and expression.
     """
-    ca, cb = a - a.mean(0), b - b.mean(0)
-    u, sv, vt = np.linalg.svd(cb.T @ ca)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1, d]) @ vt
-    scale = (sv * [1, d]).sum() / (cb**2).sum()
-    fitted = scale * cb @ rot
-    return float(np.sqrt(((fitted - ca) ** 2).sum(1)).mean() / interocular(a))
+    fit = SimilarityTransform.from_estimate(b, a)
+    if not fit:
+        raise ValueError(f"no similarity fit between the landmark sets: {fit}")
+    return float(np.linalg.norm(fit(b) - a, axis=1).mean() / interocular(a))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
-from matplotlib.path import Path as PolyPath
 from scipy.spatial import ConvexHull
+from skimage.draw import polygon2mask
 
 from optimswap.face.align import BROWS, JAW, NOSE_BRIDGE
 
@@ -40,8 +40,7 @@ def grow(polygon: np.ndarray, distance: float) -> np.ndarray:
 
 def polygon_mask(polygon: np.ndarray, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
     """(1, 1, size, size) hard mask of the pixel centres inside ``polygon`` (M, 2) given in (x, y) pixels."""
-    ys, xs = np.mgrid[0:size, 0:size]
-    inside = PolyPath(polygon).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
+    inside = polygon2mask((size, size), np.asarray(polygon)[:, ::-1])
     return torch.as_tensor(inside, dtype=torch.float32, device=device)[None, None]
 
 

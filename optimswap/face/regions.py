@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from kornia.morphology import dilation
+from kornia.morphology import dilation, erosion
 from scipy.spatial import ConvexHull
 
 from optimswap.face.align import LEFT_EYE, RIGHT_EYE, interocular
@@ -66,7 +66,7 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     sigma = max(feather * size, 0.5)
     radius = int(round(0.05 * eye_distance + 2 * sigma))
     kernel = torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
-    hull = 1 - dilation(1 - polygon_mask(face_polygon(landmarks, forehead), size, device), kernel)
+    hull = erosion(polygon_mask(face_polygon(landmarks, forehead), size, device), kernel)
     features = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.2 * eye_distance, device),
                        polygon_mask(landmarks[OUTER_LIPS], size, device)])
     return soften(hull * (1 - dilation(features, kernel)), sigma)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d, spatial_gradient
+from kornia.geometry import create_meshgrid
 
 from optimswap.face.align import (MOUTH, NOSE_BRIDGE, NOSE_WINGS, apply_matrix, eye_centres, frame_matrix,
                                   interocular, warp_from_frame, warp_to_frame)
@@ -76,9 +77,8 @@ def _bumps(xs: torch.Tensor, ys: torch.Tensor, centres: np.ndarray, heights: np.
 
 
 def _grid(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32, device=device),
-                            torch.arange(size, dtype=torch.float32, device=device), indexing="ij")
-    return xs, ys
+    """Pixel x and y coordinates (S, S) of a square frame."""
+    return create_meshgrid(size, size, normalized_coordinates=False, device=device, dtype=torch.float32)[0].unbind(-1)
 
 
 def _ellipse_radius(landmarks: np.ndarray, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -34,7 +34,11 @@ def pixels_to_color_space(values: torch.Tensor, space: str) -> torch.Tensor:
 
 
 def quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Per-column quantiles of ``values`` (N, C) at ``levels`` (L,) in [0, 1], linear between order statistics."""
+    """Per-column quantiles of ``values`` (N, C) at ``levels`` (L,) in [0, 1], linear between order statistics.
+
+    Level q sits at sorted position clamp(q N - 1/2, 0, N - 1) (Hazen). Not torch.quantile at mapped levels: its
+    interpolation rounds differently in the last bit, which changes makeup outputs.
+    """
     ordered = values.sort(0).values
     pos = (levels * values.shape[0] - 0.5).clamp(0, values.shape[0] - 1)
     lo = pos.floor().long()
