@@ -33,7 +33,7 @@ class SwapConfig:
     lbfgs_history: int = 50
 
     encoder: str = "vgg16-hed"  # offline default; "vgg19" = torchvision ImageNet weights (online)
-    landmarks: str = "dlib"  # offline default; "fan" = face-alignment (online)
+    landmarks: str = "dlib"  # offline default; "fan" = face-alignment (online); "mediapipe" = face mesh (offline)
 
     # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
     content_layer: str = "relu4_2"
