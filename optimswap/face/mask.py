@@ -40,8 +40,12 @@ def grow(polygon: np.ndarray, distance: float) -> np.ndarray:
 
 def polygon_mask(polygon: np.ndarray, size: int, device: str | torch.device = "cpu") -> torch.Tensor:
     """(1, 1, size, size) hard mask of the pixel centres inside ``polygon`` (M, 2) given in (x, y) pixels."""
-    ys, xs = np.mgrid[0:size, 0:size]
-    inside = PolyPath(polygon).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(size, size)
+    inside = np.zeros((size, size), bool)
+    x0, y0 = np.clip(np.floor(polygon.min(0)).astype(int), 0, size)  # only the polygon's bounding box is tested
+    x1, y1 = np.clip(np.ceil(polygon.max(0)).astype(int) + 1, 0, size)
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    points = np.stack([xs.ravel(), ys.ravel()], 1)
+    inside[y0:y1, x0:x1] = PolyPath(polygon).contains_points(points).reshape(y1 - y0, x1 - x0)
     return torch.as_tensor(inside, dtype=torch.float32, device=device)[None, None]
 
 
