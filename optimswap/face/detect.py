@@ -111,7 +111,7 @@ def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
 MESH_MAX_FACES = 4
 
 
-def _import_mediapipe():
+def import_mediapipe():
     try:
         import mediapipe
     except ImportError as err:
@@ -122,14 +122,20 @@ def _import_mediapipe():
 @functools.lru_cache(maxsize=None)
 def _face_mesh(max_faces: int):
     """MediaPipe's legacy FaceMesh graph (slow to build, so one per face count); its models ship in the wheel."""
-    return _import_mediapipe().solutions.face_mesh.FaceMesh(
+    return import_mediapipe().solutions.face_mesh.FaceMesh(
         static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces)
 
 
-def _detect_mediapipe(image: np.ndarray, max_faces: int = MESH_MAX_FACES) -> list[Face]:
-    with warnings.catch_warnings():  # mediapipe 0.10.14 calls a protobuf API that newer protobuf flags as deprecated
+def mediapipe_process(graph, image: np.ndarray):
+    """``graph.process(image)`` for a legacy MediaPipe solution, without protobuf's deprecation warning (mediapipe
+    0.10.14 calls an API that newer protobuf flags)."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
-        result = _face_mesh(max_faces).process(image)
+        return graph.process(image)
+
+
+def _detect_mediapipe(image: np.ndarray, max_faces: int = MESH_MAX_FACES) -> list[Face]:
+    result = mediapipe_process(_face_mesh(max_faces), image)
     height, width = image.shape[:2]
     faces = []
     for mesh in result.multi_face_landmarks or []:
