@@ -1,19 +1,22 @@
 """Face detection and 68-point landmarks (iBUG 300-W layout).
 
-Backends: ``dlib`` (offline default: dlib-bin + face_recognition_models' shape predictor) and ``fan``
-(face-alignment's FAN, which downloads its weights on first use).
+Backends: ``dlib`` (offline default: dlib-bin + face_recognition_models' shape predictor), ``fan``
+(face-alignment's FAN, which downloads its weights on first use) and ``mediapipe`` (MediaPipe's 478-point face
+mesh, offline; the 68 points are derived from it by ``optimswap.face.mesh.ibug68`` and the mesh is kept as ``dense``).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from optimswap.errors import BackendUnavailable, FaceIndexError, NoFaceError, OptionError
+from optimswap.face.mesh import ibug68
 
 DETECT_MAX_SIDE = 640  # HOG detection runs on a copy at most this large (speed); landmarks use full resolution
 
@@ -22,6 +25,7 @@ DETECT_MAX_SIDE = 640  # HOG detection runs on a copy at most this large (speed)
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in photo pixels
     landmarks: np.ndarray  # (68, 2) float64, (x, y) photo pixels
+    dense: np.ndarray | None = None  # mediapipe only: (478, 3) mesh, x y photo pixels, z relative depth scaled like x
 
     @property
     def area(self) -> float:
@@ -101,7 +105,45 @@ def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
     return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes)]
 
 
-BACKENDS = {"dlib": _detect_dlib, "fan": _detect_fan}
+MESH_MAX_FACES = 4
+
+
+def import_mediapipe():
+    try:
+        import mediapipe
+    except ImportError as err:
+        raise BackendUnavailable("the 'mediapipe' backend needs mediapipe: pip install mediapipe==0.10.14",
+                                 option="landmarks") from err
+    return mediapipe
+
+
+@functools.lru_cache(maxsize=None)
+def _face_mesh(max_faces: int):
+    """MediaPipe's legacy FaceMesh graph (slow to build, so one per face count); its models ship in the wheel."""
+    return import_mediapipe().solutions.face_mesh.FaceMesh(
+        static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces)
+
+
+def mediapipe_process(graph, image: np.ndarray):
+    """``graph.process(image)`` for a legacy MediaPipe solution, without protobuf's deprecation warning (mediapipe
+    0.10.14 calls an API that newer protobuf flags)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+        return graph.process(image)
+
+
+def _detect_mediapipe(image: np.ndarray, max_faces: int = MESH_MAX_FACES) -> list[Face]:
+    result = mediapipe_process(_face_mesh(max_faces), image)
+    height, width = image.shape[:2]
+    faces = []
+    for mesh in result.multi_face_landmarks or []:
+        dense = np.array([[p.x * width, p.y * height, p.z * width] for p in mesh.landmark], dtype=np.float64)
+        (x0, y0), (x1, y1) = dense[:, :2].min(0), dense[:, :2].max(0)
+        faces.append(Face((float(x0), float(y0), float(x1), float(y1)), ibug68(dense), dense))
+    return faces
+
+
+BACKENDS = {"dlib": _detect_dlib, "fan": _detect_fan, "mediapipe": _detect_mediapipe}
 
 
 def detect_faces(image: np.ndarray, backend: str = "dlib") -> list[Face]:
