@@ -45,7 +45,7 @@ def iteration(cfg, size, n_targets, device, iters):
     cfg = cfg.replace(size=size, n_targets=n_targets, device=str(device))
     frame = make_frame(to_tensor(photo, device), find_face(photo), cfg, SWAP.mask)
     targets = prepare_targets(list_images(faces / "angelina"), frame, cfg, device)
-    objective = swap_objective(targets, cfg, device)(Level(size, frame.image, frame.mask))
+    objective = swap_objective(targets, cfg, device)(Level(size, frame.image, frame.mask, frame.image))
     param = frame.image.clone()
     render = lambda: frame.image + frame.mask * (param - frame.image)
     sync(device)

@@ -87,6 +87,10 @@ class EditConfig:
     forehead: float = option(0.6, "Face mask: forehead above the brows, in nose-bridge lengths.", low=0, high=3)
     feather: float = option(0.015, "Soft-mask feather sigma as a fraction of the frame side.", low=0, high=0.2)
     color_match_result: bool = option(True, "Colour-match the optimized face to the photo's before compositing.")
+    # With a start image (e.g. the classic swap), only the optimization's coarse change is put back: its finest band
+    # is the solver's smoothing, and the start's own detail is sharper (issue #11 note).
+    change_sigma: float = option(0.0, "Blur (frame pixels) of the optimized change put back onto the start image.",
+                                 low=0, high=8)
     blend_levels: int = option(4, "Laplacian-pyramid blending levels (Burt & Adelson 1983).", low=1, high=10)
     seed: int = option(0, "Random seed (results are reproducible from it).", low=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")

@@ -6,6 +6,7 @@ objective builder and a parameterization, and the pipeline runs them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
 from torch import nn
 
 from optimswap.compose import laplacian_blend, match_color
@@ -64,11 +66,12 @@ def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn
 
 @dataclass
 class Level:
-    """One pyramid level: the source frame and editable mask at this size."""
+    """One pyramid level: the source frame, the editable mask and the image the edit starts from at this size."""
 
     size: int
     image: torch.Tensor
     mask: torch.Tensor
+    start: torch.Tensor
 
 
 class Parameterization(ABC):
@@ -91,22 +94,21 @@ class Parameterization(ABC):
 class MaskedPixels(Parameterization):
     """Pixels inside the editable mask: image = source + mask * (param - source), so only masked pixels move.
 
-    The first level starts from ``init`` (a frame-sized image, e.g. another method's result) or the source; a
-    finer level starts from the source plus the coarser level's edit, upsampled as a difference, so that it keeps
-    the source's own detail.
+    The first level starts from the level's start image (the source, or where the edit begins, e.g. another
+    method's result); a finer level starts from its own start image plus the coarser level's change to it,
+    upsampled as a difference, so that it keeps the start's own detail.
     """
 
-    def __init__(self, init: torch.Tensor | None = None):
-        self.init = init
+    def __init__(self) -> None:
         self.result: torch.Tensor | None = None
-        self.previous_source: torch.Tensor | None = None
+        self.previous_start: torch.Tensor | None = None
 
     def start(self, level: Level) -> list[torch.Tensor]:
         self.level = level
-        if self.result is None or self.previous_source is None:
-            init = level.image if self.init is None else resize_to(self.init, level.size)
+        if self.result is None or self.previous_start is None:
+            init = level.start
         else:
-            init = level.image + resize_to(self.result - self.previous_source, level.size)
+            init = level.start + resize_to(self.result - self.previous_start, level.size)
         self.param = init.detach().clone()
         return [self.param]
 
@@ -114,7 +116,7 @@ class MaskedPixels(Parameterization):
         return self.level.image + self.level.mask * (self.param - self.level.image)
 
     def finish(self) -> torch.Tensor:
-        self.result, self.previous_source = super().finish(), self.level.image
+        self.result, self.previous_start = super().finish(), self.level.start
         return self.result
 
 
@@ -142,8 +144,14 @@ class Latent(Parameterization):
 class Plan:
     """What an edit prepares for the pipeline once the source frame is known."""
 
-    objective: Callable[[Level], Objective]  # per-level objective builder
+    objective: Callable[[Level], Objective] | None  # per-level objective builder; None: the start is the result
     parameterization: Parameterization = field(default_factory=MaskedPixels)
+    # Where the edit starts, at the photo's resolution (1, 3, H, W); None: the photo. The optimized frame is put
+    # back as a change to it, so its own detail above the frame's resolution is kept.
+    start: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # a narrower editable mask (1, 1, S, S) than the edit's landmark mask
+    keep: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]: share of each photo pixel kept as it is (occluders)
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None  # last touch of the composite, at photo resolution
     record: dict = field(default_factory=dict)  # JSON-ready additions to the run record
     result: dict = field(default_factory=dict)  # extra fields of the edit's result type
 
@@ -160,18 +168,21 @@ class EditResult:
     record: dict = field(default_factory=dict)  # the edit's additions to the run record
 
 
-def optimize_frame(frame: Frame, cfg: EditConfig, plan: Plan, solver: Solver,
+def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan, solver: Solver,
                    progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict]:
-    """Coarse-to-fine optimization; returns each level's result (the last is the answer), the per-evaluation loss
-    history and timings."""
+    """Coarse-to-fine optimization from the frame-sized ``start``; returns each level's result (the last is the
+    answer), the per-evaluation loss history and timings."""
     torch.manual_seed(cfg.seed)
     history: list[dict] = []
     timings: dict = {}
     results = []
+    if plan.objective is None:
+        return [start], history, timings
     sizes = level_sizes(cfg.size, cfg.levels)
     for i, size in enumerate(sizes):
         t0 = time.perf_counter()
-        level = Level(size, resize_to(frame.image, size), resize_to(frame.mask, size).clamp(0, 1))
+        level = Level(size, resize_to(frame.image, size), resize_to(frame.mask, size).clamp(0, 1),
+                      resize_to(start, size))
         objective = plan.objective(level)
         params = plan.parameterization.start(level)
         timings[f"level{i}_setup_s"] = time.perf_counter() - t0
@@ -185,15 +196,27 @@ def optimize_frame(frame: Frame, cfg: EditConfig, plan: Plan, solver: Solver,
     return results, history, timings
 
 
-def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: EditConfig) -> torch.Tensor:
-    """Put the optimized frame back: colour-match, transfer the edit as a difference, multi-band blend."""
+def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: EditConfig,
+              start: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+              finish: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Put the optimized frame back: colour-match, transfer it as a change to ``start`` (the photo by default),
+    multi-band blend into the photo, apply the edit's ``finish``, then restore the ``keep`` share of each photo
+    pixel."""
     if cfg.color_match_result:
         matched = match_color(result, frame.image, frame.mask, frame.mask)
         result = frame.image + frame.mask * (matched - frame.image)
     _, _, h, w = photo.shape
-    delta = warp_from_frame(result - frame.image, frame.matrix, h, w)
+    base, base_frame = (photo, frame.image) if start is None else (start, warp_to_frame(start, frame.matrix, frame.size))
+    change = result - base_frame
+    if cfg.change_sigma > 0:
+        k = 2 * int(3 * cfg.change_sigma) + 1
+        change = gaussian_blur2d(change, (k, k), (cfg.change_sigma, cfg.change_sigma), border_type="replicate")
+    delta = warp_from_frame(change, frame.matrix, h, w)
     mask = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
-    return laplacian_blend((photo + delta).clamp(0, 1), photo, mask, cfg.blend_levels)
+    out = laplacian_blend((base + delta).clamp(0, 1), photo, mask, cfg.blend_levels)
+    if finish is not None:
+        out = finish(out)
+    return out if keep is None else out + keep * (photo - out)
 
 
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,
@@ -206,11 +229,14 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
     photo_t = to_tensor(photo, device)
     frame = make_frame(photo_t, face, cfg, mask_fn)
     plan = prepare(frame, device)
+    if plan.mask is not None:
+        frame = dataclasses.replace(frame, mask=plan.mask)
+    start = frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, cfg.size)
     prepare_s = time.perf_counter() - t0
-    levels, history, timings = optimize_frame(frame, cfg, plan, solver or make_solver(cfg), progress)
+    levels, history, timings = optimize_frame(frame, start, cfg, plan, solver or make_solver(cfg), progress)
     t1 = time.perf_counter()
     with torch.no_grad():
-        out = composite(photo_t, frame, levels[-1], cfg)
+        out = composite(photo_t, frame, levels[-1], cfg, plan.start, plan.keep, plan.finish)
     timings.update(prepare_s=prepare_s, composite_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
     result = EditResult(to_numpy(out), levels[-1], frame, face, history, timings, levels, plan.record)
     return result, plan

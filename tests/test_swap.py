@@ -23,7 +23,7 @@ def test_lbfgs_lowers_the_total_loss(jennifer, faces):
     device = torch.device("cpu")
     frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
     targets = prepare_targets(list_images(faces / "identities" / "angelina"), frame, cfg, device)
-    objective = swap_objective(targets, cfg, device)(Level(64, frame.image, frame.mask))
+    objective = swap_objective(targets, cfg, device)(Level(64, frame.image, frame.mask, frame.image))
     param = frame.image.clone()
     render = lambda: frame.image + frame.mask * (param - frame.image)
     history = LBFGS(refresh_every=6).run([param], render, objective, iters=12, progress=False)
@@ -100,3 +100,67 @@ def test_swap_is_reproducible_from_the_seed(faces):
     source, target = faces / "identities" / "deepface_id29" / "02.jpg", faces / "identities" / "jennifer"
     first, second = (swap(source, target, cfg, progress=False).image for _ in range(2))
     assert np.array_equal(first, second)
+
+
+def _with_bar(photo: np.ndarray, face) -> np.ndarray:
+    """A textured bar (red/blue stripes) across the left cheek, from the jaw line to near the nose wing (the
+    nostrils themselves are the face's own dark features, which the occlusion mask never flags)."""
+    barred = photo.copy()
+    lm = face.landmarks
+    y0, y1 = int(lm[29, 1]), int(lm[33, 1])
+    x0, x1 = int(lm[2, 0]), int(lm[31, 0] - 0.15 * np.linalg.norm(lm[45] - lm[36]))
+    stripes = (np.arange(x1 - x0) // 4 % 2)[None, :, None]
+    barred[y0:y1, x0:x1] = np.where(stripes, [200, 30, 40], [30, 40, 200]).astype(np.uint8)
+    return barred, (slice(y0, y1), slice(x0, x1))
+
+
+def test_an_occluder_over_the_face_stays_while_the_rest_is_swapped(faces):
+    photo = read_image(faces / "identities" / "mark" / "01.jpg")
+    barred, bar = _with_bar(photo, find_face(photo))
+    result = swap(barred, faces / "identities" / "angelina", SWAP.preset(**TINY), progress=False)
+    assert np.array_equal(result.image[bar], barred[bar])  # the occluder is untouched, bit for bit
+    face = find_face(photo)
+    eyes = (slice(int(face.landmarks[37:42, 1].min()) - 5, int(face.landmarks[37:42, 1].max()) + 5),
+            slice(int(face.landmarks[36, 0]), int(face.landmarks[47, 0])))
+    assert np.abs(result.image[eyes].astype(int) - barred[eyes]).mean() > 3  # the eyes were swapped
+    assert result.record["kept_share_of_face"] > 0.05
+
+
+def test_an_open_mouth_keeps_its_inside_and_a_closed_one_keeps_nothing():
+    from optimswap.edits.swap import mouth_opening
+
+    lm = np.zeros((68, 2))
+    lm[36:48] = [(20, 20)] * 6 + [(80, 20)] * 6  # eye centres 60 px apart
+    lm[60:68] = [(40, 50), (45, 47), (50, 46), (55, 47), (60, 50), (55, 56), (50, 57), (45, 56)]
+    opening = mouth_opening(lm, (100, 100))
+    assert opening[51, 50] and not opening[40, 50] and not opening[51, 30]
+    lm[65:68] = lm[[63, 62, 61]]  # the lower inner lip on the upper one: a closed mouth
+    assert not mouth_opening(lm, (100, 100)).any()
+
+
+def test_the_classic_method_is_the_classic_swap_run_through_the_pipeline(faces, jennifer):
+    from optimswap.compose.classic import classic_swap
+
+    result = swap(jennifer, faces / "identities" / "angelina", SWAP.preset(method="classic", size=64),
+                  progress=False)
+    assert result.history == []  # nothing optimized
+    best = result.targets.used[0]["path"]
+    target = read_image(best)
+    direct, _ = classic_swap(jennifer, find_face(jennifer).landmarks, [target], [find_face(target).landmarks])
+    assert np.abs(result.image.astype(int) - direct).max() <= 1  # only the uint8 round trip of the composite
+
+
+def test_source_texture_replaces_the_fine_band_on_the_skin_only(jennifer):
+    from optimswap.edits.swap import with_source_texture
+
+    cfg = SWAP.preset(size=64)
+    face = find_face(jennifer)
+    frame = make_frame(to_tensor(jennifer), face, cfg, face_region)
+    flat = torch.full_like(to_tensor(jennifer), 0.5)
+    textured = with_source_texture(flat, to_tensor(jennifer), frame, cfg)
+    lm = face.landmarks
+    cheek = (int((lm[2, 1] + lm[31, 1]) / 2), int((lm[2, 0] + lm[31, 0]) / 2))
+    patch = textured[0, :, cheek[0] - 10:cheek[0] + 10, cheek[1] - 10:cheek[1] + 10]
+    assert patch.std() > 0.005  # the flat start got the source's skin texture
+    corner = textured[0, :, :50, :50]
+    assert torch.equal(corner, flat[0, :, :50, :50])  # far from the face: unchanged

@@ -218,10 +218,12 @@ def poisson_blend(foreground: np.ndarray, background: np.ndarray, mask: np.ndarr
 
 
 def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_photos: Sequence[np.ndarray],
-                 target_landmarks: Sequence[np.ndarray], keep: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                 target_landmarks: Sequence[np.ndarray], keep: np.ndarray | None = None,
+                 target_keep: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """Put the face of the best-matching target photo onto the source photo.
 
     ``keep``: optional (H, W) bool/float mask; source pixels where it is > 0 (occluders) stay as they are.
+    ``target_keep``: optional masks (H', W') of each target photo's own occluders, which are never pasted.
     Returns the (H, W, 3) uint8 result and ``{"index", "shape_distances", "mask"}``: the chosen target, every
     candidate's shape distance to the source, and the (H, W) bool clone mask (outside it the result is the source).
     """
@@ -243,6 +245,11 @@ def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_
     mask = clone_mask(source_landmarks, (height, width)) & defined
     if keep is not None:
         mask &= ~(np.asarray(keep) > 0)
+    if target_keep is not None:
+        occluded, _ = piecewise_affine_warp(np.asarray(target_keep[index], np.float32), face_points(target_landmarks[index]),
+                                            face_points(source_landmarks), (height, width),
+                                            face_triangles(source_landmarks))
+        mask &= ~(occluded > 0.5)
     matched = transfer_color(warped, source_photo, mask)
     result = poisson_blend(matched, source_photo, mask, FEATHER * interocular(source_landmarks))
     return result, {"index": index, "shape_distances": distances, "mask": mask}

@@ -11,15 +11,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
+from scipy.ndimage import binary_dilation, gaussian_filter
+from skimage.draw import polygon2mask
 
 from optimswap.compose import match_color
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
 from optimswap.eval.metrics import head_pose, identity_distance, landmark_nme, lighting_error, nearest_identity
-from optimswap.face import face_descriptor, face_mask, find_face, frame_matrix, shape_distance, tps_warp
-from optimswap.face.align import apply_matrix, warp_photo_to_frame
-from optimswap.face.regions import skin_mask
+from optimswap.compose.classic import classic_swap
+from optimswap.face import (Face, face_descriptor, face_mask, find_face, frame_matrix, interocular, shape_distance,
+                            tps_warp)
+from optimswap.face.align import apply_matrix, warp_from_frame, warp_photo_to_frame, warp_to_frame
+from optimswap.face.occlusion import occlusion_mask
+from optimswap.face.regions import INNER_LIPS, skin_mask
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_tensor
 from optimswap.lighting.net import load_lighting_net
@@ -31,17 +37,37 @@ from optimswap.pipeline import EditResult, Frame, Level, Plan
 from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 
 log = logging.getLogger(__name__)
-METHODS = ("full", "paste", "global")
+METHODS = ("full", "classic", "paste", "global")
+STARTS = ("classic", "source")
 
 
 @dataclass(frozen=True)
 class SwapConfig(EditConfig):
-    # What is optimized (issue #3 baselines, so that a reader sees what the losses buy):
-    # "full" = the objective below; "paste" = pixel loss to the mean of the target photos TPS-warped onto the
-    # source's landmarks (what an image editor does; Korshunova et al.'s comparison); "global" = CNNMRF as
-    # published (Li & Wand 2016): unrestricted patch search over one target photo on relu3_1 + relu4_1.
-    method: str = option("full", "full, or a baseline: paste (warped mean of the targets), global (CNNMRF search).",
-                         choices=METHODS)
+    # What is optimized (baselines, so that a reader sees what the losses buy):
+    # "full" = the objective below; "classic" = the landmark swap of photo editors and faceswap's convert step
+    # (best-shape target photo, piecewise-affine warp, colour transfer, Poisson blend; compose/classic.py), no
+    # optimization; "paste" = pixel loss to the mean of the target photos TPS-warped onto the source's landmarks
+    # (Korshunova et al.'s comparison); "global" = CNNMRF as published (Li & Wand 2016): unrestricted patch search
+    # over one target photo on relu3_1 + relu4_1.
+    method: str = option("full", "full, or a baseline: classic (landmark warp + Poisson blend), paste (warped mean "
+                                 "of the targets), global (CNNMRF search).", choices=METHODS)
+    # Where the optimization starts: the classic swap puts the target's features in place at the photo's own
+    # resolution, and the objective refines lighting, expression and seams (issue #11 note); "source" is the
+    # original design (identity built up from the source by the patch loss).
+    start: str = option("classic", "Start of the optimization: classic (the landmark swap) or source.",
+                        choices=STARTS)
+    # Hair, hands and objects over the face stay the source's (face/occlusion.py); Korshunova et al. name removed
+    # occluders as a failure of their method.
+    keep_occluders: bool = option(True, "Keep hair, hands and objects over the face as they are in the source.")
+    # An open source mouth keeps its own teeth and inner mouth: no target photo need show the same expression.
+    keep_mouth: bool = option(True, "Keep the source's inner mouth (teeth) when its mouth is open.")
+    # The target photos are often smoother or of lower resolution than the source (LFW faces are ~110 px); the
+    # source's own fine skin texture (above ~1 frame pixel, on the skin only: eyes, brows, lips and nostrils keep
+    # the target's) keeps the face as detailed as the photo around it.
+    skin_texture: float = option(1.0, "Share of the source's fine skin texture carried onto the swapped skin.",
+                                 low=0, high=1)
+    change_sigma: float = option(1.0, "Blur (frame pixels) of the optimized change put back onto the start image.",
+                                 low=0, high=8)
     # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
     content_layer: str = option("relu4_2", "Encoder layer of the content loss.")
     content_weight: float = option(1.0, "Weight of the content loss (keeps the source's pose and expression).", low=0)
@@ -110,9 +136,13 @@ class SwapConfig(EditConfig):
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {},
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
-    "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False},
+    "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
+                "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0},
+    "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
+              "keep_mouth": False, "change_sigma": 0.0},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
-               "relight_targets": False},
+               "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
+               "change_sigma": 0.0},
 }
 
 PRESETS = {
@@ -131,6 +161,9 @@ class TargetSet:
     valid: torch.Tensor  # (K, 1, S, S): inside the photo and inside that photo's own face mask
     used: list[dict]  # path + shape distance, best first
     skipped: list[dict]  # path + reason
+    best_photo: np.ndarray  # the best-shape target photo (H', W', 3), its landmarks and occluders (H', W') or None
+    best_landmarks: np.ndarray
+    best_occluders: np.ndarray | None
 
 
 def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: torch.device) -> TargetSet:
@@ -146,21 +179,25 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             continue
         matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
         landmarks = apply_matrix(matrix, face.landmarks)
-        candidates.append((shape_distance(source.landmarks, landmarks), path, photo, matrix, landmarks))
+        candidates.append((shape_distance(source.landmarks, landmarks), path, photo, matrix, landmarks, face))
     if not candidates:
         raise ImageError("no usable target photo (no face found in any)")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
     if cfg.relight_targets:
         source_light = FaceGeometry.fit(source.image, source.landmarks).light
-    framed, lms = [], []
-    for _, _, photo, matrix, landmarks in chosen:
+    framed, lms, occluders = [], [], []
+    for _, _, photo, matrix, landmarks, face in chosen:
         photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
-        own_mask = face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        framed.append(torch.cat([image, photo_inside[:, 3:] * own_mask], 1))
+        usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
+        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face
+            occluders.append(occlusion_mask(photo, face))
+            usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
+                                                 cfg.size))
+        framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
     stacked = np.stack(lms)
     goal = stacked + cfg.warp_strength * (source.landmarks - stacked)
@@ -170,7 +207,8 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         region = valid * source.mask
         images = match_color(images, source.image, region, source.mask)
     used = [{"path": str(c[1]), "shape_distance": round(c[0], 4)} for c in chosen]
-    return TargetSet(images, valid, used, skipped)
+    return TargetSet(images, valid, used, skipped, chosen[0][2], chosen[0][5].landmarks,
+                     occluders[0] if occluders else None)
 
 
 def search_radius(cfg: SwapConfig, size: int, layer: str) -> int:
@@ -221,10 +259,64 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
     return build
 
 
+def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = 0.05) -> np.ndarray:
+    """(H, W) bool: inside the inner lip line when the lips are apart by more than ``min_gap`` eye distances
+    (a closed mouth's degenerate outline would keep the source's lip line over the target's lips)."""
+    gap = np.linalg.norm(landmarks[[61, 62, 63]] - landmarks[[67, 66, 65]], axis=1).mean()
+    if gap <= min_gap * interocular(landmarks):
+        return np.zeros(shape, bool)
+    return polygon2mask(shape, landmarks[INNER_LIPS][:, ::-1])
+
+
+def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device) -> torch.Tensor | None:
+    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth; exactly 1
+    on them and a couple of pixels around (the occlusion mask's soft rim included), falling off outside."""
+    hard = np.zeros(photo.shape[:2], bool)
+    if cfg.keep_occluders:
+        hard |= occlusion_mask(photo, face) > 0.25
+    if cfg.keep_mouth:
+        hard |= mouth_opening(face.landmarks, photo.shape[:2])
+    if not hard.any():
+        return None
+    hard = binary_dilation(hard, iterations=2)
+    kept = np.maximum(hard.astype(np.float32), gaussian_filter(hard.astype(np.float32), 1.5))
+    return torch.as_tensor(kept, device=device)[None, None]
+
+
+def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
+    """``image`` whose finest band (finer than ~1.5 frame pixels) on the source's skin is the source photo's."""
+    pixels_per_cell = 1.0 / float(np.sqrt(abs(np.linalg.det(frame.matrix[:, :2]))))  # photo pixels per frame pixel
+    sigma = 1.5 * pixels_per_cell
+    k = 2 * int(3 * sigma) + 1
+
+    def fine(x: torch.Tensor) -> torch.Tensor:
+        return x - gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+    skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
+    skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
+    return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
+
+
 def prepare(setup: Setup) -> Plan:
-    targets = prepare_targets(setup.inputs["target"], setup.frame, setup.cfg, setup.device)
-    return Plan(swap_objective(targets, setup.cfg, setup.device),
-                record={"targets_used": targets.used, "targets_skipped": targets.skipped},
+    cfg, frame, device = setup.cfg, setup.frame, setup.device
+    targets = prepare_targets(setup.inputs["target"], frame, cfg, device)
+    keep = keep_mask(setup.photo, setup.face, cfg, device)
+    mask = None if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
+    start = None
+    record = {"targets_used": targets.used, "targets_skipped": targets.skipped}
+    if cfg.start == "classic":
+        kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
+        image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
+                                kept, None if targets.best_occluders is None else [targets.best_occluders])
+        start = to_tensor(image, device)
+        record["classic_target"] = targets.used[0]["path"]
+    if keep is not None:
+        record["kept_share_of_face"] = float((warp_to_frame(keep, frame.matrix, frame.size) * frame.mask).sum()
+                                             / frame.mask.sum())
+    objective = None if cfg.method == "classic" else swap_objective(targets, cfg, device)
+    photo = to_tensor(setup.photo, device)
+    finish = (lambda out: with_source_texture(out, photo, frame, cfg)) if cfg.skin_texture else None
+    return Plan(objective, start=start, mask=mask, keep=keep, finish=finish, record=record,
                 result={"targets": targets})
 
 
