@@ -11,7 +11,6 @@ import argparse
 import time
 
 import torch
-from common import FACES
 
 from optimswap.edits.swap import SWAP, prepare_targets, swap_objective
 from optimswap.face import find_face
@@ -19,6 +18,8 @@ from optimswap.features import load_encoder
 from optimswap.io import list_images, read_image, to_tensor
 from optimswap.optim import make_solver
 from optimswap.pipeline import Level, make_frame
+
+from common import FACES
 
 
 def sync(device):

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common import FACES
-
 from optimswap.edits.swap import SWAP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.face import find_face
 from optimswap.io import read_image, write_image
 from optimswap.lighting.relight import Light, direction, relight_photo
 from optimswap.runs import run_to_files
+
+from common import FACES
 
 # (source photo, light azimuth in degrees (positive: from image right), target person)
 CASES = [("identities/deepface_id29/02.jpg", 60, "jennifer"), ("identities/tony_blair/01.jpg", -60, "mark")]

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

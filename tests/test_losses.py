@@ -2,8 +2,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from optimswap.losses import (PatchStyleLoss, content_loss, nearest_patches, principal_projection, project, tv_loss, vote,
-                              voted_patch_loss)
+from optimswap.losses import (
+    PatchStyleLoss,
+    content_loss,
+    nearest_patches,
+    principal_projection,
+    project,
+    tv_loss,
+    vote,
+    voted_patch_loss,
+)
 
 
 def explicit_patch_loss(x, targets, m, weight):

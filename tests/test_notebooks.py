@@ -1,7 +1,6 @@
 """The notebooks run headless (nbclient) on tiny settings and read photos from the configured faces folder."""
 
 import json
-import os
 from pathlib import Path
 
 import nbformat

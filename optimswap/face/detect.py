@@ -49,7 +49,7 @@ def _import_dlib():
     return dlib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dlib_models():
     dlib = _import_dlib()
     predictor = face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
@@ -81,7 +81,7 @@ def _resize(image: np.ndarray, scale: float):
     return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fan_model(device: str):
     try:
         import face_alignment
@@ -117,7 +117,7 @@ def import_mediapipe():
     return mediapipe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _face_mesh(max_faces: int):
     """MediaPipe's legacy FaceMesh graph (slow to build, so one per face count); its models ship in the wheel."""
     return import_mediapipe().solutions.face_mesh.FaceMesh(
@@ -175,7 +175,7 @@ def face_descriptor(image: np.ndarray, face: Face) -> np.ndarray:
     return np.asarray(model.compute_face_descriptor(np.ascontiguousarray(image), shape), dtype=np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dlib_recognizer():
     dlib = _import_dlib()
     path = face_recognition_models_dir() / "dlib_face_recognition_resnet_model_v1.dat"

@@ -147,7 +147,7 @@ def _load_vgg19() -> VGGEncoder:
 ENCODERS = {"vgg16-hed": _load_vgg16_hed, "vgg19": _load_vgg19}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str, device: str) -> VGGEncoder:
     """One encoder per (name, device): moving a shared module between devices would move it under its other users."""
     with torch.no_grad():

@@ -29,8 +29,17 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d, spatial_gradient
 from kornia.geometry import create_meshgrid
 
-from optimswap.face.align import (MOUTH, NOSE_BRIDGE, NOSE_WINGS, apply_matrix, eye_centres, frame_matrix,
-                                  interocular, warp_from_frame, warp_to_frame)
+from optimswap.face.align import (
+    MOUTH,
+    NOSE_BRIDGE,
+    NOSE_WINGS,
+    apply_matrix,
+    eye_centres,
+    frame_matrix,
+    interocular,
+    warp_from_frame,
+    warp_to_frame,
+)
 from optimswap.face.mask import face_polygon
 from optimswap.face.regions import skin_mask
 from optimswap.io import to_numpy, to_tensor
@@ -166,7 +175,7 @@ class FaceGeometry:
     shading: torch.Tensor  # (B, 1, S, S) the shading of that lighting, relative to its skin mean
 
     @classmethod
-    def fit(cls, image: torch.Tensor, landmarks: np.ndarray) -> "FaceGeometry":
+    def fit(cls, image: torch.Tensor, landmarks: np.ndarray) -> FaceGeometry:
         size, device = image.shape[-1], image.device
         normals = face_normals(landmarks, size, device)
         support = face_support(landmarks, size, device)
@@ -176,29 +185,29 @@ class FaceGeometry:
 
     @classmethod
     def from_photo(cls, photo: torch.Tensor, landmarks: np.ndarray, size: int,
-                   matrix: np.ndarray | None = None) -> "FaceGeometry":
+                   matrix: np.ndarray | None = None) -> FaceGeometry:
         """``fit`` in the aligned frame of ``size`` px; ``matrix`` (photo -> frame) defaults to the standard one."""
         matrix = frame_matrix(landmarks, size) if matrix is None else matrix
         return cls.fit(warp_to_frame(photo, matrix, size), apply_matrix(matrix, landmarks))
 
-    def flip(self) -> "FaceGeometry":
+    def flip(self) -> FaceGeometry:
         """The mirror image (the x component of the normals changes sign)."""
         sign = torch.tensor([1.0, -1.0, 1.0, 1.0], device=self.normals.device)  # (1, nx, ny, nz): nx changes sign
         normals = self.normals.flip(-1) * sign[1:, None, None]
         return FaceGeometry(self.image.flip(-1), normals, self.support.flip(-1), self.skin.flip(-1), self.light * sign,
                             self.shading.flip(-1))
 
-    def resized(self, size: int) -> "FaceGeometry":
+    def resized(self, size: int) -> FaceGeometry:
         """All maps antialias-resized (normals renormalized), as a frame is before it enters the network."""
         maps = {k: v if k == "light" else resize_to(v, size) for k, v in vars(self).items()}
         maps["normals"] = maps["normals"] / maps["normals"].norm(dim=1, keepdim=True).clamp_min(1e-6)
         return FaceGeometry(**maps)
 
-    def __getitem__(self, index) -> "FaceGeometry":
+    def __getitem__(self, index) -> FaceGeometry:
         return FaceGeometry(*(t[index] for t in vars(self).values()))
 
     @staticmethod
-    def cat(parts: list["FaceGeometry"]) -> "FaceGeometry":
+    def cat(parts: list[FaceGeometry]) -> FaceGeometry:
         return FaceGeometry(*(torch.cat(ts) for ts in zip(*(vars(p).values() for p in parts))))
 
 

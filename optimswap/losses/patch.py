@@ -51,7 +51,7 @@ class Matches:
     score: torch.Tensor  # (H, W) normalised cross-correlation of the match
 
     @classmethod
-    def none(cls, h: int, w: int, device) -> "Matches":
+    def none(cls, h: int, w: int, device) -> Matches:
         """No position matched yet."""
         def index():
             return torch.zeros(h, w, dtype=torch.long, device=device)
