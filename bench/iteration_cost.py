@@ -73,8 +73,10 @@ def main():
             vgg = vgg_pass(cfg, size, device)
             for k in args.targets:
                 per_iter, evals = iteration(cfg, size, k, device, args.iters)
-                # An L-BFGS iteration may take more than one evaluation (line search): the fair ratio is per evaluation too.
-                print(f"| {device.type} | {size} | {k} | {per_iter:.3f} | {evals:.2f} | {vgg:.3f} | {per_iter / vgg:.2f} |", flush=True)
+                # An L-BFGS iteration may take more than one evaluation (line search): the fair ratio is per
+                # evaluation too.
+                print(f"| {device.type} | {size} | {k} | {per_iter:.3f} | {evals:.2f} | {vgg:.3f} "
+                      f"| {per_iter / vgg:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

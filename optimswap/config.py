@@ -147,7 +147,8 @@ class EditConfig:
         key = name.strip().replace("-", "_")
         key = cls.ALIASES.get(key, key)
         if key not in cls.field_names():
-            raise OptionError(name, f"unknown option; choose from {', '.join(sorted([*cls.ALIASES, *cls.field_names()]))}")
+            known = sorted([*cls.ALIASES, *cls.field_names()])
+            raise OptionError(name, f"unknown option; choose from {', '.join(known)}")
         return key
 
     @classmethod

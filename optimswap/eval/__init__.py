@@ -13,5 +13,5 @@ from optimswap.eval.metrics import (
     psnr,
 )
 
-__all__ = ["border_gradient", "head_pose", "histogram_distance", "high_frequency_ratio", "identity_distance", "landmark_nme", "lighting", "lighting_error",
-           "nearest_identity", "psnr"]
+__all__ = ["border_gradient", "head_pose", "histogram_distance", "high_frequency_ratio", "identity_distance",
+           "landmark_nme", "lighting", "lighting_error", "nearest_identity", "psnr"]

@@ -102,7 +102,7 @@ def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
     landmarks, _, boxes = result if result is not None else (None, None, None)
     if landmarks is None:
         return []
-    return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes)]
+    return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes, strict=True)]
 
 
 MESH_MAX_FACES = 4

@@ -6,8 +6,8 @@ to the 68 landmarks:
 * geometry: a height field made of an ellipsoid over the face outline (jaw width x chin-to-forehead height,
   as deep as it is half wide), a nose ridge rising from the bridge to the tip, nostril wings, eye sockets and a
   lip bump, sized in eye distances; normals from its gradient;
-* the photo's own lighting is estimated (``fit_sh_light``) by a least-squares fit of its skin lightness to the first-order
-  spherical-harmonic basis (1, nx, ny, nz) of those normals, i.e. Lambertian skin of constant albedo;
+* the photo's own lighting is estimated (``fit_sh_light``) by a least-squares fit of its skin lightness to the
+  first-order spherical-harmonic basis (1, nx, ny, nz) of those normals, i.e. Lambertian skin of constant albedo;
 * the new lighting is ambient + Lambertian directional shading; the face is multiplied by
   new shading / estimated shading (each relative to its skin mean), and the whole frame by the light's
   intensity and colour.
@@ -208,7 +208,7 @@ class FaceGeometry:
 
     @staticmethod
     def cat(parts: list[FaceGeometry]) -> FaceGeometry:
-        return FaceGeometry(*(torch.cat(ts) for ts in zip(*(vars(p).values() for p in parts))))
+        return FaceGeometry(*(torch.cat(ts) for ts in zip(*(vars(p).values() for p in parts), strict=True)))
 
 
 def relative_shading(geometry: FaceGeometry, lights: torch.Tensor) -> torch.Tensor:
