@@ -74,8 +74,8 @@ def metric_plots(rows: list[dict], option: str, path: Path, metrics=PLOT_METRICS
         for name in dict.fromkeys(r[group] for r in rows):
             points = []
             for v in values:
-                got = [_number(r.get(metric)) for r in rows if r[group] == name and str(r[option]) == v]
-                got = [g for g in got if g is not None]
+                found = [_number(r.get(metric)) for r in rows if r[group] == name and str(r[option]) == v]
+                got = [g for g in found if g is not None]
                 if got:
                     points.append((xs[v], float(np.mean(got))))
             if points:

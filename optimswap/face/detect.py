@@ -78,7 +78,8 @@ def _resize(image: np.ndarray, scale: float):
     from PIL import Image
 
     h, w = image.shape[:2]
-    return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                         Image.Resampling.BILINEAR)
 
 
 @functools.cache
@@ -99,10 +100,14 @@ def _fan_model(device: str):
 
 def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
     result = _fan_model(device).get_landmarks_from_image(image, return_bboxes=True)
-    landmarks, _, boxes = result if result is not None else (None, None, None)
-    if landmarks is None:
+    if result is None or result[0] is None:
         return []
-    return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes, strict=True)]
+    landmarks, _, boxes = result
+    faces = []
+    for lm, b in zip(landmarks, boxes, strict=True):
+        x0, y0, x1, y1 = (float(v) for v in b[:4])
+        faces.append(Face((x0, y0, x1, y1), np.asarray(lm, dtype=np.float64)))
+    return faces
 
 
 MESH_MAX_FACES = 4

@@ -108,8 +108,8 @@ def _load_vgg16_hed() -> VGGEncoder:
     with h5py.File(hed_weights_path(), "r") as h5:
         for conv, key in zip(enc.convs, keys, strict=True):
             kernel = torch.from_numpy(h5[key]["0"][()])  # Keras HWIO
-            conv.weight.copy_(kernel.permute(3, 2, 0, 1))
-            conv.bias.copy_(torch.from_numpy(h5[key]["1"][()]))
+            conv.get_parameter("weight").copy_(kernel.permute(3, 2, 0, 1))
+            conv.get_parameter("bias").copy_(torch.from_numpy(h5[key]["1"][()]))
     return enc
 
 
@@ -139,8 +139,8 @@ def _load_vgg19() -> VGGEncoder:
     state = torch.load(_verified_vgg19_file(), map_location="cpu", weights_only=True)
     feature_ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
     for conv, i in zip(enc.convs, feature_ids, strict=True):
-        conv.weight.copy_(state[f"features.{i}.weight"])
-        conv.bias.copy_(state[f"features.{i}.bias"])
+        conv.get_parameter("weight").copy_(state[f"features.{i}.weight"])
+        conv.get_parameter("bias").copy_(state[f"features.{i}.bias"])
     return enc
 
 

@@ -73,8 +73,9 @@ def random_light(rng: np.random.Generator) -> Light:
     """Lights spread over where portrait light comes from: azimuth within +-80 degrees, elevation -30..60."""
     tint = rng.uniform(-0.1, 0.1)  # warm (+) to cool (-)
     colour = np.array([1 + tint, 1.0, 1 - tint]) * np.exp(rng.normal(0, 0.02, 3))
+    red, green, blue = (float(c) for c in colour / colour.mean())
     return Light(direction(rng.uniform(-80, 80), rng.uniform(-30, 60)), float(rng.uniform(0.1, 0.6)),
-                 float(np.exp(rng.uniform(-0.3, 0.3))), tuple(float(c) for c in colour / colour.mean()))
+                 float(np.exp(rng.uniform(-0.3, 0.3))), (red, green, blue))
 
 
 def _bumps(xs: torch.Tensor, ys: torch.Tensor, centres: np.ndarray, heights: np.ndarray, sigma: float) -> torch.Tensor:
@@ -87,7 +88,8 @@ def _bumps(xs: torch.Tensor, ys: torch.Tensor, centres: np.ndarray, heights: np.
 
 def _grid(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel x and y coordinates (S, S) of a square frame."""
-    return create_meshgrid(size, size, normalized_coordinates=False, device=device, dtype=torch.float32)[0].unbind(-1)
+    xs, ys = create_meshgrid(size, size, normalized_coordinates=False, device=device, dtype=torch.float32)[0].unbind(-1)
+    return xs, ys
 
 
 def _ellipse_radius(landmarks: np.ndarray, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, float]:
