@@ -11,13 +11,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from common import REPO
-
 from optimswap.ablate import read_pairs
 from optimswap.edits.swap import METHODS, SWAP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.io import read_image
 from optimswap.runs import run_to_files
+
+from common import REPO
 
 COLUMNS = ["method", "source", "target", "id_before", "id_after", "id_drop", "retrieved", "nme", "d_yaw", "d_pitch",
            "d_roll", "psnr_outside", "lighting_error", "hf_ratio", "seconds"]

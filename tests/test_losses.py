@@ -79,7 +79,8 @@ def test_voted_loss_equals_explicit_patch_loss_and_gradient():
 def test_patch_loss_gradcheck_and_zero_at_target():
     g = torch.Generator().manual_seed(4)
     targets = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
-    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64), 1, 1.0)
+    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64),
+                          1, 1.0)
     x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
     loss.refresh(x)
     assert torch.autograd.gradcheck(loss, (x,))
@@ -129,7 +130,8 @@ def test_projected_search_finds_the_planted_match():
     x = torch.einsum("cr,brhw->bchw", mix, torch.randn(1, 6, 12, 12, generator=g)).relu()
     targets = torch.einsum("cr,krhw->kchw", mix, torch.randn(3, 6, 12, 12, generator=g)).relu()
     targets[1] = torch.roll(x[0], shifts=(-1, 2), dims=(1, 2))
-    loss = PatchStyleLoss(targets, torch.ones(3, 1, 12, 12), torch.ones(12, 12), radius=2, scale=1.0, search_energy=0.95)
+    loss = PatchStyleLoss(targets, torch.ones(3, 1, 12, 12), torch.ones(12, 12), radius=2, scale=1.0,
+                          search_energy=0.95)
     assert loss.basis is not None and loss.basis.shape[1] < 32
     m = loss.refresh(x)
     inner = (slice(2, 9), slice(1, 8))
