@@ -11,7 +11,6 @@ import argparse
 import time
 
 import torch
-from common import FACES
 
 from optimswap.edits.swap import SWAP, prepare_targets, swap_objective
 from optimswap.face import find_face
@@ -19,6 +18,8 @@ from optimswap.features import load_encoder
 from optimswap.io import list_images, read_image, to_tensor
 from optimswap.optim import make_solver
 from optimswap.pipeline import Level, make_frame
+
+from common import FACES
 
 
 def sync(device):
@@ -72,8 +73,10 @@ def main():
             vgg = vgg_pass(cfg, size, device)
             for k in args.targets:
                 per_iter, evals = iteration(cfg, size, k, device, args.iters)
-                # An L-BFGS iteration may take more than one evaluation (line search): the fair ratio is per evaluation too.
-                print(f"| {device.type} | {size} | {k} | {per_iter:.3f} | {evals:.2f} | {vgg:.3f} | {per_iter / vgg:.2f} |", flush=True)
+                # An L-BFGS iteration may take more than one evaluation (line search): the fair ratio is per
+                # evaluation too.
+                print(f"| {device.type} | {size} | {k} | {per_iter:.3f} | {evals:.2f} | {vgg:.3f} "
+                      f"| {per_iter / vgg:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

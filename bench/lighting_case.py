@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from common import FACES
-
 from optimswap.edits.swap import SWAP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.face import find_face
@@ -25,10 +23,12 @@ from optimswap.io import read_image, write_image
 from optimswap.lighting.relight import Light, direction, relight_photo
 from optimswap.runs import run_to_files
 
+from common import FACES
+
 # (source photo, light azimuth in degrees (positive: from image right), target person)
 CASES = [("identities/deepface_id29/02.jpg", 60, "jennifer"), ("identities/tony_blair/01.jpg", -60, "mark")]
-COLUMNS = ["case", "relight_targets", "lighting_weight", "lighting_error", "id_before", "id_after", "id_drop", "nme", "psnr_outside",
-           "hf_ratio", "seconds"]
+COLUMNS = ["case", "relight_targets", "lighting_weight", "lighting_error", "id_before", "id_after", "id_drop", "nme",
+           "psnr_outside", "hf_ratio", "seconds"]
 
 
 def main():
@@ -47,7 +47,8 @@ def main():
         source = args.out / f"{name}_source.png"
         if not source.exists():
             photo = read_image(faces / photo_path)
-            write_image(source, relight_photo(photo, find_face(photo).landmarks, Light(direction(azimuth, 15), 0.25, 1.0, (1, 1, 1))))
+            light = Light(direction(azimuth, 15), 0.25, 1.0, (1, 1, 1))
+            write_image(source, relight_photo(photo, find_face(photo).landmarks, light))
         pictures = [read_image(source)]
         for relit, weight in itertools.product([r == "on" for r in args.relight.split(",")], weights):
             output = args.out / f"{name}_relight{relit:d}_lighting{weight:g}.png"
@@ -60,7 +61,7 @@ def main():
             pictures.append(read_image(output))
         write_image(args.out / f"{name}_compare.png", np.concatenate(pictures, 1))
     rows = evaluate_runs(records, faces / "identities")
-    for row, (name, relit, weight) in zip(rows, labels):
+    for row, (name, relit, weight) in zip(rows, labels, strict=True):
         row["case"], row["relight_targets"], row["lighting_weight"] = name, relit, weight
     print(format_table(rows, COLUMNS))
     write_rows(rows, args.out / "eval.csv", lead=["case", "relight_targets", "lighting_weight"])

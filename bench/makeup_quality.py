@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import FACES
-
 from optimswap.edits.makeup import MAKEUP
 from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.io import list_images, read_image
 from optimswap.runs import run_to_files
+
+from common import FACES
 
 DEGREES = (0.5, 1.0)
 COLUMNS = ["plain", "reference", "degree", "lips_before", "lips_after", "eyes_before", "eyes_after", "skin_before",

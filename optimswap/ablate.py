@@ -123,7 +123,7 @@ def plan(pairs: list[Pair], grid: dict[str, list], out: Path, edit: str | Edit =
     """Every pair x every combination of the grid (in the order given)."""
     name = get_edit(edit).name
     keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     return [Run(name, p, c, Path(out) / p.name / setting_name(c, name)) for p in pairs for c in combos]
 
 
@@ -237,7 +237,8 @@ def summarize(runs: list[Run], out: Path, edit: str | Edit = "swap") -> list[dic
             cells[(run.pair.name, label(run))] = (run.output, box)
             cells.setdefault((run.pair.name, "source"), (run.pair.source, box))
         else:
-            row["error"] = (run.folder / "error.txt").read_text().strip() if (run.folder / "error.txt").is_file() else "not run"
+            error_file = run.folder / "error.txt"
+            row["error"] = error_file.read_text().strip() if error_file.is_file() else "not run"
         rows.append(row)
     write_rows(rows, out / "summary.csv", lead=["pair", "setting", *options])
     contact_sheet(cells, list(dict.fromkeys(r.pair.name for r in runs)), columns, out / "contact_sheet.png")

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -205,8 +206,12 @@ def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
     output = output or WEIGHTS
     if output.exists() and not overwrite:
         raise OptionError("overwrite", f"{output} exists; it is replaced only with this option")
-    cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
-    report = train(faces_dir(faces), cfg, output, progress=not quiet)
+    cfg = dataclasses.replace(TrainConfig(),
+                              **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
+    root = faces_dir(faces)
+    if root is None:  # not reached: --faces is required
+        raise OptionError("faces", "a faces folder is required")
+    report = train(root, cfg, output, progress=not quiet)
     for split in ("train_pairs_fresh", "held_out_people"):
         r = report[split]
         click.echo(f"{split}: accuracy {r['accuracy']:.3f} on {r['pairs']} pairs; confusion "

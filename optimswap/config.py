@@ -143,7 +143,8 @@ class EditConfig:
         unknown = sorted(set(options) - set(cls.field_names()))
         if unknown:
             raise OptionError(unknown[0], f"unknown option for {cls.__name__}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        return cls(**values)
 
     @classmethod
     def resolve_name(cls, name: str) -> str:
@@ -151,7 +152,8 @@ class EditConfig:
         key = name.strip().replace("-", "_")
         key = cls.ALIASES.get(key, key)
         if key not in cls.field_names():
-            raise OptionError(name, f"unknown option; choose from {', '.join(sorted([*cls.ALIASES, *cls.field_names()]))}")
+            known = sorted([*cls.ALIASES, *cls.field_names()])
+            raise OptionError(name, f"unknown option; choose from {', '.join(known)}")
         return key
 
     @classmethod

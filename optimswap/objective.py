@@ -19,20 +19,24 @@ class Term:
 class Objective:
     """Evaluates ``sum weight * loss(features[layer])`` with one encoder pass; zero-weight terms are skipped."""
 
-    def __init__(self, encoder: nn.Module, terms: list[Term]):
+    def __init__(self, encoder: nn.Module | None, terms: list[Term]):
+        """``encoder`` may be None when every term reads the image itself."""
         self.encoder = encoder
         self.terms = [t for t in terms if t.weight != 0]
         self.layers = sorted({t.layer for t in self.terms if t.layer is not None})
+        if self.layers and encoder is None:
+            raise ValueError(f"terms read encoder layers {self.layers} but no encoder was given")
 
     def _inputs(self, image: torch.Tensor):
-        feats = self.encoder(image, self.layers) if self.layers else {}
+        feats = self.encoder(image, self.layers) if self.layers and self.encoder is not None else {}
         return lambda term: image if term.layer is None else feats[term.layer]
 
     def refresh(self, image: torch.Tensor) -> None:
         get = self._inputs(image)
         for term in self.terms:
-            if hasattr(term.loss, "refresh"):
-                term.loss.refresh(get(term))
+            refresh = getattr(term.loss, "refresh", None)
+            if refresh is not None:
+                refresh(get(term))
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         get = self._inputs(image)

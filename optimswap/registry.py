@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,8 @@ class Edit:
     def preset(self, name: str = "default", **overrides: Any) -> Any:
         """Preset ``name`` with ``overrides`` (None = keep) and the values they imply."""
         if name not in self.presets:
-            raise OptionError("preset", f"unknown preset {name!r} for {self.name}; choose from {', '.join(self.presets)}")
+            raise OptionError("preset",
+                              f"unknown preset {name!r} for {self.name}; choose from {', '.join(self.presets)}")
         return self.presets[name].with_overrides(**overrides)
 
 

@@ -22,7 +22,8 @@ def test_grid_parsing_and_run_names(tmp_path, faces):
     grid = parse_grid(["style=40,80", "tv=0,1e-3", "method=full,paste", "layers=relu3_1+relu4_1", "targets=2"])
     assert grid == {"style_weight": [40.0, 80.0], "tv_weight": [0.0, 0.001], "method": ["full", "paste"],
                     "style_layers": [("relu3_1", "relu4_1")], "n_targets": [2]}
-    assert setting_name({"style_weight": 40.0, "style_layers": ("relu3_1", "relu4_1")}) == "style=40_layers=relu3_1+relu4_1"
+    assert (setting_name({"style_weight": 40.0, "style_layers": ("relu3_1", "relu4_1")})
+            == "style=40_layers=relu3_1+relu4_1")
     for bad in ["style", "nope=1", "size=abc", "color_match_result=maybe"]:
         with pytest.raises(ValueError):
             parse_grid([bad])

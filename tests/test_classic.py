@@ -2,8 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from optimswap.compose.classic import (choose_target, classic_swap, face_points, face_triangles,
-                                       piecewise_affine_warp)
+from optimswap.compose.classic import choose_target, classic_swap, face_points, face_triangles, piecewise_affine_warp
 from optimswap.face import find_face, interocular, shape_distance
 from optimswap.io import read_image
 

@@ -5,18 +5,25 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from optimswap.eval import (head_pose, high_frequency_ratio, identity_distance, landmark_nme, lighting, lighting_error,
-                            nearest_identity, psnr)
-from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS
 from optimswap.edits.swap import SWAP
+from optimswap.eval import (
+    head_pose,
+    high_frequency_ratio,
+    identity_distance,
+    landmark_nme,
+    lighting,
+    lighting_error,
+    nearest_identity,
+    psnr,
+)
 from optimswap.eval.identity import identity_mean
+from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix, warp_to_frame
-from optimswap.features import load_encoder
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eyes_mask, lips_mask, skin_mask
-from optimswap.io import read_image, to_tensor, write_image
-from optimswap.io import list_images
+from optimswap.features import load_encoder
+from optimswap.io import list_images, read_image, to_tensor, write_image
 from optimswap.runs import run_to_files
 
 

@@ -5,19 +5,25 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from optimswap.cli import main
-from optimswap.eval import lighting
 from optimswap.edits.swap import SWAP
+from optimswap.eval import lighting
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import skin_mask
 from optimswap.io import read_image, to_tensor, write_image
 from optimswap.lighting.net import LightingNet, load_lighting_net
-from optimswap.lighting.relight import (FRONT, FaceGeometry, Light, direction, lighting_change, relight, relight_photo,
-                                        transfer_lighting)
+from optimswap.lighting.relight import (
+    FRONT,
+    FaceGeometry,
+    Light,
+    direction,
+    lighting_change,
+    relight,
+    relight_photo,
+    transfer_lighting,
+)
 from optimswap.lighting.train import TrainConfig, evaluate, load_faces, sample_pairs, train
 from optimswap.losses import LightingLoss, lighting_loss
 from optimswap.runs import run_to_files

@@ -2,8 +2,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from optimswap.losses import (PatchStyleLoss, content_loss, nearest_patches, principal_projection, project, tv_loss, vote,
-                              voted_patch_loss)
+from optimswap.losses import (
+    PatchStyleLoss,
+    content_loss,
+    nearest_patches,
+    nearest_patches_global,
+    principal_projection,
+    project,
+    tv_loss,
+    vote,
+    voted_patch_loss,
+)
 
 
 def explicit_patch_loss(x, targets, m, weight):
@@ -70,7 +79,8 @@ def test_voted_loss_equals_explicit_patch_loss_and_gradient():
 def test_patch_loss_gradcheck_and_zero_at_target():
     g = torch.Generator().manual_seed(4)
     targets = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
-    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64), 1, 1.0)
+    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64),
+                          1, 1.0)
     x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
     loss.refresh(x)
     assert torch.autograd.gradcheck(loss, (x,))
@@ -120,8 +130,104 @@ def test_projected_search_finds_the_planted_match():
     x = torch.einsum("cr,brhw->bchw", mix, torch.randn(1, 6, 12, 12, generator=g)).relu()
     targets = torch.einsum("cr,krhw->kchw", mix, torch.randn(3, 6, 12, 12, generator=g)).relu()
     targets[1] = torch.roll(x[0], shifts=(-1, 2), dims=(1, 2))
-    loss = PatchStyleLoss(targets, torch.ones(3, 1, 12, 12), torch.ones(12, 12), radius=2, scale=1.0, search_energy=0.95)
+    loss = PatchStyleLoss(targets, torch.ones(3, 1, 12, 12), torch.ones(12, 12), radius=2, scale=1.0,
+                          search_energy=0.95)
     assert loss.basis is not None and loss.basis.shape[1] < 32
     m = loss.refresh(x)
     inner = (slice(2, 9), slice(1, 8))
     assert (m.k[inner] == 1).all() and (m.dy[inner] == -1).all() and (m.dx[inner] == 2).all()
+
+
+def brute_force_global(x, targets, valid, region=None):
+    """CNNMRF search written out: for every inner position (in ``region``), the NCC of its 3x3 patch with every inner
+    target patch whose 9 cells are all valid, in every target; returns {(y, x): (score, k, dy, dx)}."""
+    k_n, _, h, w = targets.shape
+    candidates = []
+    for k in range(k_n):
+        for ty in range(1, h - 1):
+            for tx in range(1, w - 1):
+                if (valid[k, 0, ty - 1 : ty + 2, tx - 1 : tx + 2] == 1).all():
+                    candidates.append((k, ty, tx, targets[k, :, ty - 1 : ty + 2, tx - 1 : tx + 2].reshape(-1)))
+    best = {}
+    for y in range(1, h - 1):
+        for x_ in range(1, w - 1):
+            if region is not None and not region[y, x_]:
+                continue
+            patch = x[0, :, y - 1 : y + 2, x_ - 1 : x_ + 2].reshape(-1)
+            for k, ty, tx, t in candidates:
+                ncc = float(patch @ t / (patch.norm() * t.norm()))
+                if (y, x_) not in best or ncc > best[(y, x_)][0]:
+                    best[(y, x_)] = (ncc, k, ty - y, tx - x_)
+    return best
+
+
+@pytest.mark.parametrize("chunk", [2**22, 1, 500])
+def test_global_search_equals_brute_force(chunk):
+    """Every target, every valid whole patch, border positions excluded; the chunked product changes nothing."""
+    g = torch.Generator().manual_seed(7)
+    h, w = 9, 11  # not square, so that rows and columns cannot be swapped unnoticed
+    x = torch.randn(1, 5, h, w, generator=g, dtype=torch.float64)
+    targets = torch.randn(3, 5, h, w, generator=g, dtype=torch.float64)
+    valid = (torch.rand(3, 1, h, w, generator=g) > 0.15).double()
+    valid[2] = 1.0
+    region = torch.rand(h, w, generator=g) > 0.3
+    for reg in (None, region):
+        m = nearest_patches_global(x, targets, valid, reg, chunk=chunk)
+        expected = brute_force_global(x, targets, valid, reg)
+        assert {(int(y), int(x_)) for y, x_ in m.found.nonzero()} == set(expected)
+        for (y, x_), (score, k, dy, dx) in expected.items():
+            assert (int(m.k[y, x_]), int(m.dy[y, x_]), int(m.dx[y, x_])) == (k, dy, dx), (y, x_)
+            assert float(m.score[y, x_]) == pytest.approx(score, abs=1e-6)
+
+
+def test_global_search_finds_a_planted_shifted_copy():
+    g = torch.Generator().manual_seed(8)
+    h, w = 12, 13
+    x = torch.randn(1, 6, h, w, generator=g, dtype=torch.float64)
+    targets = torch.randn(3, 6, h, w, generator=g, dtype=torch.float64)
+    targets[1] = torch.roll(x[0], shifts=(2, -3), dims=(1, 2))  # x's patch at p sits at p + (2, -3) in target 1
+    m = nearest_patches_global(x, targets, torch.ones(3, 1, h, w, dtype=torch.float64))
+    inner = (slice(1, h - 3), slice(4, w - 1))  # positions whose shifted patch is an inner target patch
+    assert (m.k[inner] == 1).all()
+    assert (m.dy[inner] == 2).all() and (m.dx[inner] == -3).all()
+    assert torch.allclose(m.score[inner].double(), torch.ones(h - 4, w - 5, dtype=torch.float64), atol=1e-6)
+    assert m.score[m.found].max() <= 1 + 1e-6
+
+
+def test_global_search_region_limits_positions():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 4, 10, 10, generator=g, dtype=torch.float64)
+    targets = torch.randn(2, 4, 10, 10, generator=g, dtype=torch.float64)
+    valid = torch.ones(2, 1, 10, 10, dtype=torch.float64)
+    region = torch.zeros(10, 10, dtype=torch.bool)
+    region[0:5, 3:8] = True  # reaches the border row, which is never matched
+    everywhere = nearest_patches_global(x, targets, valid)
+    limited = nearest_patches_global(x, targets, valid, region)
+    inner_region = region.clone()
+    inner_region[0, :] = False
+    assert torch.equal(limited.found, inner_region)
+    for name in ("k", "dy", "dx", "score"):
+        assert torch.equal(getattr(limited, name)[inner_region], getattr(everywhere, name)[inner_region]), name
+
+
+def test_global_search_never_chooses_an_invalid_patch():
+    """Target 0 is an exact copy of x but partly invalid: used where its patch is wholly valid, never elsewhere."""
+    g = torch.Generator().manual_seed(10)
+    h, w = 10, 12
+    x = torch.randn(1, 4, h, w, generator=g, dtype=torch.float64)
+    targets = torch.cat([x, torch.randn(2, 4, h, w, generator=g, dtype=torch.float64)])
+    valid = (torch.rand(3, 1, h, w, generator=g) > 0.1).double()
+    valid[0, :, 3:7, 4:9] = 0  # a hole in the perfect copy
+    m = nearest_patches_global(x, targets, valid)
+    ys, xs = m.found.nonzero().unbind(1)
+    assert len(ys) == (h - 2) * (w - 2)
+    for y, x_, k, dy, dx in zip(ys, xs, m.k[ys, xs], m.dy[ys, xs], m.dx[ys, xs], strict=True):
+        ty, tx = int(y + dy), int(x_ + dx)
+        assert 1 <= ty < h - 1 and 1 <= tx < w - 1
+        assert (valid[k, 0, ty - 1 : ty + 2, tx - 1 : tx + 2] == 1).all(), (int(y), int(x_))
+    copy_valid = F.avg_pool2d(valid[0:1], 3, stride=1)[0, 0] == 1  # whole-patch validity of target 0, inner cells
+    exact = torch.zeros(h, w, dtype=torch.bool)
+    exact[1:-1, 1:-1] = copy_valid
+    assert (m.k[exact] == 0).all() and (m.dy[exact] == 0).all() and (m.dx[exact] == 0).all()
+    copied = (m.k == 0) & (m.dy == 0) & (m.dx == 0)
+    assert not copied[~exact & m.found].any()  # where the copy's patch touches the hole, something else is chosen

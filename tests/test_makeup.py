@@ -11,8 +11,8 @@ from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix
 from optimswap.face.align import apply_matrix
 from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask
-from optimswap.losses import HistogramLoss, histogram_targets
 from optimswap.io import read_image
+from optimswap.losses import HistogramLoss, histogram_targets
 from optimswap.runs import run_to_files
 
 TINY = dict(size=64, levels=1, iters=8)

@@ -44,7 +44,7 @@ def test_skin_mask_erosion_equals_old_one_minus_dilation(frame_landmarks, monkey
     new = [regions.skin_mask(lm, size) for lm, size in frame_landmarks]
     monkeypatch.setattr(regions, "erosion", _old_erosion)
     old = [regions.skin_mask(lm, size) for lm, size in frame_landmarks]
-    for a, b in zip(new, old):
+    for a, b in zip(new, old, strict=True):
         assert torch.equal(a, b)
 
 
@@ -226,5 +226,5 @@ def _old_grid(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("size", [1, 2, 64, 257])
 def test_grid_equals_old(size):
-    for new, old in zip(_grid(size, "cpu"), _old_grid(size, "cpu")):
+    for new, old in zip(_grid(size, "cpu"), _old_grid(size, "cpu"), strict=True):
         assert new.dtype == old.dtype and torch.equal(new, old)

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from kornia.geometry.transform import build_pyramid
 
 
-def laplacian_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, levels: int = 4) -> torch.Tensor:
+def laplacian_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor,
+                    levels: int = 4) -> torch.Tensor:
     """Blend each frequency band with a correspondingly blurred mask; exact background where ``mask`` is 0.
 
     Low bands blend over a wide transition (no colour seam), high bands over a narrow one (no ghosting). The

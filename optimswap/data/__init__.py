@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def manifest() -> list[dict]:
-    with resources.files(__package__).joinpath("manifest.tsv").open(newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    text = resources.files(__package__).joinpath("manifest.tsv").read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines(), delimiter="\t"))
 
 
 def sets() -> list[str]:

@@ -242,7 +242,7 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             target_feats = encoder(resize_to(targets.images, level.size), list(cfg.style_layers))
         valid = resize_to(targets.valid, level.size)
         terms = [Term("content", cfg.content_weight, ContentLoss(source_feats[cfg.content_layer]), cfg.content_layer)]
-        for layer, layer_weight in zip(cfg.style_layers, cfg.layer_weights):
+        for layer, layer_weight in zip(cfg.style_layers, cfg.layer_weights, strict=True):
             feat = target_feats[layer]
             shape = feat.shape[-2:]
             scale = float((source_feats[layer] ** 2).mean().clamp_min(1e-8))

@@ -13,7 +13,7 @@ from optimswap.face import detect_faces, face_descriptor
 from optimswap.io import list_images, read_image
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo_descriptor(path: str) -> np.ndarray | None:
     """dlib descriptor of the largest face in a photo, None when there is none (cached per path)."""
     image = read_image(path)

@@ -29,18 +29,21 @@ def face_crop(image: np.ndarray, box, margin: float = 0.45) -> np.ndarray:
 def contact_sheet(cells: dict[tuple[str, str], tuple[Path, tuple]], rows: list[str], columns: list[str], path: Path,
                   cell_inches: float = 1.9) -> None:
     """Grid of face crops: ``cells[(row, column)] = (picture, face box)``; a missing cell says so."""
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(cell_inches * len(columns), cell_inches * len(rows) + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(columns),
+                             figsize=(cell_inches * len(columns), cell_inches * len(rows) + 0.3), squeeze=False)
     for i, row in enumerate(rows):
         for j, column in enumerate(columns):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
             cell = cells.get((row, column))
-            try:
-                ax.imshow(face_crop(read_image(cell[0]), cell[1])) if cell else ax.text(0.5, 0.5, "missing", ha="center")
-            except ImageError:
-                ax.text(0.5, 0.5, "unreadable", ha="center")
+            if cell is None:
+                ax.text(0.5, 0.5, "missing", ha="center")
+            else:
+                try:
+                    ax.imshow(face_crop(read_image(cell[0]), cell[1]))
+                except ImageError:
+                    ax.text(0.5, 0.5, "unreadable", ha="center")
             if i == 0:
                 ax.set_title(column, fontsize=8)
             if j == 0:
@@ -67,16 +70,16 @@ def metric_plots(rows: list[dict], option: str, path: Path, metrics=PLOT_METRICS
     if not metrics:  # no scored run (all failed): nothing to plot
         return
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         for name in dict.fromkeys(r[group] for r in rows):
             points = []
             for v in values:
-                got = [_number(r.get(metric)) for r in rows if r[group] == name and str(r[option]) == v]
-                got = [g for g in got if g is not None]
+                found = [_number(r.get(metric)) for r in rows if r[group] == name and str(r[option]) == v]
+                got = [g for g in found if g is not None]
                 if got:
                     points.append((xs[v], float(np.mean(got))))
             if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+                ax.plot(*zip(*points, strict=True), marker="o", label=name)
         ax.set_xlabel(option)
         ax.set_title(metric, fontsize=9)
         if not numeric:

@@ -64,7 +64,7 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
         raise OptimswapError(f"output is {output.shape[1]}x{output.shape[0]} but the source is "
                              f"{source.shape[1]}x{source.shape[0]}")
     face = find_face(source, face_index=record.get("face_index", 0), name=record["source"])
-    frame = make_frame(to_tensor(source), face, cfg, lambda lm, size, c, device: edit.mask(lm, size, c, "cpu"))
+    frame = make_frame(to_tensor(source), face, cfg, edit.mask)  # a CPU photo, so a CPU mask
     output_frame = warp_to_frame(to_tensor(output), frame.matrix, cfg.size)
     h, w = source.shape[:2]
     outside = warp_from_frame(frame.mask, frame.matrix, h, w)[0, 0].numpy() == 0  # never touched by the edit

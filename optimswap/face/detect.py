@@ -49,7 +49,7 @@ def _import_dlib():
     return dlib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dlib_models():
     dlib = _import_dlib()
     predictor = face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
@@ -78,10 +78,11 @@ def _resize(image: np.ndarray, scale: float):
     from PIL import Image
 
     h, w = image.shape[:2]
-    return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                         Image.Resampling.BILINEAR)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fan_model(device: str):
     try:
         import face_alignment
@@ -99,10 +100,14 @@ def _fan_model(device: str):
 
 def _detect_fan(image: np.ndarray, device: str = "cpu") -> list[Face]:
     result = _fan_model(device).get_landmarks_from_image(image, return_bboxes=True)
-    landmarks, _, boxes = result if result is not None else (None, None, None)
-    if landmarks is None:
+    if result is None or result[0] is None:
         return []
-    return [Face(tuple(float(v) for v in b[:4]), np.asarray(lm, dtype=np.float64)) for lm, b in zip(landmarks, boxes)]
+    landmarks, _, boxes = result
+    faces = []
+    for lm, b in zip(landmarks, boxes, strict=True):
+        x0, y0, x1, y1 = (float(v) for v in b[:4])
+        faces.append(Face((x0, y0, x1, y1), np.asarray(lm, dtype=np.float64)))
+    return faces
 
 
 MESH_MAX_FACES = 4
@@ -117,7 +122,7 @@ def import_mediapipe():
     return mediapipe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _face_mesh(max_faces: int):
     """MediaPipe's legacy FaceMesh graph (slow to build, so one per face count); its models ship in the wheel."""
     return import_mediapipe().solutions.face_mesh.FaceMesh(
@@ -175,7 +180,7 @@ def face_descriptor(image: np.ndarray, face: Face) -> np.ndarray:
     return np.asarray(model.compute_face_descriptor(np.ascontiguousarray(image), shape), dtype=np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dlib_recognizer():
     dlib = _import_dlib()
     path = face_recognition_models_dir() / "dlib_face_recognition_resnet_model_v1.dat"

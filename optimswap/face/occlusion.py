@@ -218,7 +218,7 @@ def hands_occlusion(photo: np.ndarray, matrix: np.ndarray, size: int, eye_distan
     return mask[0, 0].numpy() > 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hands():
     return import_mediapipe().solutions.hands.Hands(static_image_mode=True, max_num_hands=2)
 

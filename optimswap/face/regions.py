@@ -30,13 +30,15 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
     bands = []
     for s in (LEFT_BROW, RIGHT_BROW):
         line = landmarks[s]
-        bands.append(polygon_mask(np.concatenate([line - [0, thickness / 2], (line + [0, thickness / 2])[::-1]]), size, device))
+        band = np.concatenate([line - [0, thickness / 2], (line + [0, thickness / 2])[::-1]])
+        bands.append(polygon_mask(band, size, device))
     return union(bands)
 
 
 def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
     """Outer lip polygon minus the inner mouth opening; hard."""
-    return (polygon_mask(landmarks[OUTER_LIPS], size, device) - polygon_mask(landmarks[INNER_LIPS], size, device)).clamp(0, 1)
+    outer, inner = polygon_mask(landmarks[OUTER_LIPS], size, device), polygon_mask(landmarks[INNER_LIPS], size, device)
+    return (outer - inner).clamp(0, 1)
 
 
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
@@ -55,7 +57,8 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
     return soften(union(bands) * (1 - cut), sigma / 2)
 
 
-def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015, device="cpu") -> torch.Tensor:
+def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015,
+              device="cpu") -> torch.Tensor:
     """Face hull (jaw + lifted brows) minus eyes, brows and mouth, each excluded with a margin; soft.
 
     The margin (a twentieth of the eye distance, to keep lashes, brow hair and lip edges out, plus two feather

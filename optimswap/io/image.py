@@ -39,9 +39,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {im.width}x{im.height} is larger than {MAX_PIXELS} pixels; downscale it first")
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB")).copy()
+                raise ImageError(f"{path}: {im.width}x{im.height} is larger than {MAX_PIXELS} pixels; "
+                                 "downscale it first")
+            upright = ImageOps.exif_transpose(im)
+            return np.asarray(upright.convert("RGB")).copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from err
 

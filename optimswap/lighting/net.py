@@ -56,7 +56,7 @@ class LightingNet(nn.Module):
         return self.log_gain.exp() * (self.distance(self.embed(a), self.embed(b)) - 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str, device: str) -> LightingNet:
     """One network per file and device (moving a shared one would move it under its other users)."""
     net = LightingNet()

@@ -6,8 +6,8 @@ to the 68 landmarks:
 * geometry: a height field made of an ellipsoid over the face outline (jaw width x chin-to-forehead height,
   as deep as it is half wide), a nose ridge rising from the bridge to the tip, nostril wings, eye sockets and a
   lip bump, sized in eye distances; normals from its gradient;
-* the photo's own lighting is estimated (``fit_sh_light``) by a least-squares fit of its skin lightness to the first-order
-  spherical-harmonic basis (1, nx, ny, nz) of those normals, i.e. Lambertian skin of constant albedo;
+* the photo's own lighting is estimated (``fit_sh_light``) by a least-squares fit of its skin lightness to the
+  first-order spherical-harmonic basis (1, nx, ny, nz) of those normals, i.e. Lambertian skin of constant albedo;
 * the new lighting is ambient + Lambertian directional shading; the face is multiplied by
   new shading / estimated shading (each relative to its skin mean), and the whole frame by the light's
   intensity and colour.
@@ -29,8 +29,17 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d, spatial_gradient
 from kornia.geometry import create_meshgrid
 
-from optimswap.face.align import (MOUTH, NOSE_BRIDGE, NOSE_WINGS, apply_matrix, eye_centres, frame_matrix,
-                                  interocular, warp_from_frame, warp_to_frame)
+from optimswap.face.align import (
+    MOUTH,
+    NOSE_BRIDGE,
+    NOSE_WINGS,
+    apply_matrix,
+    eye_centres,
+    frame_matrix,
+    interocular,
+    warp_from_frame,
+    warp_to_frame,
+)
 from optimswap.face.mask import face_polygon
 from optimswap.face.regions import skin_mask
 from optimswap.io import to_numpy, to_tensor
@@ -64,8 +73,9 @@ def random_light(rng: np.random.Generator) -> Light:
     """Lights spread over where portrait light comes from: azimuth within +-80 degrees, elevation -30..60."""
     tint = rng.uniform(-0.1, 0.1)  # warm (+) to cool (-)
     colour = np.array([1 + tint, 1.0, 1 - tint]) * np.exp(rng.normal(0, 0.02, 3))
+    red, green, blue = (float(c) for c in colour / colour.mean())
     return Light(direction(rng.uniform(-80, 80), rng.uniform(-30, 60)), float(rng.uniform(0.1, 0.6)),
-                 float(np.exp(rng.uniform(-0.3, 0.3))), tuple(float(c) for c in colour / colour.mean()))
+                 float(np.exp(rng.uniform(-0.3, 0.3))), (red, green, blue))
 
 
 def _bumps(xs: torch.Tensor, ys: torch.Tensor, centres: np.ndarray, heights: np.ndarray, sigma: float) -> torch.Tensor:
@@ -78,7 +88,8 @@ def _bumps(xs: torch.Tensor, ys: torch.Tensor, centres: np.ndarray, heights: np.
 
 def _grid(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel x and y coordinates (S, S) of a square frame."""
-    return create_meshgrid(size, size, normalized_coordinates=False, device=device, dtype=torch.float32)[0].unbind(-1)
+    xs, ys = create_meshgrid(size, size, normalized_coordinates=False, device=device, dtype=torch.float32)[0].unbind(-1)
+    return xs, ys
 
 
 def _ellipse_radius(landmarks: np.ndarray, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -166,7 +177,7 @@ class FaceGeometry:
     shading: torch.Tensor  # (B, 1, S, S) the shading of that lighting, relative to its skin mean
 
     @classmethod
-    def fit(cls, image: torch.Tensor, landmarks: np.ndarray) -> "FaceGeometry":
+    def fit(cls, image: torch.Tensor, landmarks: np.ndarray) -> FaceGeometry:
         size, device = image.shape[-1], image.device
         normals = face_normals(landmarks, size, device)
         support = face_support(landmarks, size, device)
@@ -176,30 +187,30 @@ class FaceGeometry:
 
     @classmethod
     def from_photo(cls, photo: torch.Tensor, landmarks: np.ndarray, size: int,
-                   matrix: np.ndarray | None = None) -> "FaceGeometry":
+                   matrix: np.ndarray | None = None) -> FaceGeometry:
         """``fit`` in the aligned frame of ``size`` px; ``matrix`` (photo -> frame) defaults to the standard one."""
         matrix = frame_matrix(landmarks, size) if matrix is None else matrix
         return cls.fit(warp_to_frame(photo, matrix, size), apply_matrix(matrix, landmarks))
 
-    def flip(self) -> "FaceGeometry":
+    def flip(self) -> FaceGeometry:
         """The mirror image (the x component of the normals changes sign)."""
         sign = torch.tensor([1.0, -1.0, 1.0, 1.0], device=self.normals.device)  # (1, nx, ny, nz): nx changes sign
         normals = self.normals.flip(-1) * sign[1:, None, None]
         return FaceGeometry(self.image.flip(-1), normals, self.support.flip(-1), self.skin.flip(-1), self.light * sign,
                             self.shading.flip(-1))
 
-    def resized(self, size: int) -> "FaceGeometry":
+    def resized(self, size: int) -> FaceGeometry:
         """All maps antialias-resized (normals renormalized), as a frame is before it enters the network."""
         maps = {k: v if k == "light" else resize_to(v, size) for k, v in vars(self).items()}
         maps["normals"] = maps["normals"] / maps["normals"].norm(dim=1, keepdim=True).clamp_min(1e-6)
         return FaceGeometry(**maps)
 
-    def __getitem__(self, index) -> "FaceGeometry":
+    def __getitem__(self, index) -> FaceGeometry:
         return FaceGeometry(*(t[index] for t in vars(self).values()))
 
     @staticmethod
-    def cat(parts: list["FaceGeometry"]) -> "FaceGeometry":
-        return FaceGeometry(*(torch.cat(ts) for ts in zip(*(vars(p).values() for p in parts))))
+    def cat(parts: list[FaceGeometry]) -> FaceGeometry:
+        return FaceGeometry(*(torch.cat(ts) for ts in zip(*(vars(p).values() for p in parts), strict=True)))
 
 
 def relative_shading(geometry: FaceGeometry, lights: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ class TrainConfig:
     train_sets: tuple[str, ...] = ("identities/angelina", "identities/jennifer", "identities/mark",
                                    "makeup/plain", "makeup/makeup")
     test_sets: tuple[str, ...] = ("identities/deepface_id29", "identities/tony_blair")
-    frame_size: int = 128  # fitted at this size, then resized to the network's 64 px (as a swap frame is) for relighting
+    # fitted at this size, then resized to the network's 64 px (as a swap frame is) for relighting
+    frame_size: int = 128
     jitters: int = 4  # aligned frames per photo: the exact one plus random similarity jitters
     min_change: float = 0.1  # mean |log shading ratio| over the skin that counts as different lighting
     steps: int = 2000

@@ -3,8 +3,16 @@
 from optimswap.losses.content import ContentLoss, content_loss
 from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets, region_pixels
 from optimswap.losses.lighting import LightingLoss, lighting_loss
-from optimswap.losses.patch import (Matches, PatchStyleLoss, nearest_patches, nearest_patches_global,
-                                    principal_projection, project, vote, voted_patch_loss)
+from optimswap.losses.patch import (
+    Matches,
+    PatchStyleLoss,
+    nearest_patches,
+    nearest_patches_global,
+    principal_projection,
+    project,
+    vote,
+    voted_patch_loss,
+)
 from optimswap.losses.tv import TVLoss, tv_loss
 
 __all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss",

@@ -71,8 +71,8 @@ def region_pixels(image: torch.Tensor, region: torch.Tensor, inside: torch.Tenso
     return image[0][:, where[0, 0]].T
 
 
-def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
-                   degree: float = 1.0) -> torch.Tensor:
+def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.Tensor,
+                   plain: torch.Tensor | None = None, degree: float = 1.0) -> torch.Tensor:
     """Mean L1 between the region's pixels (``region`` (1, 1, H, W) > 0.5) of ``image`` (1, C, H, W) and their
     histogram-matched targets."""
     values = region_pixels(image, region)

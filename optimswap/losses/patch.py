@@ -51,7 +51,7 @@ class Matches:
     score: torch.Tensor  # (H, W) normalised cross-correlation of the match
 
     @classmethod
-    def none(cls, h: int, w: int, device) -> "Matches":
+    def none(cls, h: int, w: int, device) -> Matches:
         """No position matched yet."""
         def index():
             return torch.zeros(h, w, dtype=torch.long, device=device)
@@ -71,7 +71,8 @@ def nearest_patches(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
     """Nearest 3x3 target patch (normalised cross-correlation) within ``radius`` cells of each position.
 
     x: (1, C, H, W) image features; targets: (K, C, H, W); valid: (K, 1, H, W) in [0, 1], where a candidate
-    patch must be valid on all 9 cells. Border positions are never matched. ``region`` (H, W) bool limits the positions searched (others: not found).
+    patch must be valid on all 9 cells. Border positions are never matched. ``region`` (H, W) bool limits the
+    positions searched (others: not found).
     """
     _check(x, targets, valid)
     _, _, h, w = x.shape
@@ -172,7 +173,8 @@ def vote(targets: torch.Tensor, matches: Matches, weight: torch.Tensor):
     acc = targets.new_zeros(c, h * w)
     acc_sq = targets.new_zeros(h * w)
     total = targets.new_zeros(h * w)
-    qy, qx = torch.meshgrid(torch.arange(h, device=targets.device), torch.arange(w, device=targets.device), indexing="ij")
+    qy, qx = torch.meshgrid(torch.arange(h, device=targets.device), torch.arange(w, device=targets.device),
+                            indexing="ij")
     for uy in (-1, 0, 1):
         for ux in (-1, 0, 1):
             # Patch centred at p = q - u contributes t(p + d + u) = t(q + d_p) to position q.
@@ -192,7 +194,8 @@ def vote(targets: torch.Tensor, matches: Matches, weight: torch.Tensor):
     return mean.reshape(1, c, h, w), total.reshape(1, 1, h, w), constant
 
 
-def voted_patch_loss(x: torch.Tensor, voted: torch.Tensor, vote_weight: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+def voted_patch_loss(x: torch.Tensor, voted: torch.Tensor, vote_weight: torch.Tensor,
+                     constant: torch.Tensor) -> torch.Tensor:
     """sum_q W(q) |x(q) - A(q)|^2 + constant = the CNNMRF patch loss for fixed matches."""
     return (vote_weight * (x - voted) ** 2).sum() + constant
 

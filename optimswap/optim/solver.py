@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
