@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import FACES, REPO
 from PIL import Image
 
 from optimswap.ablate import Pair, read_pairs
@@ -28,6 +27,8 @@ from optimswap.eval.report import evaluate_runs, format_table, write_rows
 from optimswap.face import find_face, frame_matrix, warp_to_frame
 from optimswap.io import read_image, to_tensor
 from optimswap.runs import run_to_files
+
+from common import FACES, REPO
 
 COLUMNS = ["method", "source", "target", "id_before", "id_after", "id_drop", "retrieved", "nme", "d_yaw", "d_pitch",
            "d_roll", "psnr_outside", "seam", "lighting_error", "hf_ratio", "seconds"]
@@ -74,7 +75,7 @@ def checks(rows: list[dict]) -> list[str]:
 
     lines = {
         "target retrieved (full)": [bool(r.get("retrieved")) for r in full],
-        "id drop full >= classic": [f["id_drop"] >= c["id_drop"] for f, c in zip(full, classic)],
+        "id drop full >= classic": [f["id_drop"] >= c["id_drop"] for f, c in zip(full, classic, strict=True)],
         "NME full <= 0.04": [f["nme"] <= 0.04 for f in full],
         "hf_ratio full in [0.8, 1.25]": [0.8 <= f["hf_ratio"] <= 1.25 for f in full],
         "PSNR outside the mask >= 40 dB (full)": [f["psnr_outside"] >= 40 for f in full],
@@ -93,9 +94,15 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["full", "classic", "paste", "global"], choices=METHODS)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--size", type=int)
+    ap.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE", help="More swap options (full only).")
     ap.add_argument("--out", type=Path, default=Path("runs/quality"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        name = SWAP.config.resolve_name(key)
+        extra[name] = SWAP.config.parse_value(name, value)
     pairs = all_pairs() if args.all_pairs else read_pairs(args.pairs)
     records, labels = [], []
     for pair in pairs:
@@ -104,20 +111,22 @@ def main():
             if not output.with_suffix(".json").exists():
                 t0 = time.perf_counter()
                 run_to_files("swap", pair.source, pair.inputs, output,
-                             SWAP.preset(args.preset, size=args.size, method=method), progress=False, overwrite=True)
+                             SWAP.preset(args.preset, size=args.size, method=method, **(extra if method == "full" else {})),
+                             progress=False, overwrite=True)
                 print(f"{pair.name} {method}: {time.perf_counter() - t0:.1f} s", flush=True)
             records.append(output.with_suffix(".json"))
             labels.append(pair)
     rows = evaluate_runs(records)
     size = SWAP.preset(args.preset, size=args.size).size
     tiles = {}
-    for row, pair, record in zip(rows, labels, records):
+    for row, pair, record in zip(rows, labels, records, strict=True):
         row["pair"], row["source"] = pair.name, pair.source.parent.name
         if not row.get("error"):
             row["seam"] = seam(record.with_suffix(".png"), pair.source, size)
         if row["method"] == "full" and "classic" in args.methods and pair.name not in tiles:
             rec = json.loads(record.read_text())
-            tiles[pair.name] = sheet(pair, args.out, tuple(rec["source_face_box"]), Path(rec["targets_used"][0]["path"]))
+            best = Path(rec["targets_used"][0]["path"])
+            tiles[pair.name] = sheet(pair, args.out, tuple(rec["source_face_box"]), best)
     write_rows(rows, args.out / "eval.csv", lead=["pair", "method"])
     if tiles:
         Image.fromarray(np.concatenate(list(tiles.values()), 0)).save(args.out / "overview.png")

@@ -207,7 +207,8 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Edit
         matched = match_color(result, frame.image, frame.mask, frame.mask)
         result = frame.image + frame.mask * (matched - frame.image)
     _, _, h, w = photo.shape
-    base, base_frame = (photo, frame.image) if start is None else (start, warp_to_frame(start, frame.matrix, frame.size))
+    base = photo if start is None else start
+    base_frame = frame.image if start is None else warp_to_frame(start, frame.matrix, frame.size)
     change = result - base_frame
     if cfg.change_sigma > 0:
         k = 2 * int(3 * cfg.change_sigma) + 1

@@ -120,6 +120,23 @@ def test_outside_mask_and_keep_are_bit_identical(pair):
     assert np.array_equal(result[~mask], source[~mask]) and np.array_equal(result[kept], source[kept])
 
 
+def test_a_target_occluder_is_not_pasted(pair):
+    """A band marked as occluder on the chosen target photo (its own hair, say) leaves the source there."""
+    source, landmarks, photos, target_landmarks = pair
+    _, plain = classic_swap(source, landmarks, photos, target_landmarks)
+    index = plain["index"]
+    target_keep = [np.zeros(p.shape[:2], np.float32) for p in photos]
+    lm = target_landmarks[index]
+    band = slice(int(lm[29, 1]), int(lm[33, 1]))  # across the cheeks at nose height
+    target_keep[index][band] = 1.0
+    result, info = classic_swap(source, landmarks, photos, target_landmarks, target_keep=target_keep)
+    lost = plain["mask"] & ~info["mask"]
+    assert lost.sum() > 0.1 * plain["mask"].sum()  # the band's image in the source is out of the clone mask ...
+    rows = np.nonzero(lost.any(1))[0]
+    assert landmarks[29, 1] - 5 < np.median(rows) < landmarks[33, 1] + 5  # ... at the same facial place
+    assert np.array_equal(result[lost], source[lost])
+
+
 def test_mask_reaching_the_photo_border(pair):
     source, landmarks, photos, target_landmarks = pair
     left = int(landmarks[:, 0].min() + 0.3 * interocular(landmarks))  # cut through the left cheek

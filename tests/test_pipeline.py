@@ -252,8 +252,8 @@ def test_masked_pixels_move_only_inside_the_mask():
     image = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
     mask = half_mask(16)
     pixels = MaskedPixels()
-    (param,) = pixels.start(Level(16, image, mask))
-    assert torch.equal(param, image)  # first level, no init: starts from the source
+    (param,) = pixels.start(Level(16, image, mask, image))
+    assert torch.equal(param, image)  # first level: starts from its start image (here the source)
     outside, inside = (mask == 0).expand_as(image), (mask == 1).expand_as(image)
     for _ in range(3):
         with torch.no_grad():
@@ -275,28 +275,33 @@ def test_finer_level_starts_from_its_source_plus_the_upsampled_coarse_change():
     fine = 0.2 + 0.6 * torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
     coarse = resize_to(fine, 8)
     pixels = MaskedPixels()
-    (param,) = pixels.start(Level(8, coarse, torch.ones(1, 1, 8, 8, dtype=torch.float64)))
+    (param,) = pixels.start(Level(8, coarse, torch.ones(1, 1, 8, 8, dtype=torch.float64), coarse))
     change = torch.zeros_like(coarse)
     change[:, 0] = 0.1
     with torch.no_grad():
         param += change
     pixels.finish()
-    (fine_param,) = pixels.start(Level(16, fine, half_mask(16)))
+    (fine_param,) = pixels.start(Level(16, fine, half_mask(16), fine))
     expected = fine.clone()
     expected[:, 0] += 0.1
     assert torch.allclose(fine_param, expected, atol=1e-12)
 
 
-def test_init_image_starts_only_the_first_level():
+def test_a_start_image_other_than_the_source_carries_its_own_detail_to_each_level():
+    """With a start image (e.g. the classic swap), a level starts from it, and a finer level from its own start
+    image plus the coarser level's change to the coarser start image."""
     g = torch.Generator().manual_seed(13)
-    init = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
+    start = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
     coarse, fine = (torch.rand(1, 3, s, s, generator=g, dtype=torch.float64) for s in (8, 16))
-    pixels = MaskedPixels(init)
-    (param,) = pixels.start(Level(8, coarse, torch.ones(1, 1, 8, 8, dtype=torch.float64)))
-    assert torch.allclose(param, resize_to(init, 8))
+    pixels = MaskedPixels()
+    coarse_start = resize_to(start, 8)
+    (param,) = pixels.start(Level(8, coarse, torch.ones(1, 1, 8, 8, dtype=torch.float64), coarse_start))
+    assert torch.equal(param, coarse_start)
+    with torch.no_grad():
+        param += 0.05
     result = pixels.finish()
-    (fine_param,) = pixels.start(Level(16, fine, torch.ones(1, 1, 16, 16, dtype=torch.float64)))
-    assert torch.allclose(fine_param, fine + resize_to(result - coarse, 16), atol=1e-12)
+    (fine_param,) = pixels.start(Level(16, fine, torch.ones(1, 1, 16, 16, dtype=torch.float64), start))
+    assert torch.allclose(fine_param, start + resize_to(result - coarse_start, 16), atol=1e-12)
 
 
 class PixelGoal(nn.Module):
@@ -317,7 +322,7 @@ def test_optimize_frame_runs_each_level_and_leaves_unmasked_pixels():
     plan = Plan(lambda level: Objective(None, [Term("goal", 1.0, PixelGoal(torch.full_like(level.image, 0.5)),
                                                     None)]))
     cfg = EditConfig(size=32, levels=2, iters=8)
-    results, history, timings = optimize_frame(frame, cfg, plan, LBFGS(refresh_every=4), progress=False)
+    results, history, timings = optimize_frame(frame, frame.image, cfg, plan, LBFGS(refresh_every=4), progress=False)
     assert [r.shape[-1] for r in results] == [16, 32]
     for size, result in zip((16, 32), results, strict=True):
         mask = resize_to(frame.mask, size).clamp(0, 1).expand_as(result)
@@ -522,3 +527,21 @@ def test_global_baseline_uses_one_target_and_lowers_its_patch_terms(faces, tmp_p
     assert {k for k in history[0] if k.startswith("style_")} == {"style_relu3_1", "style_relu4_1"}
     for term in ("style_relu3_1", "style_relu4_1"):
         assert 0 < history[-1][term] < 0.9 * history[0][term], term
+
+
+def test_composite_puts_back_only_the_coarse_change_onto_a_start_image(scene):
+    """With a start image and change_sigma, a constant change arrives in full while a checkerboard (the finest band,
+    e.g. the solver's smoothing of the start's detail) is filtered out: the start's own detail is kept."""
+    _, photo, frame, photo_mask = scene
+    start = (photo + 0.05).clamp(0, 1)
+    start_frame = warp_to_frame(start, frame.matrix, frame.size)
+    cfg = edit_config(False).replace(change_sigma=1.5)
+    core = photo_mask[0, 0] > 0.999
+    checker = 0.1 * (torch.arange(frame.size)[:, None] + torch.arange(frame.size)[None]).remainder(2) - 0.05
+    unchanged = composite(photo, frame, start_frame, cfg, start=start)
+    out = composite(photo, frame, start_frame + checker, cfg, start=start)
+    assert (out - unchanged)[0, :, core].abs().max() < 0.01  # the checkerboard change is gone
+    out = composite(photo, frame, start_frame + 0.04, cfg, start=start)
+    assert (out - unchanged)[0, :, core].min() > 0.02  # a smooth change arrives (the small disc's blend damps it)
+    without_blur = composite(photo, frame, start_frame + checker, edit_config(False), start=start)
+    assert (without_blur - unchanged)[0, :, core].abs().max() > 0.03  # (the checkerboard does arrive unfiltered)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from optimswap.cli import main
 from optimswap.edits.swap import SWAP, prepare_targets, swap, swap_objective
 from optimswap.eval.report import evaluate_record
-from optimswap.face import find_face, warp_from_frame
+from optimswap.face import find_face, frame_matrix, warp_from_frame
 from optimswap.io import list_images, read_image, to_tensor
 from optimswap.optim import LBFGS
 from optimswap.pipeline import Level, make_frame
@@ -164,3 +164,43 @@ def test_source_texture_replaces_the_fine_band_on_the_skin_only(jennifer):
     assert patch.std() > 0.005  # the flat start got the source's skin texture
     corner = textured[0, :, :50, :50]
     assert torch.equal(corner, flat[0, :, :50, :50])  # far from the face: unchanged
+
+
+def test_a_target_photos_own_occluder_gives_no_patches(faces, jennifer, tmp_path):
+    """A bar over a target photo's cheek is no candidate for the patch loss (with keep_occluders)."""
+    from optimswap.io import write_image
+
+    target = read_image(faces / "identities" / "angelina" / "01.jpg")
+    target_face = find_face(target)
+    barred, bar = _with_bar(target, target_face)
+    write_image(tmp_path / "barred.png", barred)
+    cfg = SWAP.preset(size=128, n_targets=1)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    with_bar = prepare_targets([tmp_path / "barred.png"], frame, cfg, torch.device("cpu"))
+    without = prepare_targets([tmp_path / "barred.png"], frame, cfg.replace(keep_occluders=False),
+                              torch.device("cpu"))
+    scale = np.sqrt(abs(np.linalg.det(frame_matrix(target_face.landmarks, 128)[:, :2])))
+    bar_cells = (bar[0].stop - bar[0].start) * (bar[1].stop - bar[1].start) * scale**2
+    assert float(without.valid.sum() - with_bar.valid.sum()) > 0.7 * bar_cells
+    assert with_bar.best_occluders is not None and with_bar.best_occluders[bar].mean() > 0.9
+
+
+def test_detail_matching_brings_a_softer_or_sharper_face_to_the_photos_detail(jennifer):
+    from optimswap.edits.swap import _blur, _pixels_per_cell, matched_detail
+
+    cfg = SWAP.preset(size=128)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    photo = to_tensor(jennifer)
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+    sigma = _pixels_per_cell(frame)
+
+    def energy(x):
+        return float((((x - _blur(x, sigma)).mean(1, keepdim=True)) ** 2 * region).sum())
+
+    soft = _blur(photo, 0.4 * sigma)
+    noisy = (photo + 0.03 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    for image in (soft, noisy):
+        before, after = energy(image) / energy(photo), energy(matched_detail(image, photo, frame, region)) / energy(photo)
+        assert abs(after - 1) < 0.5 * abs(before - 1), (before, after)
+    outside = region[0, 0] == 0
+    assert torch.equal(matched_detail(noisy, photo, frame, region)[0][:, outside], noisy[0][:, outside])

@@ -246,9 +246,9 @@ def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_
     if keep is not None:
         mask &= ~(np.asarray(keep) > 0)
     if target_keep is not None:
-        occluded, _ = piecewise_affine_warp(np.asarray(target_keep[index], np.float32), face_points(target_landmarks[index]),
-                                            face_points(source_landmarks), (height, width),
-                                            face_triangles(source_landmarks))
+        occluded, _ = piecewise_affine_warp(np.asarray(target_keep[index], np.float32),
+                                            face_points(target_landmarks[index]), face_points(source_landmarks),
+                                            (height, width), face_triangles(source_landmarks))
         mask &= ~(occluded > 0.5)
     matched = transfer_color(warped, source_photo, mask)
     result = poisson_blend(matched, source_photo, mask, FEATHER * interocular(source_landmarks))

@@ -16,13 +16,21 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
 from optimswap.compose import match_color
+from optimswap.compose.classic import classic_swap
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
 from optimswap.eval.metrics import head_pose, identity_distance, landmark_nme, lighting_error, nearest_identity
-from optimswap.compose.classic import classic_swap
-from optimswap.face import (Face, face_descriptor, face_mask, find_face, frame_matrix, interocular, shape_distance,
-                            tps_warp)
+from optimswap.face import (
+    Face,
+    face_descriptor,
+    face_mask,
+    find_face,
+    frame_matrix,
+    interocular,
+    shape_distance,
+    tps_warp,
+)
 from optimswap.face.align import apply_matrix, warp_from_frame, warp_photo_to_frame, warp_to_frame
 from optimswap.face.occlusion import occlusion_mask
 from optimswap.face.regions import INNER_LIPS, skin_mask
@@ -68,6 +76,9 @@ class SwapConfig(EditConfig):
                                  low=0, high=1)
     change_sigma: float = option(1.0, "Blur (frame pixels) of the optimized change put back onto the start image.",
                                  low=0, high=8)
+    # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail
+    # (band below ~1 frame pixel) is scaled to the source face's energy there, by a blur or an unsharp mask.
+    match_detail: bool = option(True, "Match the swapped face's fine detail to the source photo's.")
     # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
     content_layer: str = option("relu4_2", "Encoder layer of the content loss.")
     content_weight: float = option(1.0, "Weight of the content loss (keeps the source's pose and expression).", low=0)
@@ -137,19 +148,21 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {},
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
-                "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0},
+                "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
+                "match_detail": False},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
-              "keep_mouth": False, "change_sigma": 0.0},
+              "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
-               "change_sigma": 0.0},
+               "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False},
 }
 
 PRESETS = {
     "default": SwapConfig(),
     # Quick look / tests: 64 -> 128 px, the calibration setting of ../shared/notes/calibration.md.
     "fast": SwapConfig(size=128, iters=40),
-    "quality": SwapConfig(size=384, levels=3, iters=60),
+    # The working frame at about the face's own resolution (a 400-px face: a 512-px frame), issue #11.
+    "quality": SwapConfig(size=512, levels=3, iters=60),
 }
 
 
@@ -278,23 +291,63 @@ def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.devi
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
     if not hard.any():
         return None
+    # The soft rim grows with the face (about 1.5 px on a 100-px face, 5 px on a 400-px one), so the border between
+    # a kept strand and the swapped skin beside it is not a hard step.
+    width = max(1.5, 0.03 * interocular(face.landmarks))
     hard = binary_dilation(hard, iterations=2)
-    kept = np.maximum(hard.astype(np.float32), gaussian_filter(hard.astype(np.float32), 1.5))
+    kept = np.maximum(hard.astype(np.float32), gaussian_filter(hard.astype(np.float32), width))
     return torch.as_tensor(kept, device=device)[None, None]
+
+
+def _pixels_per_cell(frame: Frame) -> float:
+    """Photo pixels per frame pixel."""
+    return 1.0 / float(np.sqrt(abs(np.linalg.det(frame.matrix[:, :2]))))
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = 2 * int(3 * sigma) + 1
+    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
 
 
 def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
     """``image`` whose finest band (finer than ~1.5 frame pixels) on the source's skin is the source photo's."""
-    pixels_per_cell = 1.0 / float(np.sqrt(abs(np.linalg.det(frame.matrix[:, :2]))))  # photo pixels per frame pixel
-    sigma = 1.5 * pixels_per_cell
-    k = 2 * int(3 * sigma) + 1
+    sigma = 1.5 * _pixels_per_cell(frame)
 
     def fine(x: torch.Tensor) -> torch.Tensor:
-        return x - gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+        return x - _blur(x, sigma)
 
     skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
     skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
     return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
+
+
+def matched_detail(image: torch.Tensor, photo: torch.Tensor, frame: Frame, region: torch.Tensor) -> torch.Tensor:
+    """``image`` whose fine band (below ~1 frame pixel) inside ``region`` (1, 1, H, W) has the photo's energy there:
+    blurred where it is sharper than the photo, unsharp-masked (at most 3x the band) where it is softer."""
+    sigma = _pixels_per_cell(frame)
+    weight = region / region.sum().clamp_min(1e-6)
+
+    def energy(x: torch.Tensor) -> float:
+        return float((((x - _blur(x, sigma)).mean(1, keepdim=True)) ** 2 * weight).sum())
+
+    goal, now = energy(photo), energy(image)
+    if goal <= 0 or now <= 0:
+        return image
+    if now > goal:  # the fine band of a Gaussian-blurred image falls monotonically with the blur
+        def adjust(t: float) -> torch.Tensor:
+            return _blur(image, t * 3 * sigma) if t > 0.01 else image
+    else:
+        detail = image - _blur(image, sigma)
+
+        def adjust(t: float) -> torch.Tensor:
+            return image + 2 * t * detail
+
+    low, high = 0.0, 1.0  # bisection on the share t of the largest adjustment
+    for _ in range(10):
+        middle = (low + high) / 2
+        overshoot = energy(adjust(middle)) < goal if now > goal else energy(adjust(middle)) > goal
+        low, high = (low, middle) if overshoot else (middle, high)
+    return (image + region * (adjust((low + high) / 2) - image)).clamp(0, 1)
 
 
 def prepare(setup: Setup) -> Plan:
@@ -303,7 +356,7 @@ def prepare(setup: Setup) -> Plan:
     keep = keep_mask(setup.photo, setup.face, cfg, device)
     mask = None if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
     start = None
-    record = {"targets_used": targets.used, "targets_skipped": targets.skipped}
+    record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
         image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
@@ -315,8 +368,15 @@ def prepare(setup: Setup) -> Plan:
                                              / frame.mask.sum())
     objective = None if cfg.method == "classic" else swap_objective(targets, cfg, device)
     photo = to_tensor(setup.photo, device)
-    finish = (lambda out: with_source_texture(out, photo, frame, cfg)) if cfg.skin_texture else None
-    return Plan(objective, start=start, mask=mask, keep=keep, finish=finish, record=record,
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+
+    def finish(out: torch.Tensor) -> torch.Tensor:
+        if cfg.skin_texture:
+            out = with_source_texture(out, photo, frame, cfg)
+        return matched_detail(out, photo, frame, region) if cfg.match_detail else out
+
+    return Plan(objective, start=start, mask=mask, keep=keep, finish=finish if cfg.method != "classic" else None,
+                record=record,
                 result={"targets": targets})
 
 
