@@ -110,9 +110,8 @@ def main():
             output = args.out / f"{pair.name}_{method}.png"
             if not output.with_suffix(".json").exists():
                 t0 = time.perf_counter()
-                run_to_files("swap", pair.source, pair.inputs, output,
-                             SWAP.preset(args.preset, size=args.size, method=method, **(extra if method == "full" else {})),
-                             progress=False, overwrite=True)
+                cfg = SWAP.preset(args.preset, size=args.size, method=method, **(extra if method == "full" else {}))
+                run_to_files("swap", pair.source, pair.inputs, output, cfg, progress=False, overwrite=True)
                 print(f"{pair.name} {method}: {time.perf_counter() - t0:.1f} s", flush=True)
             records.append(output.with_suffix(".json"))
             labels.append(pair)

@@ -200,7 +200,8 @@ def test_detail_matching_brings_a_softer_or_sharper_face_to_the_photos_detail(je
     soft = _blur(photo, 0.4 * sigma)
     noisy = (photo + 0.03 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     for image in (soft, noisy):
-        before, after = energy(image) / energy(photo), energy(matched_detail(image, photo, frame, region)) / energy(photo)
+        before = energy(image) / energy(photo)
+        after = energy(matched_detail(image, photo, frame, region)) / energy(photo)
         assert abs(after - 1) < 0.5 * abs(before - 1), (before, after)
     outside = region[0, 0] == 0
     assert torch.equal(matched_detail(noisy, photo, frame, region)[0][:, outside], noisy[0][:, outside])
