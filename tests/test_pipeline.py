@@ -116,16 +116,23 @@ def test_objective_without_encoder_layers_never_calls_the_encoder():
 # ------------------------------------------------------------------------------------------------------ Solvers
 
 
-class Quadratic:
-    """0.5 (p - c)' A (p - c) split in two named parts; counts refreshes and the evaluations before each."""
+class Counting:
+    """A fake objective's bookkeeping: evaluations so far, and their count at each refresh."""
 
-    def __init__(self, a: torch.Tensor, c: torch.Tensor):
-        self.a, self.c = a, c
+    def __init__(self):
         self.evaluations = 0
         self.refresh_at: list[int] = []
 
     def refresh(self, image):
         self.refresh_at.append(self.evaluations)
+
+
+class Quadratic(Counting):
+    """0.5 (p - c)' A (p - c) split in two named parts; counts refreshes and the evaluations before each."""
+
+    def __init__(self, a: torch.Tensor, c: torch.Tensor):
+        super().__init__()
+        self.a, self.c = a, c
 
     def __call__(self, p):
         self.evaluations += 1
@@ -202,15 +209,8 @@ def test_adam_refreshes_before_the_right_evaluations_and_warms_up():
     assert history[2]["total"] < history[1]["total"]
 
 
-class Rosenbrock:
+class Rosenbrock(Counting):
     """(1 - x)^2 + 100 (y - x^2)^2: L-BFGS's line searches often need several evaluations here."""
-
-    def __init__(self):
-        self.evaluations = 0
-        self.refresh_at: list[int] = []
-
-    def refresh(self, image):
-        self.refresh_at.append(self.evaluations)
 
     def __call__(self, p):
         self.evaluations += 1
