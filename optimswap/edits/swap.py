@@ -291,11 +291,10 @@ def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.devi
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
     if not hard.any():
         return None
-    # The soft rim grows with the face (about 1.5 px on a 100-px face, 5 px on a 400-px one), so the border between
-    # a kept strand and the swapped skin beside it is not a hard step.
-    width = max(1.5, 0.03 * interocular(face.landmarks))
+    # A rim that grew with the face (0.03 eye distances) softened the edge where a kept strand crosses the brow only
+    # a little and kept more of the source around the mouth: id drop 0.330 -> 0.325 over the 20 shared pairs.
     hard = binary_dilation(hard, iterations=2)
-    kept = np.maximum(hard.astype(np.float32), gaussian_filter(hard.astype(np.float32), width))
+    kept = np.maximum(hard.astype(np.float32), gaussian_filter(hard.astype(np.float32), 1.5))
     return torch.as_tensor(kept, device=device)[None, None]
 
 
