@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from kornia.filters import gaussian_blur2d
 from torch import nn
 
-from optimswap.compose import laplacian_blend, match_color
+from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable
 from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
@@ -150,8 +149,9 @@ class Plan:
     # Where the edit starts, at the photo's resolution (1, 3, H, W); None: the photo. The optimized frame is put
     # back as a change to it, so its own detail above the frame's resolution is kept.
     start: torch.Tensor | None = None
-    mask: torch.Tensor | None = None  # a narrower editable mask (1, 1, S, S) than the edit's landmark mask
-    keep: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]: share of each photo pixel kept as it is (occluders)
+    # (1, 1, H, W) in [0, 1]: share of each photo pixel kept as it is (occluders); the editable frame mask is
+    # narrowed by it, and the composite restores it
+    keep: torch.Tensor | None = None
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None  # last touch of the composite, at photo resolution
     record: dict = field(default_factory=dict)  # JSON-ready additions to the run record
     result: dict = field(default_factory=dict)  # extra fields of the edit's result type
@@ -211,8 +211,7 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Edit
     base_frame = frame.image if start is None else warp_to_frame(start, frame.matrix, frame.size)
     change = result - base_frame
     if cfg.change_sigma > 0:
-        k = 2 * int(3 * cfg.change_sigma) + 1
-        change = gaussian_blur2d(change, (k, k), (cfg.change_sigma, cfg.change_sigma), border_type="replicate")
+        change = gaussian_blur(change, cfg.change_sigma, "replicate")
     delta = warp_from_frame(change, frame.matrix, h, w)
     mask = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
     out = laplacian_blend((base + delta).clamp(0, 1), photo, mask, cfg.blend_levels)
@@ -231,8 +230,8 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
     photo_t = to_tensor(photo, device)
     frame = make_frame(photo_t, face, cfg, mask_fn)
     plan = prepare(frame, device)
-    if plan.mask is not None:
-        frame = dataclasses.replace(frame, mask=plan.mask)
+    if plan.keep is not None:
+        frame = dataclasses.replace(frame, mask=frame.mask * (1 - warp_to_frame(plan.keep, frame.matrix, frame.size)))
     start = frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, cfg.size)
     prepare_s = time.perf_counter() - t0
     levels, history, timings = optimize_frame(frame, start, cfg, plan, solver or make_solver(cfg), progress)

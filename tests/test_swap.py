@@ -188,7 +188,8 @@ def test_a_target_photos_own_occluder_gives_no_patches(faces, jennifer, tmp_path
 
 
 def test_detail_matching_brings_a_softer_or_sharper_face_to_the_photos_detail(jennifer):
-    from optimswap.edits.swap import _blur, _pixels_per_cell, matched_detail
+    from optimswap.compose import gaussian_blur
+    from optimswap.edits.swap import _pixels_per_cell, matched_detail
 
     cfg = SWAP.preset(size=128)
     frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
@@ -197,9 +198,9 @@ def test_detail_matching_brings_a_softer_or_sharper_face_to_the_photos_detail(je
     sigma = _pixels_per_cell(frame)
 
     def energy(x):
-        return float((((x - _blur(x, sigma)).mean(1, keepdim=True)) ** 2 * region).sum())
+        return float((((x - gaussian_blur(x, sigma)).mean(1, keepdim=True)) ** 2 * region).sum())
 
-    soft = _blur(photo, 0.4 * sigma)
+    soft = gaussian_blur(photo, 0.4 * sigma)
     noisy = (photo + 0.03 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     for image in (soft, noisy):
         before = energy(image) / energy(photo)

@@ -1,10 +1,18 @@
-"""Blending an edited face back into the photo: Laplacian-pyramid (multi-band) blending, Burt & Adelson 1983."""
+"""Blending an edited face back into the photo: Laplacian-pyramid (multi-band) blending, Burt & Adelson 1983, and
+the Gaussian blur the compositing steps share."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import build_pyramid
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float, border: str = "reflect") -> torch.Tensor:
+    """Gaussian blur of (B, C, H, W) with a kernel reaching 3 sigma either side."""
+    k = 2 * int(3 * sigma) + 1
+    return gaussian_blur2d(image, (k, k), (sigma, sigma), border_type=border)
 
 
 def laplacian_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor,

@@ -11,11 +11,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from kornia.filters import gaussian_blur2d
 from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
-from optimswap.compose import match_color
+from optimswap.compose import gaussian_blur, match_color
 from optimswap.compose.classic import classic_swap
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
@@ -303,17 +302,12 @@ def _pixels_per_cell(frame: Frame) -> float:
     return 1.0 / float(np.sqrt(abs(np.linalg.det(frame.matrix[:, :2]))))
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    k = 2 * int(3 * sigma) + 1
-    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
-
-
 def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
     """``image`` whose finest band (finer than ~1.5 frame pixels) on the source's skin is the source photo's."""
     sigma = 1.5 * _pixels_per_cell(frame)
 
     def fine(x: torch.Tensor) -> torch.Tensor:
-        return x - _blur(x, sigma)
+        return x - gaussian_blur(x, sigma)
 
     skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
     skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
@@ -327,16 +321,16 @@ def matched_detail(image: torch.Tensor, photo: torch.Tensor, frame: Frame, regio
     weight = region / region.sum().clamp_min(1e-6)
 
     def energy(x: torch.Tensor) -> float:
-        return float((((x - _blur(x, sigma)).mean(1, keepdim=True)) ** 2 * weight).sum())
+        return float((((x - gaussian_blur(x, sigma)).mean(1, keepdim=True)) ** 2 * weight).sum())
 
     goal, now = energy(photo), energy(image)
     if goal <= 0 or now <= 0:
         return image
     if now > goal:  # the fine band of a Gaussian-blurred image falls monotonically with the blur
         def adjust(t: float) -> torch.Tensor:
-            return _blur(image, t * 3 * sigma) if t > 0.01 else image
+            return gaussian_blur(image, t * 3 * sigma) if t > 0.01 else image
     else:
-        detail = image - _blur(image, sigma)
+        detail = image - gaussian_blur(image, sigma)
 
         def adjust(t: float) -> torch.Tensor:
             return image + 2 * t * detail
@@ -353,7 +347,6 @@ def prepare(setup: Setup) -> Plan:
     cfg, frame, device = setup.cfg, setup.frame, setup.device
     targets = prepare_targets(setup.inputs["target"], frame, cfg, device)
     keep = keep_mask(setup.photo, setup.face, cfg, device)
-    mask = None if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     if cfg.start == "classic":
@@ -367,16 +360,17 @@ def prepare(setup: Setup) -> Plan:
                                              / frame.mask.sum())
     objective = None if cfg.method == "classic" else swap_objective(targets, cfg, device)
     photo = to_tensor(setup.photo, device)
-    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
 
     def finish(out: torch.Tensor) -> torch.Tensor:
         if cfg.skin_texture:
             out = with_source_texture(out, photo, frame, cfg)
-        return matched_detail(out, photo, frame, region) if cfg.match_detail else out
+        if cfg.match_detail:
+            region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+            out = matched_detail(out, photo, frame, region)
+        return out
 
-    return Plan(objective, start=start, mask=mask, keep=keep, finish=finish if cfg.method != "classic" else None,
-                record=record,
-                result={"targets": targets})
+    return Plan(objective, start=start, keep=keep, finish=finish if cfg.skin_texture or cfg.match_detail else None,
+                record=record, result={"targets": targets})
 
 
 def score(s: Scoring) -> dict:
