@@ -245,8 +245,9 @@ def run() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
+    except click.ClickException as err:  # click's usage text is several lines; the reason fits on one
+        hint = f" (see {err.ctx.command_path} --help)" if isinstance(err, click.UsageError) and err.ctx else ""
+        click.echo(f"error: {err.format_message()}{hint}", err=True)
         sys.exit(err.exit_code)
     except OptimswapError as err:
         if debug:

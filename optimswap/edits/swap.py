@@ -193,7 +193,8 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         landmarks = apply_matrix(matrix, face.landmarks)
         candidates.append((shape_distance(source.landmarks, landmarks), path, photo, matrix, landmarks, face))
     if not candidates:
-        raise ImageError("no usable target photo (no face found in any)")
+        folder = os.path.commonpath([str(Path(p).parent) for p in paths])
+        raise ImageError(f"{folder}: none of the {len(paths)} target photos is usable (first: {skipped[0]['reason']})")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
     if cfg.relight_targets:

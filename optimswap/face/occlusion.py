@@ -161,7 +161,8 @@ def _scaled_distances(residual: np.ndarray, used: np.ndarray) -> tuple[np.ndarra
     change an outlier."""
     chroma = residual[..., :2]
     cov = np.cov(chroma[used].T)
-    squared = np.einsum("hwi,ij,hwj->hw", chroma, np.linalg.inv(cov), chroma)
+    # pinv: a greyscale photo has no chroma spread at all; the floor below then sets the scale
+    squared = np.einsum("hwi,ij,hwj->hw", chroma, np.linalg.pinv(cov), chroma)
     cov = cov * np.median(squared[used]) / CHI2_MEDIAN_2D + CHROMA_FLOOR**2 * np.eye(2)
     colour = np.sqrt(np.einsum("hwi,ij,hwj->hw", chroma, np.linalg.inv(cov), chroma))
     spread = np.hypot(1.4826 * np.median(np.abs(residual[..., 2][used])), BRIGHTNESS_FLOOR)
