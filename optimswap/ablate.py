@@ -1,13 +1,14 @@
 """Loss-weight / layer / method sweeps of any edit over (photo, inputs) pairs, resumable, on a local process pool
 or submitit (Slurm, or its local mode), with a summary CSV joined with the eval metrics, a contact sheet and plots.
 
-Layout of a sweep folder: ``OUT/<pair>/<setting>/out.png`` + ``out.json`` (the run record, written last: a
-folder with it is finished and never redone) + ``eval.json`` (its metrics); ``OUT/summary.csv``,
-``OUT/contact_sheet.png``, ``OUT/plot_<option>.png``.
+Layout of a sweep folder: ``OUT/<pair>/<setting>/out.png`` + ``out.json`` (the run record; the two are placed
+together, the record first: a folder with both is finished and never redone) + ``eval.json`` (its metrics);
+``OUT/summary.csv``, ``OUT/contact_sheet.png``, ``OUT/plot_<option>.png``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import itertools
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from optimswap.data import faces_dir
 from optimswap.errors import BackendUnavailable, ImageError, OptionError
 from optimswap.io import write_json
+from optimswap.io.image import check_writable
 from optimswap.registry import Edit, get_edit
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,8 @@ class Run:
         return self.folder / "out.json"
 
     def done(self) -> bool:
-        try:
-            return json.loads(self.record.read_text()).get("edit") == self.edit
+        try:  # the picture too: only SIGKILL can fall between the record's placing and the picture's
+            return json.loads(self.record.read_text()).get("edit") == self.edit and self.output.is_file()
         except (OSError, json.JSONDecodeError, AttributeError):
             return False
 
@@ -151,8 +153,12 @@ def _submit_local(specs: list[dict], workers: int):
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
     with pool:
         futures = {pool.submit(execute, s): s for s in specs}
-        for future in as_completed(futures):
-            yield futures[future], future.exception()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.exception()
+        except BaseException:  # interrupted: the runs not yet handed to a worker are not started
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _submit_submitit(specs: list[dict], folder: Path, cluster: str | None, workers: int):
@@ -186,6 +192,7 @@ def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str 
         raise OptionError("workers", f"must be >= 1, got {workers}")
     edit = get_edit(edit)
     out = Path(out)
+    check_writable(out, folder=True)
     runs = plan(pairs, grid, out, edit)
     for run in runs:
         edit.preset(preset_name, **run.settings)  # invalid combinations fail now, not in a worker
@@ -201,12 +208,13 @@ def sweep(pairs: list[Pair], grid: dict[str, list], out: Path, preset_name: str 
     results = (_submit_local(specs, workers) if executor == "local"
                else _submit_submitit(specs, out / "submitit", cluster, workers))
     failures = 0
-    for spec, error in tqdm(results, total=len(specs), desc="sweep", disable=not progress, unit="run"):
-        if error is not None:
-            failures += 1
-            log.error("run %s failed: %s", spec["output"], error)
-            Path(spec["output"]).parent.mkdir(parents=True, exist_ok=True)
-            (Path(spec["output"]).parent / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
+    with contextlib.closing(results):  # an interruption anywhere in the loop stops the executor at once
+        for spec, error in tqdm(results, total=len(specs), desc="sweep", disable=not progress, unit="run"):
+            if error is not None:
+                failures += 1
+                log.error("run %s failed: %s", spec["output"], error)
+                Path(spec["output"]).parent.mkdir(parents=True, exist_ok=True)
+                (Path(spec["output"]).parent / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
     summarize(runs, out, edit)
     if failures:
         raise RuntimeError(f"{failures} of {len(specs)} run(s) failed; see error.txt in their folders")

@@ -2,13 +2,15 @@
 derived from the edit's config dataclass, plus ``demo``, ``eval``, ``ablate``, ``train-lighting``, ``fetch``.
 
 Exit codes: 0 success; 2 bad input or options (one line on stderr naming the file or option); 1 an internal
-fault (one line; ``--debug`` shows the traceback); 130 interrupted.
+fault (one line; ``--debug`` shows the traceback); 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM).
+Outputs are checked before any work starts; an interruption leaves a result and its record all old or all new.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 import typing
 from collections.abc import Callable
@@ -19,6 +21,7 @@ import click
 
 from optimswap import __version__
 from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
+from optimswap.io.image import check_writable
 from optimswap.registry import Edit, edit_names, get_edit
 
 
@@ -149,6 +152,11 @@ def eval_cmd(runs, identities, output):
     """Score finished runs from their OUT.json records (files, or folders searched recursively)."""
     from optimswap.eval.report import evaluate_runs, find_records, format_table, write_rows
 
+    if output:  # before the scoring, which can take long
+        if output.suffix.lower() == ".json":
+            raise OptionError("output", f"{output}: the table is a CSV with a .json twin beside it; name it .csv")
+        for path in (output, output.with_suffix(".json")):
+            check_writable(path)
     records = find_records(list(runs))
     if not records:
         raise OptionError("runs", "no run records (OUT.json of an edit) found in the given paths")
@@ -238,13 +246,26 @@ def error_line(err: OptimswapError) -> str:
     return f"error: {flag(option)}: {reason}" if option else f"error: {reason}"
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that cleanup runs as for Ctrl-C (a BaseException: no ``except Exception``
+    takes it for a failure)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run() -> None:
     debug = "--debug" in sys.argv[1:]
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.ClickException as err:  # click's usage text is several lines; the reason fits on one
         hint = f" (see {err.ctx.command_path} --help)" if isinstance(err, click.UsageError) and err.ctx else ""
         click.echo(f"error: {err.format_message()}{hint}", err=True)
@@ -259,6 +280,8 @@ def run() -> None:
             raise
         click.echo(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # run() in a test or an embedding program leaves no trace
 
 
 if __name__ == "__main__":

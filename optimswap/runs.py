@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import resource
@@ -9,12 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from optimswap import __version__
 from optimswap.config import EditConfig
 from optimswap.errors import ImageError, OptionError
-from optimswap.io import list_images, write_image, write_json
+from optimswap.io import list_images
+from optimswap.io.image import FileAppeared, check_writable, image_file, image_format, json_file, write_files
 from optimswap.pipeline import EditResult
 from optimswap.registry import PhotoLike, get_edit, run_edit
 
@@ -37,12 +40,16 @@ def input_paths(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any]) ->
 
 
 def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
-    """Never write over an input; replace an existing result only when asked."""
-    out = Path(output).resolve()
+    """Before any work: the picture and its record can be written there, never over an input, and over an existing
+    result only when asked."""
+    output = Path(output)
+    image_format(output)
+    out = output.resolve()
     for p in inputs:
         if Path(p).resolve() in (out, record_path(out)):
             raise ImageError(f"refusing to overwrite an input: {p}")
-    for p in (out, record_path(out)):
+    for p in (output, record_path(output)):
+        check_writable(p)
         if p.exists() and not overwrite:
             raise OptionError("overwrite", f"{p} exists; it is replaced only with this option")
 
@@ -55,25 +62,46 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def write_run(edit_name: str, output: Path, result: EditResult, cfg: EditConfig, face_index: int = 0,
-              extra: dict | None = None) -> dict:
-    """Write an edit's picture, then its record (last, so a record means a finished run); returns the record."""
-    write_image(output, result.image)
+              extra: dict | None = None, overwrite: bool = False) -> dict:
+    """Write an edit's picture and its record as one (the record lands first, so a picture always has its record);
+    returns the record. Without ``overwrite`` a file that appeared at OUTPUT during the run is left alone and the
+    result is kept under the first free name OUTPUT-N (then ImageError says where)."""
+    output = Path(output)
     device = result.frame_result.device
     record = {
         "optimswap": __version__, "edit": edit_name, **result.record, "face_index": face_index,
-        "output": str(Path(output).resolve()), "options": cfg.to_dict(), "source_face_box": result.source_face.box,
+        "output": str(output.resolve()), "options": cfg.to_dict(), "source_face_box": result.source_face.box,
         "timings": result.timings, "evaluations": len(result.history), "peak_memory_mb": peak_memory_mb(device),
         **(extra or {}), "loss_history": result.history,
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)},
     }
-    write_json(record_path(output), record)
-    return record
+    try:
+        _write_pair(output, result.image, record, overwrite)
+        return record
+    except FileAppeared as err:
+        appeared = err.filename
+    for n in itertools.count(1):
+        kept = output.with_name(f"{output.stem}-{n}{output.suffix}")
+        if kept.exists() or record_path(kept).exists():
+            continue
+        record["output"] = str(kept.resolve())
+        try:
+            _write_pair(kept, result.image, record, overwrite=False)
+            break
+        except FileAppeared:  # taken meanwhile too
+            continue
+    raise ImageError(f"{appeared} appeared during the run and was left alone; the result was kept as {kept} and "
+                     f"{record_path(kept)}")
+
+
+def _write_pair(output: Path, image: np.ndarray, record: dict, overwrite: bool) -> None:
+    write_files([json_file(record_path(output), record), image_file(output, image)], overwrite)
 
 
 def run_to_files(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any], output: Path, cfg: EditConfig,
                  face_index: int = 0, progress: bool = True, overwrite: bool = False,
                  extra: dict | None = None) -> dict:
-    """Run an edit and write OUTPUT + its record; returns the record."""
+    """Run an edit and write OUTPUT + its record (both checked before the run starts); returns the record."""
     check_output(output, input_paths(edit_name, source, inputs), overwrite)
     result = run_edit(edit_name, source, inputs, cfg, face_index, progress=progress)
-    return write_run(edit_name, output, result, cfg, face_index, extra)
+    return write_run(edit_name, output, result, cfg, face_index, extra, overwrite)

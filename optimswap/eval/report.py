@@ -18,6 +18,7 @@ from optimswap.errors import OptimswapError
 from optimswap.eval.metrics import high_frequency_ratio, identity_distance, psnr
 from optimswap.face import Face, detect_faces, face_descriptor, find_face, warp_from_frame, warp_to_frame
 from optimswap.io import read_image, to_tensor
+from optimswap.io.image import json_file, write_files
 from optimswap.pipeline import make_frame
 from optimswap.registry import Scoring, edit_names, get_edit
 
@@ -129,12 +130,14 @@ def write_rows(rows: list[dict], csv_path: Path, lead: list[str] | tuple[str, ..
     extra = sorted({k for r in rows for k in r} - set(COLUMNS) - set(lead))
     columns = lead + [c for c in COLUMNS if c not in lead and any(c in r for r in rows)] + extra
     csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows({c: r.get(c, "") for c in columns} for r in rows)
-    csv_path.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=float))
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows({c: r.get(c, "") for c in columns} for r in rows)
+
+    write_files([(csv_path, write_csv), json_file(csv_path.with_suffix(".json"), rows)])
 
 
 __all__ = ["COLUMNS", "evaluate_record", "evaluate_runs", "find_records", "format_table", "write_rows"]

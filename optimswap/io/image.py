@@ -1,17 +1,26 @@
-"""Reading and writing photos: clear errors for bad files, atomic writes, inputs never overwritten."""
+"""Reading and writing photos: clear errors for bad files; outputs checked before any work and written atomically,
+several files as one, never half of them after a signal."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
+import signal
 import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from optimswap.errors import ImageError
+from optimswap.errors import ImageError, OptionError
 
 MAX_PIXELS = 50_000_000  # ~ a 8660x5770 photo; beyond that a per-image optimization has no sense here
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -47,33 +56,161 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image ({err})") from err
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+def image_format(path: str | os.PathLike) -> str:
+    """The PIL format that writes RGB pictures under ``path``'s extension."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt in Image.SAVE:
+        try:  # some formats take no RGB (XBM, Palm) or lack their plugin (HDF5, WMF)
+            Image.new("RGB", (1, 1)).save(BytesIO(), format=fmt)
+            return fmt
+        except (OSError, ValueError, KeyError):
+            pass
+    what = f"with the extension {path.suffix!r}" if path.suffix else "without an extension"
+    raise ImageError(f"{path}: cannot write a picture {what}; use e.g. .png or .jpg")
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False, option: str = "output") -> None:
+    """Fail now, before any work, where a file (with ``folder``: a folder of files) could not be written at
+    ``path`` later: something else is in the way, or the nearest existing folder does not let a file be created
+    (no permission, a read-only or immutable folder, /proc). Missing folders are fine: writing makes them."""
+    path = Path(path)
+    start = path if folder else path.parent
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+        if path.exists() and not (path.is_dir() if folder else path.is_file()):
+            kind = "a folder" if path.is_dir() else "not a folder" if folder else "not a regular file"
+            raise OptionError(option, f"{path} is {kind}")
+        nearest = next(p for p in (start, *start.parents) if p.exists())
+    except OSError as err:  # a folder on the way that may not be looked into
+        raise OptionError(option, f"{path}: {err.strerror}") from err
+    if not nearest.is_dir():
+        raise OptionError(option, f"{path}: {nearest} is a file, not a folder")
+    try:  # a real file made and removed: permissions, read-only or immutable mounts and /proc all show
+        with _signals_held(), tempfile.NamedTemporaryFile(dir=nearest, prefix=".optimswap-probe-"):
+            pass
+    except OSError as err:
+        raise OptionError(option, f"{path}: cannot create files in {nearest} ({err.strerror})") from err
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then reach their handlers. Python runs handlers in the main
+    thread whichever thread the signal hits (torch has several), so it is the handlers that wait here, not the
+    thread's signal mask (pthread_sigmask leaves the other threads to take the signal)."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be changed there
+        yield
+        return
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # None: set outside Python, could not be put back
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
+def _new_temp(path: Path) -> Path:
+    """An empty hidden file beside ``path`` (mode as a plain open gives it, umask applied, unlike mkstemp)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+class FileAppeared(FileExistsError):
+    """A file that was not to be replaced is where ``write_files`` was to put one (``filename`` says which)."""
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless a file is there (FileAppeared): never replaces one that appeared."""
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            # No hard links here (FAT, some network mounts): claim the name exclusively, then move onto the claim.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                path.unlink()
+                raise
+            return
+    except FileExistsError as err:
+        raise FileAppeared(errno.EEXIST, "a file appeared there while writing", str(path)) from err
+    os.unlink(tmp)
+
+
+def _place(temps: list[Path], paths: list[Path], overwrite: bool) -> None:
+    placed: list[Path] = []
+    try:
+        for tmp, path in zip(temps, paths, strict=True):
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _place_new(tmp, path)
+            placed.append(path)
+    except OSError:
+        if not overwrite:  # all or none: the files placed so far are this call's own
+            for path in placed:
+                path.unlink()
         raise
+
+
+def write_files(files: Sequence[tuple[Path, Callable[[Path], object]]], overwrite: bool = True) -> None:
+    """Write files as one: each ``write(tmp)`` fills a hidden temp file beside its path, then they are moved into
+    place in the given order with SIGINT and SIGTERM held back, so an interruption leaves them all old or all new
+    and a reader that sees the last one sees the others. Without ``overwrite`` no file is replaced, not even one
+    that appeared meanwhile: FileAppeared, and none is placed. No temp file remains, whatever happens."""
+    temps: list[Path] = []
+    try:
+        for path, write in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _signals_held():  # listed as soon as it exists, so the cleanup below always knows it
+                temps.append(_new_temp(path))
+            write(temps[-1])
+        with _signals_held():
+            _place(temps, [path for path, _ in files], overwrite)
+    finally:
+        with _signals_held():
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+
+
+def image_file(path: str | os.PathLike, image: np.ndarray) -> tuple[Path, Callable[[Path], None]]:
+    """``write_files``' entry for an RGB uint8 picture (format from the extension)."""
+    path = Path(path)
+    fmt = image_format(path)
+    return path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt)
+
+
+def json_file(path: str | os.PathLike, data: dict | list) -> tuple[Path, Callable[[Path], None]]:
+    """``write_files``' entry for ``data`` as indented JSON (numpy values, tensors and paths as plain JSON)."""
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=_json_default)
+
+    return Path(path), dump
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB uint8 array atomically (a reader never sees half a file)."""
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ImageError(f"{path}: unknown image extension")
-    _atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt))
+    write_files([image_file(path, image)])
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    def dump(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=_json_default)
-
-    _atomic_write(Path(path), dump)
+    """Write ``data`` as JSON atomically."""
+    write_files([json_file(path, data)])
 
 
 def _json_default(obj):
