@@ -208,12 +208,15 @@ def ablate_cmd(edit_name, pairs_csv, grid_specs, out, preset_name, executor, clu
 def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
     """Train the lighting network on synthetic relit pairs; prints held-out accuracy and confusion matrix."""
     from optimswap.data import faces_dir
+    from optimswap.io.image import check_writable
     from optimswap.lighting.net import WEIGHTS
     from optimswap.lighting.train import TrainConfig, train
 
     output = output or WEIGHTS
-    if output.exists() and not overwrite:
-        raise OptionError("overwrite", f"{output} exists; it is replaced only with this option")
+    for path in (output, output.with_suffix(".json")):
+        check_writable(path)
+        if path.exists() and not overwrite:
+            raise OptionError("overwrite", f"{path} exists; it is replaced only with this option")
     cfg = dataclasses.replace(TrainConfig(),
                               **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
     root = faces_dir(faces)
