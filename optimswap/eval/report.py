@@ -25,7 +25,7 @@ from optimswap.registry import Edit, Scoring, edit_names, get_edit
 COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
            "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error",
            "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
-           "seconds", "evaluations", "peak_memory_mb", "error"]
+           "seconds", "evaluations", "recoveries", "peak_memory_mb", "error"]
 
 
 def _match_face(image: np.ndarray, box: tuple) -> Face | None:
@@ -90,8 +90,10 @@ def check_record(path: Path, record: Any) -> tuple[Edit, EditConfig]:
         raise bad("timings", f"expected an object of timings, got {_kind(timings)}")
     if not _is_number(timings.get("total_s")):
         raise bad("timings.total_s", f"expected a number of seconds, got {timings.get('total_s')!r}")
-    if not isinstance(record.get("loss_history"), list):
-        raise bad("loss_history", f"expected a list, got {_kind(record.get('loss_history'))}")
+    # recoveries: not in records older than the solver's fault checks
+    for name, value in (("loss_history", record.get("loss_history")), ("recoveries", record.get("recoveries", []))):
+        if not isinstance(value, list):
+            raise bad(name, f"expected a list, got {_kind(value)}")
     optional = {"face_index": (_is_count, "a face number >= 0"), "evaluations": (_is_count, "a count"),
                 "peak_memory_mb": (lambda v: v is None or _is_number(v), "a number or null")}
     for name, (ok, expected) in optional.items():
@@ -137,6 +139,7 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
     row: dict[str, Any] = {"run": str(path.with_suffix("")), "edit": edit.name, "source": record["source"],
                            "method": getattr(cfg, "method", None), "seconds": record["timings"]["total_s"],
                            "evaluations": record.get("evaluations", len(record["loss_history"])),
+                           "recoveries": len(record.get("recoveries", [])),
                            "peak_memory_mb": record.get("peak_memory_mb"), "error": ""}
     source, output = _read_picture(path, record, "source"), _read_picture(path, record, "output")
     if output.shape != source.shape:
