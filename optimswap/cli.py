@@ -1,7 +1,8 @@
 """Command line. One command per registered edit (``optimswap swap``, ``optimswap makeup``, ...), its options
 derived from the edit's config dataclass, plus ``demo``, ``eval``, ``ablate``, ``train-lighting``, ``fetch``.
 
-Exit codes: 0 success; 2 bad input or options (one line on stderr naming the file or option); 1 an internal
+Exit codes: 0 success; 2 bad input or options (one line on stderr naming the file or option; for ``eval``:
+some runs could not be scored, each row naming its record and the reason); 1 an internal
 fault (one line; ``--debug`` shows the traceback); 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM).
 Outputs are checked before any work starts; an interruption leaves a result and its record all old or all new.
 """
@@ -149,7 +150,11 @@ def demo_cmd(faces, source_set, target_set, output, preset_name, face_index, ove
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of the table (a .json twin is written beside it).")
 def eval_cmd(runs, identities, output):
-    """Score finished runs from their OUT.json records (files, or folders searched recursively)."""
+    """Score finished runs from their OUT.json records (files, or folders searched recursively).
+
+    A run that cannot be scored (a malformed record, a missing or mismatched picture, no face in the output) gets
+    a row whose error column names the record and the reason; the others are scored. Exit code 0 when every run
+    was scored, 2 when some were not (their rows say why)."""
     from optimswap.eval.report import evaluate_runs, find_records, format_table, write_rows
 
     if output:  # before the scoring, which can take long
@@ -167,8 +172,9 @@ def eval_cmd(runs, identities, output):
         click.echo(f"wrote {output} and {output.with_suffix('.json')}")
     failed = [r for r in rows if r.get("error")]
     if failed:
-        click.echo(f"{len(failed)} of {len(rows)} run(s) could not be fully scored (see the error column)", err=True)
-        sys.exit(1)
+        click.echo(f"error: {len(failed)} of {len(rows)} run(s) could not be fully scored (see the error column)",
+                   err=True)
+        sys.exit(2)
 
 
 @main.command("ablate")

@@ -113,6 +113,11 @@ class EditConfig:
     def check(self) -> None:
         """Checks that involve several fields of a particular edit (subclasses override)."""
 
+    def held_images(self) -> int:
+        """Frame-sized images the edit encodes and holds besides the one it optimizes (for the memory estimate;
+        subclasses override: a swap's target photos)."""
+        return 1
+
     def replace(self: C, **changes: Any) -> C:
         unknown = sorted(set(changes) - set(self.field_names()))
         if unknown:

@@ -31,6 +31,10 @@ class BackendUnavailable(OptimswapError, RuntimeError):
         self.option = option  # the config field that chose this backend, if any
 
 
+class OptimizationError(OptimswapError, RuntimeError):
+    """The optimization kept failing (non-finite or exploding loss) even with smaller steps; nothing is written."""
+
+
 class OptionError(OptimswapError, ValueError):
     """An option value that is out of range, of the wrong kind or inconsistent with another."""
 
@@ -39,4 +43,5 @@ class OptionError(OptimswapError, ValueError):
         self.option, self.reason = option, message
 
 
-__all__ = ["BackendUnavailable", "FaceIndexError", "ImageError", "NoFaceError", "OptimswapError", "OptionError"]
+__all__ = ["BackendUnavailable", "FaceIndexError", "ImageError", "NoFaceError", "OptimizationError", "OptimswapError",
+           "OptionError"]

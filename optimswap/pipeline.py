@@ -19,7 +19,7 @@ from torch import nn
 
 from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
-from optimswap.errors import BackendUnavailable
+from optimswap.errors import BackendUnavailable, OptimizationError
 from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
 from optimswap.io import to_numpy, to_tensor
@@ -167,18 +167,21 @@ class EditResult:
     timings: dict = field(default_factory=dict)
     levels: list[torch.Tensor] = field(default_factory=list)  # the optimized frame after each pyramid level
     record: dict = field(default_factory=dict)  # the edit's additions to the run record
+    recoveries: list[dict] = field(default_factory=list)  # the solver's restarts after faults (level, eval, ...)
 
 
 def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan, solver: Solver,
-                   progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict]:
+                   progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
     """Coarse-to-fine optimization from the frame-sized ``start``; returns each level's result (the last is the
-    answer), the per-evaluation loss history and timings."""
+    answer), the per-evaluation loss history, timings and the solver's restarts after faults (see
+    ``optimswap.optim.solver``). OptimizationError naming the level when a level cannot be recovered."""
     torch.manual_seed(cfg.seed)
     history: list[dict] = []
     timings: dict = {}
+    recoveries: list[dict] = []
     results = []
     if plan.objective is None:
-        return [start], history, timings
+        return [start], history, timings, recoveries
     sizes = level_sizes(cfg.size, cfg.levels)
     for i, size in enumerate(sizes):
         t0 = time.perf_counter()
@@ -188,13 +191,18 @@ def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Pla
         params = plan.parameterization.start(level)
         timings[f"level{i}_setup_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        level_history = solver.run(params, plan.parameterization.render, objective, cfg.iters,
-                                   desc=f"level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
+        try:
+            level_history = solver.run(params, plan.parameterization.render, objective, cfg.iters,
+                                       desc=f"level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
+        except OptimizationError as err:
+            where = f"level {i + 1} of {len(sizes)} ({size} px)"
+            raise OptimizationError(f"optimization diverged at {where}: {err}") from err
         timings[f"level{i}_optimize_s"] = time.perf_counter() - t1
         timings[f"level{i}_evaluations"] = len(level_history)
         history += [{"level": i, **h} for h in level_history]
+        recoveries += [{"level": i, **r} for r in solver.recoveries]
         results.append(plan.parameterization.finish())
-    return results, history, timings
+    return results, history, timings, recoveries
 
 
 def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: EditConfig,
@@ -234,10 +242,11 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
         frame = dataclasses.replace(frame, mask=frame.mask * (1 - warp_to_frame(plan.keep, frame.matrix, frame.size)))
     start = frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, cfg.size)
     prepare_s = time.perf_counter() - t0
-    levels, history, timings = optimize_frame(frame, start, cfg, plan, solver or make_solver(cfg), progress)
+    levels, history, timings, recoveries = optimize_frame(frame, start, cfg, plan, solver or make_solver(cfg),
+                                                          progress)
     t1 = time.perf_counter()
     with torch.no_grad():
         out = composite(photo_t, frame, levels[-1], cfg, plan.start, plan.keep, plan.finish)
     timings.update(prepare_s=prepare_s, composite_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
-    result = EditResult(to_numpy(out), levels[-1], frame, face, history, timings, levels, plan.record)
+    result = EditResult(to_numpy(out), levels[-1], frame, face, history, timings, levels, plan.record, recoveries)
     return result, plan

@@ -22,8 +22,9 @@ from optimswap.config import EditConfig
 from optimswap.errors import ImageError, OptionError
 from optimswap.face import Face, face_mask, find_face
 from optimswap.io import list_images, read_image
+from optimswap.memory import check_memory
 from optimswap.optim import Solver
-from optimswap.pipeline import EditResult, Frame, MaskFn, Plan, run_pipeline
+from optimswap.pipeline import EditResult, Frame, MaskFn, Plan, resolve_device, run_pipeline
 
 INPUT_KINDS = ("photo", "photos")
 PhotoLike = str | os.PathLike | np.ndarray
@@ -172,6 +173,8 @@ def run_edit(edit: str | Edit, source: PhotoLike, inputs: Mapping[str, Any], cfg
     if not isinstance(cfg, edit.config):
         raise OptionError("config", f"{edit.name} needs a {edit.config.__name__}, got {type(cfg).__name__}")
     photo = load_photo(source, edit.source)
+    # Before faces, targets and models are loaded: a run that cannot fit stops at once.
+    check_memory(cfg, photo.image.shape[0] * photo.image.shape[1], resolve_device(cfg.device))
     loaded = load_inputs(edit, inputs)
     face = find_face(photo.image, cfg.landmarks, face_index, name=photo.name)
 

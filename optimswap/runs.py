@@ -71,7 +71,8 @@ def write_run(edit_name: str, output: Path, result: EditResult, cfg: EditConfig,
     record = {
         "optimswap": __version__, "edit": edit_name, **result.record, "face_index": face_index,
         "output": str(output.resolve()), "options": cfg.to_dict(), "source_face_box": result.source_face.box,
-        "timings": result.timings, "evaluations": len(result.history), "peak_memory_mb": peak_memory_mb(device),
+        "timings": result.timings, "evaluations": len(result.history), "recoveries": result.recoveries,
+        "peak_memory_mb": peak_memory_mb(device),
         **(extra or {}), "loss_history": result.history,
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)},
     }

@@ -130,3 +130,73 @@ def test_eval_reports_a_missing_output_face_instead_of_crashing(faces, tmp_path)
     # The run held at least the encoder's weights (float32) in memory.
     encoder_mb = sum(p.numel() * 4 for p in load_encoder("vgg16-hed").parameters()) / 2**20
     assert json.loads(out.with_suffix(".json").read_text())["peak_memory_mb"] > encoder_mb
+
+
+@pytest.fixture(scope="module")
+def good_record(faces, tmp_path_factory):
+    """The record of a tiny swap run (64 px, 2 iterations)."""
+    out = tmp_path_factory.mktemp("good") / "good.png"
+    run_to_files("swap", faces / "identities" / "mark" / "01.jpg", {"target": faces / "identities" / "tony_blair"}, out,
+                 SWAP.preset("fast", size=64, levels=1, iters=2, n_targets=1), progress=False)
+    return out.with_suffix(".json")
+
+
+def _set(*keys_and_value):
+    """A change to a record: set record[k1][k2]... = value."""
+    *keys, last, value = keys_and_value
+
+    def change(record):
+        for k in keys:
+            record = record[k]
+        record[last] = value
+    return change
+
+
+# name -> (change to the good record, the field its error must name)
+MALFORMED = {
+    "options_list": (_set("options", [64, 1]), "options"),
+    "unknown_option": (_set("options", "sharpen", 2.0), "options.sharpen"),
+    "option_out_of_range": (_set("options", "size", -64), "options.size"),
+    "timings_list": (_set("timings", [1.0, 2.0]), "timings"),
+    "total_s_text": (_set("timings", "total_s", "fast"), "timings.total_s"),
+    "source_null": (_set("source", None), "source"),
+    "source_missing": (_set("source", "/nowhere/01.jpg"), "source"),
+    "loss_history_number": (_set("loss_history", 3), "loss_history"),
+    "face_index_negative": (_set("face_index", -1), "face_index"),
+    "target_missing": (_set("inputs", "target", ["/nowhere/02.jpg"]), "inputs.target"),
+    "unknown_edit": (_set("edit", "sharpen"), "edit"),
+}
+
+
+def test_eval_scores_the_good_runs_and_reports_each_malformed_record(good_record, tmp_path, cli):
+    """One folder: a good run and a record damaged in each way. The good run is scored; each damaged one gets one
+    row whose error names its file and the field; the exit code is 2."""
+    good = json.loads(good_record.read_text())
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "good.json").write_text(json.dumps(good))
+    expected = {}
+    for name, (change, field) in MALFORMED.items():
+        record = json.loads(json.dumps(good))
+        change(record)
+        (runs / f"{name}.json").write_text(json.dumps(record))
+        expected[name] = f"{runs / name}.json: field '{field}'"
+    picture = read_image(good["output"])
+    write_image(runs / "half.png", picture[::2, ::2])
+    (runs / "half.json").write_text(json.dumps({**good, "output": str(runs / "half.png")}))
+    expected["half"] = (f"{runs / 'half'}.json: field 'output': the picture is {picture.shape[1] // 2}x"
+                        f"{picture.shape[0] // 2} but the source is {picture.shape[1]}x{picture.shape[0]}")
+    write_image(runs / "truncated.png", picture)  # OUT.json beside OUT.png: a record, however damaged
+    (runs / "truncated.json").write_text(json.dumps(good)[:200])
+    expected["truncated"] = f"{runs / 'truncated'}.json: not a readable run record"
+    (runs / "notes.json").write_text("{ not JSON, and no picture beside it: not a record")
+    (runs / "settings.json").write_text(json.dumps({"size": 64}))  # JSON, but no record
+
+    code, out, err = cli("eval", runs, "-o", tmp_path / "eval.csv")
+    assert code == 2 and f"{len(expected)} of {len(expected) + 1} run(s) could not be fully scored" in err
+    rows = {r["run"]: r for r in json.loads((tmp_path / "eval.json").read_text())}
+    assert set(rows) == {str(runs / name) for name in [*expected, "good"]}
+    assert rows[str(runs / "good")]["error"] == "" and rows[str(runs / "good")]["id_after"] > 0
+    for name, message in expected.items():
+        assert rows[str(runs / name)]["error"].startswith(message), (name, rows[str(runs / name)]["error"])
+    assert "truncated.json" in out and "sharpen" in out  # the table shows the errors too

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from optimswap.compose import laplacian_blend, match_color
 from optimswap.io import ImageError, read_image, write_image
@@ -53,3 +54,70 @@ def test_match_color_matches_masked_statistics():
     ref_lab = rgb_to_lab(ref)
     assert torch.allclose(out.mean((2, 3)), ref_lab.mean((2, 3)), atol=0.5)
     assert torch.allclose(out.std((2, 3)), ref_lab.std((2, 3)), rtol=0.05)
+
+
+def grey_levels(photo: np.ndarray) -> np.ndarray:
+    """PIL's 'L' weights (ITU-R 601) on the RGB photo, as exact floats in [0, 255]."""
+    return photo.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def write_png_rgb48(path, image: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG written by hand (PIL cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = image.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in image)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_deep_greyscale_reads_as_the_8_bit_grey(jennifer, tmp_path):
+    """16-bit (PNG, big-endian TIFF), 32-bit integer and float greyscale decode to the 8-bit grey of the same
+    photo within a level (not clipped to white), and the face is still found."""
+    from optimswap.face import find_face
+
+    levels = grey_levels(jennifer)
+    as_16 = np.round(levels * 257).astype(np.uint16)
+    files = {"I;16": ("g16.png", as_16), "I;16B": ("g16b.tif", as_16.astype(">u2")),
+             "I": ("g32.tif", as_16.astype(np.int32)), "F": ("gf.tif", (levels / 255).astype(np.float32))}
+    for mode, (name, values) in files.items():
+        Image.fromarray(values).save(tmp_path / name)
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == mode
+        image = read_image(tmp_path / name)
+        assert image.shape == jennifer.shape and (image[..., 0] == image[..., 2]).all(), mode
+        assert np.abs(image[..., 0] - levels).max() <= 1, mode
+    assert len(find_face(read_image(tmp_path / "g16.png")).landmarks) == 68
+
+
+@pytest.mark.parametrize("values, expected", [
+    (np.array([[0, 100, 255]], np.int32), [0, 100, 255]),  # 8-bit values stored as 32-bit
+    (np.array([[-10, 0, 10]], np.int32), [0, 128, 255]),  # out of any pixel range: stretched
+    (np.array([[0, 70000, 140000]], np.int32), [0, 128, 255]),
+    (np.array([[0.0, 128.0, 255.0]], np.float32), [0, 128, 255]),  # floats on the 8-bit scale
+    (np.array([[0.0, np.nan, 1.0]], np.float32), [0, 0, 255]),  # fractions; NaN as black
+])
+def test_integer_and_float_greyscale_read_by_their_range(tmp_path, values, expected):
+    Image.fromarray(values).save(tmp_path / "g.tif")
+    assert read_image(tmp_path / "g.tif")[0, :, 0].tolist() == expected
+
+
+def test_48_bit_rgb_palette_and_alpha_images_read_as_rgb(jennifer, tmp_path):
+    small = jennifer[::8, ::8]
+    write_png_rgb48(tmp_path / "rgb48.png", small.astype(np.uint16) * 257)
+    assert np.array_equal(read_image(tmp_path / "rgb48.png"), small)
+    rgba = np.dstack([small, np.full(small.shape[:2], 90, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(rgba).convert("LA").save(tmp_path / "la.png")
+    palette = Image.fromarray(small).quantize(64)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "palette.png", transparency=0)
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), small)  # colour kept, alpha dropped
+    assert np.abs(read_image(tmp_path / "la.png")[..., 0] - grey_levels(small)).max() <= 1
+    with Image.open(tmp_path / "palette.png") as im:
+        assert im.mode == "P" and "transparency" in im.info
+    assert np.abs(read_image(tmp_path / "palette.png").astype(int) - small).mean() < 8

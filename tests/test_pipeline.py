@@ -4,6 +4,7 @@ and the swap baselines (paste, global) end to end at a tiny size."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import typing
 
@@ -17,7 +18,7 @@ from torch import nn
 from optimswap.config import EditConfig
 from optimswap.edits.makeup import MakeupConfig
 from optimswap.edits.swap import METHOD_DEFAULTS, SWAP, SwapConfig, pasted_targets, swap
-from optimswap.errors import OptionError
+from optimswap.errors import OptimizationError, OptionError
 from optimswap.face import warp_from_frame, warp_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective, Term
@@ -238,6 +239,108 @@ def test_lbfgs_stops_when_converged():
     assert len(history) == 1 and objective.refresh_at == [0]
 
 
+class Faulty(Quadratic):
+    """The quadratic, with a planted fault at the given evaluations (1-based; all when None): a NaN or infinite
+    loss, a NaN gradient under a finite loss, or a finite loss 1000 times too large."""
+
+    def __init__(self, a: torch.Tensor, c: torch.Tensor, kind: str, at: set[int] | None):
+        super().__init__(a, c)
+        self.kind, self.at = kind, at
+
+    def __call__(self, p):
+        total, parts = super().__call__(p)
+        if self.at is None or self.evaluations in self.at:
+            if self.kind == "nan_gradient":  # sqrt at 0: value 0, gradient 0 * inf = nan
+                total = total + torch.sqrt(((p - p.detach()) ** 2).sum())
+            else:
+                total = total * {"nan": math.nan, "inf": math.inf, "spike": 1000.0}[self.kind]
+        return total, parts
+
+
+SOLVERS = {"lbfgs": (lambda: LBFGS(refresh_every=5), 40), "adam": (lambda: Adam(lr=0.1, refresh_every=5), 300)}
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "nan_gradient"])
+@pytest.mark.parametrize("name", SOLVERS)
+def test_solvers_recover_from_a_fault_and_go_on_with_a_smaller_step(name, kind):
+    """A NaN/inf loss or a NaN gradient at evaluations 4 and 5: the solver steps back to the last good values,
+    halves its step, and still ends far below the start; the history has only finite rows."""
+    make, iters = SOLVERS[name]
+    a, c = spd(4, 10.0, seed=1), torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64)
+    p = torch.zeros(4, dtype=torch.float64)
+    objective, solver = Faulty(a, c, kind, at={4, 5}), make()
+    start = objective.value(p)
+    history = solver.run([p], lambda: p, objective, iters, progress=False)
+    assert objective.evaluations >= 5  # the faults did happen
+    assert 1 <= len(solver.recoveries) <= 2
+    first = solver.recoveries[0]
+    assert first["eval"] == 3 and first["lr"] == solver.lr / 2 and ("not finite" if kind == "nan_gradient"
+                                                                     else kind) in first["reason"]
+    assert torch.isfinite(p).all() and objective.value(p) < 1e-3 * start
+    assert all(math.isfinite(r["total"]) for r in history) and len(history) == objective.evaluations - 2
+
+
+def test_adam_recovers_from_an_exploding_loss():
+    a, c = spd(4, 10.0, seed=1), torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64)
+    p = torch.zeros(4, dtype=torch.float64)
+    objective, solver = Faulty(a, c, "spike", at={30}), Adam(lr=0.1, refresh_every=5)
+    start = objective.value(p)
+    solver.run([p], lambda: p, objective, 300, progress=False)
+    assert [r["eval"] for r in solver.recoveries] == [29] and "exploded" in solver.recoveries[0]["reason"]
+    assert objective.value(p) < 1e-3 * start
+
+
+@pytest.mark.parametrize("kind", ["nan", "nan_gradient"])
+@pytest.mark.parametrize("name", SOLVERS)
+def test_solvers_give_up_with_a_clear_error_when_every_evaluation_fails(name, kind):
+    """After 5 restarts, or when the iterations run out before that without one good evaluation."""
+    make, iters = SOLVERS[name]
+    p = torch.zeros(2, dtype=torch.float64)
+    start, solver = p.clone(), make()
+    reason = "the gradient is not finite" if kind == "nan_gradient" else "the loss is nan"
+    objective = Faulty(torch.eye(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), kind, at=None)
+    with pytest.raises(OptimizationError, match=f"{reason} at evaluation 0, still after 5 restarts from the last good "
+                                                "values with the step halved each time"):
+        solver.run([p], lambda: p, objective, iters, progress=False)
+    assert len(solver.recoveries) == 5 and solver.recoveries[-1]["lr"] == solver.lr / 32
+    assert torch.equal(p, start)  # left at the last good (here: the starting) values
+    with pytest.raises(OptimizationError, match=f"{reason} at every evaluation, still after 3 restarts"):
+        solver.run([p], lambda: p, objective, 3, progress=False)
+
+
+class FailingAt(Counting):
+    """Another objective whose loss is NaN at the given evaluations (1-based; all when None)."""
+
+    def __init__(self, objective, at: set[int] | None):
+        super().__init__()
+        self.objective, self.at = objective, at
+
+    def __call__(self, image):
+        self.evaluations += 1
+        total, parts = self.objective(image)
+        return (total * math.nan if self.at is None or self.evaluations in self.at else total), parts
+
+
+def test_optimize_frame_names_the_level_that_diverged_and_lists_the_recoveries():
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(18))
+    frame = Frame(np.eye(2, 3), image, np.zeros((68, 2)), half_mask(32, torch.float32))
+    cfg = EditConfig(size=32, levels=2, iters=8)
+
+    def plan(fail_at):
+        """Level 0 is clean; the objective of level 1 fails at the evaluations ``fail_at`` (all when None)."""
+        def objective(level):
+            goal = Objective(None, [Term("goal", 1.0, PixelGoal(torch.full_like(level.image, 0.5)), None)])
+            return goal if level.size == 16 else FailingAt(goal, fail_at)
+        return Plan(objective)
+
+    _, history, _, recoveries = optimize_frame(frame, frame.image, cfg, plan({2}), LBFGS(refresh_every=4),
+                                               progress=False)
+    assert [(r["level"], r["eval"]) for r in recoveries] == [(1, 1)] and "the loss is nan" in recoveries[0]["reason"]
+    assert all(math.isfinite(h["total"]) for h in history)
+    with pytest.raises(OptimizationError, match=r"optimization diverged at level 2 of 2 \(32 px\): the loss is nan"):
+        optimize_frame(frame, frame.image, cfg, plan(None), LBFGS(refresh_every=4), progress=False)
+
+
 # ------------------------------------------------------------------------------------------- MaskedPixels, levels
 
 
@@ -322,7 +425,8 @@ def test_optimize_frame_runs_each_level_and_leaves_unmasked_pixels():
     plan = Plan(lambda level: Objective(None, [Term("goal", 1.0, PixelGoal(torch.full_like(level.image, 0.5)),
                                                     None)]))
     cfg = EditConfig(size=32, levels=2, iters=8)
-    results, history, timings = optimize_frame(frame, frame.image, cfg, plan, LBFGS(refresh_every=4), progress=False)
+    results, history, timings, recoveries = optimize_frame(frame, frame.image, cfg, plan, LBFGS(refresh_every=4),
+                                                           progress=False)
     assert [r.shape[-1] for r in results] == [16, 32]
     for size, result in zip((16, 32), results, strict=True):
         mask = resize_to(frame.mask, size).clamp(0, 1).expand_as(result)
@@ -333,6 +437,7 @@ def test_optimize_frame_runs_each_level_and_leaves_unmasked_pixels():
         assert (source[mask > 0.999] - 0.5).abs().mean() > 0.05
     assert {h["level"] for h in history} == {0, 1}
     assert timings["level0_evaluations"] + timings["level1_evaluations"] == len(history)
+    assert recoveries == []  # a clean run restarts nothing
 
 
 # ---------------------------------------------------------------------------------------------------- composite
@@ -545,3 +650,27 @@ def test_composite_puts_back_only_the_coarse_change_onto_a_start_image(scene):
     assert (out - unchanged)[0, :, core].min() > 0.02  # a smooth change arrives (the small disc's blend damps it)
     without_blur = composite(photo, frame, start_frame + checker, edit_config(False), start=start)
     assert (without_blur - unchanged)[0, :, core].abs().max() > 0.03  # (the checkerboard does arrive unfiltered)
+
+
+def test_a_swap_recovers_from_one_nan_and_a_hopeless_one_writes_nothing(faces, tmp_path, cli, monkeypatch):
+    """Through the command line: one NaN evaluation is recovered from (exit 0, the restart in the record); an
+    objective that is always NaN ends in one error line and exit 2, and no picture or record is written."""
+    evaluate, calls, fail_all = Objective.__call__, [], []
+
+    def flaky(self, image):
+        calls.append(1)
+        total, parts = evaluate(self, image)
+        return (total * math.nan if fail_all or len(calls) == 2 else total), parts
+
+    monkeypatch.setattr(Objective, "__call__", flaky)
+    args = ["swap", faces / "identities" / "mark" / "01.jpg", faces / "identities" / "tony_blair", "--preset", "fast",
+            "--size", "64", "--levels", "1", "--iters", "3", "--n-targets", "1", "-q"]
+    code, _, err = cli(*args, "-o", tmp_path / "once.png")
+    assert code == 0, err
+    record = json.loads((tmp_path / "once.json").read_text())
+    assert [(r["level"], r["eval"]) for r in record["recoveries"]] == [(0, 1)]
+    assert all(math.isfinite(h["total"]) for h in record["loss_history"])
+    fail_all.append(True)
+    code, _, err = cli(*args, "-o", tmp_path / "never.png")
+    assert code == 2 and err.startswith("error: optimization diverged at level 1 of 1 (64 px): the loss is nan")
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.glob("never*"))

@@ -137,6 +137,9 @@ class SwapConfig(EditConfig):
     def implied_by(self, overrides: dict[str, Any]) -> dict[str, Any]:
         return METHOD_DEFAULTS.get(overrides.get("method", self.method), {})
 
+    def held_images(self) -> int:
+        return self.n_targets
+
     @property
     def layer_weights(self) -> tuple[float, ...]:
         return self.style_layer_weights or (1.0,) * len(self.style_layers)

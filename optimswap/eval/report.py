@@ -14,18 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from optimswap.errors import OptimswapError
+from optimswap.config import EditConfig
+from optimswap.errors import OptimswapError, OptionError
 from optimswap.eval.metrics import high_frequency_ratio, identity_distance, psnr
 from optimswap.face import Face, detect_faces, face_descriptor, find_face, warp_from_frame, warp_to_frame
-from optimswap.io import read_image, to_tensor
+from optimswap.io import IMAGE_SUFFIXES, read_image, to_tensor
 from optimswap.io.image import json_file, write_files
 from optimswap.pipeline import make_frame
-from optimswap.registry import Scoring, edit_names, get_edit
+from optimswap.registry import Edit, Scoring, edit_names, get_edit
 
 COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
            "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error",
            "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
-           "seconds", "evaluations", "peak_memory_mb", "error"]
+           "seconds", "evaluations", "recoveries", "peak_memory_mb", "error"]
 
 
 def _match_face(image: np.ndarray, box: tuple) -> Face | None:
@@ -41,30 +42,114 @@ def _match_face(image: np.ndarray, box: tuple) -> Face | None:
     return best[1] if best[0] >= 0.3 else None
 
 
-def _read_output(path: Path, record: dict) -> np.ndarray:
-    output_path = Path(record["output"])
-    if not output_path.exists():
-        output_path = path.with_suffix(output_path.suffix)  # a moved folder: the picture sits beside its record
-    return read_image(output_path)
+JSON_KINDS = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, for messages."""
+    return "null" if value is None else JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_record(path: Path) -> Any:
+    """A run record's JSON; OptimswapError naming the file when it cannot be read or parsed (e.g. truncated)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise OptimswapError(f"{path}: not a readable run record ({err})") from None
+
+
+def check_record(path: Path, record: Any) -> tuple[Edit, EditConfig]:
+    """The record's edit and options, after checking the shape of every field eval reads (files are read later);
+    OptimswapError "RECORD: field 'NAME': reason" at the first bad one."""
+    def bad(name: str, reason: str) -> OptimswapError:
+        return OptimswapError(f"{path}: field '{name}': {reason}")
+
+    if not isinstance(record, dict):
+        raise OptimswapError(f"{path}: not a run record (the JSON is {_kind(record)}, not an object)")
+    if record.get("edit") not in edit_names():
+        raise bad("edit", f"unknown edit {record.get('edit')!r}; known: {', '.join(edit_names())}")
+    edit = get_edit(record["edit"])
+    if not isinstance(record.get("options"), dict):
+        raise bad("options", f"expected an object of option values, got {_kind(record.get('options'))}")
+    try:
+        cfg = edit.config.from_dict(record["options"])
+    except OptionError as err:
+        raise bad(f"options.{err.option}", err.reason) from None
+    for name in ("source", "output"):
+        if not isinstance(record.get(name), str):
+            raise bad(name, f"expected a picture's path, got {_kind(record.get(name))}")
+    timings = record.get("timings")
+    if not isinstance(timings, dict):
+        raise bad("timings", f"expected an object of timings, got {_kind(timings)}")
+    if not _is_number(timings.get("total_s")):
+        raise bad("timings.total_s", f"expected a number of seconds, got {timings.get('total_s')!r}")
+    # recoveries: not in records older than the solver's fault checks
+    for name, value in (("loss_history", record.get("loss_history")), ("recoveries", record.get("recoveries", []))):
+        if not isinstance(value, list):
+            raise bad(name, f"expected a list, got {_kind(value)}")
+    optional = {"face_index": (_is_count, "a face number >= 0"), "evaluations": (_is_count, "a count"),
+                "peak_memory_mb": (lambda v: v is None or _is_number(v), "a number or null")}
+    for name, (ok, expected) in optional.items():
+        if name in record and not ok(record[name]):
+            raise bad(name, f"expected {expected}, got {record[name]!r}")
+    inputs = record.get("inputs")
+    if not isinstance(inputs, dict):
+        raise bad("inputs", f"expected an object of {edit.name}'s inputs, got {_kind(inputs)}")
+    for spec in edit.inputs:  # read deep inside the edit's scoring, so checked here to name the field
+        photos, name = inputs.get(spec.name), f"inputs.{spec.name}"
+        if spec.kind == "photo":
+            photos = [photos]
+        elif not (isinstance(photos, list) and photos):
+            raise bad(name, f"expected a list of photo paths, got {_kind(photos)}")
+        for photo in photos:
+            if not isinstance(photo, str):
+                raise bad(name, f"expected a photo's path, got {_kind(photo)}")
+            if not Path(photo).is_file():
+                raise bad(name, f"{photo}: no such file")
+    return edit, cfg
+
+
+def _read_picture(path: Path, record: dict, name: str) -> np.ndarray:
+    """The record's source or output picture; an output not found where it was written is looked for beside the
+    record (a moved folder)."""
+    picture = Path(record[name])
+    if name == "output" and not picture.exists():
+        picture = path.with_suffix(picture.suffix)
+    try:
+        return read_image(picture)
+    except OptimswapError as err:
+        raise OptimswapError(f"{path}: field '{name}': {err}") from None
 
 
 def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
-    """Metrics of one run. A face that cannot be found in the output is reported in ``error``, not raised.
+    """Metrics of one run. A face that cannot be found in the output is reported in ``error``, not raised; a
+    malformed record or a missing or mismatched picture raises OptimswapError naming the record and the field.
     ``identities_root``: the person folders a swap's identity retrieval chooses among (default: the folders
     beside the run's target folder)."""
     path = Path(path)
-    record = json.loads(path.read_text())
-    edit = get_edit(record["edit"])
-    cfg = edit.config.from_dict(record["options"])
+    record = load_record(path)
+    edit, cfg = check_record(path, record)
     row: dict[str, Any] = {"run": str(path.with_suffix("")), "edit": edit.name, "source": record["source"],
                            "method": getattr(cfg, "method", None), "seconds": record["timings"]["total_s"],
                            "evaluations": record.get("evaluations", len(record["loss_history"])),
+                           "recoveries": len(record.get("recoveries", [])),
                            "peak_memory_mb": record.get("peak_memory_mb"), "error": ""}
-    source, output = read_image(record["source"]), _read_output(path, record)
+    source, output = _read_picture(path, record, "source"), _read_picture(path, record, "output")
     if output.shape != source.shape:
-        raise OptimswapError(f"output is {output.shape[1]}x{output.shape[0]} but the source is "
-                             f"{source.shape[1]}x{source.shape[0]}")
-    face = find_face(source, face_index=record.get("face_index", 0), name=record["source"])
+        raise OptimswapError(f"{path}: field 'output': the picture is {output.shape[1]}x{output.shape[0]} but the "
+                             f"source is {source.shape[1]}x{source.shape[0]}")
+    try:
+        face = find_face(source, face_index=record.get("face_index", 0), name=record["source"])
+    except OptimswapError as err:
+        raise OptimswapError(f"{path}: field 'source': {err}") from None
     frame = make_frame(to_tensor(source), face, cfg, edit.mask)  # a CPU photo, so a CPU mask
     output_frame = warp_to_frame(to_tensor(output), frame.matrix, cfg.size)
     h, w = source.shape[:2]
@@ -88,23 +173,30 @@ def evaluate_runs(records: list[Path], identities_root: Path | None = None) -> l
     for path in records:
         try:
             rows.append(evaluate_record(path, identities_root))
-        except (OptimswapError, KeyError, ValueError) as err:
+        except (OptimswapError, ValueError) as err:  # ValueError: a metric with nothing to compare
             rows.append({"run": str(Path(path).with_suffix("")), "error": str(err)})
     return rows
 
 
+def _is_record(path: Path, named: bool) -> bool:
+    """A JSON file an edit wrote (it says so), or a damaged one that is meant as a record: named by the user, or
+    OUT.json beside its OUT picture."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
+        return path.suffix == ".json" and (named or any(path.with_suffix(s).is_file() for s in IMAGE_SUFFIXES))
+    return isinstance(data, dict) and ("optimswap" in data or data.get("edit") in edit_names())
+
+
 def find_records(paths: list[Path]) -> list[Path]:
-    """Run records among ``paths``: JSON files written by an edit, or found (recursively) under folders."""
-    known = set(edit_names())
+    """Run records among ``paths`` (files, or folders searched recursively): JSON files written by an edit; and,
+    so that eval reports them rather than skipping them, damaged ones named by the user or beside their picture."""
     found = []
     for p in map(Path, paths):
-        candidates = sorted(p.rglob("*.json")) if p.is_dir() else [p]
-        for c in candidates:
-            try:
-                if json.loads(c.read_text()).get("edit") in known:
-                    found.append(c)
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                continue
+        if p.is_dir():
+            found += [c for c in sorted(p.rglob("*.json")) if _is_record(c, named=False)]
+        elif _is_record(p, named=True):
+            found.append(p)
     return found
 
 
@@ -140,4 +232,5 @@ def write_rows(rows: list[dict], csv_path: Path, lead: list[str] | tuple[str, ..
     write_files([(csv_path, write_csv), json_file(csv_path.with_suffix(".json"), rows)])
 
 
-__all__ = ["COLUMNS", "evaluate_record", "evaluate_runs", "find_records", "format_table", "write_rows"]
+__all__ = ["COLUMNS", "check_record", "evaluate_record", "evaluate_runs", "find_records", "format_table", "load_record",
+           "write_rows"]

@@ -51,9 +51,32 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 raise ImageError(f"{path}: {im.width}x{im.height} is larger than {MAX_PIXELS} pixels; "
                                  "downscale it first")
             upright = ImageOps.exif_transpose(im)
-            return np.asarray(upright.convert("RGB")).copy()
+            return np.asarray(_to_8bit(upright).convert("RGB")).copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from err
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Greyscale deeper than 8 bits (modes I;16*, I, F) as 8-bit 'L': ``convert('RGB')`` clips such values at 255,
+    which turns a 16-bit photo white. 16 bits are divided by 257 (65535 -> 255); 32-bit integers and floats are
+    read by their range: within [0, 1] (floats) as fractions, within [0, 255] as 8 bits, within [0, 65535] as 16
+    bits, anything else stretched from its minimum to its maximum."""
+    if im.mode.startswith("I;16"):
+        values = np.asarray(im, dtype=np.float64) / 257.0
+    elif im.mode in ("I", "F"):
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(values.min()), float(values.max())
+        offset, scale = 0.0, 1.0
+        if im.mode == "F" and lo >= 0 and hi <= 1:
+            scale = 255.0
+        elif lo >= 0 and 255 < hi <= 65535:
+            scale = 1 / 257.0
+        elif lo < 0 or hi > 65535:
+            offset, scale = lo, 255.0 / max(hi - lo, 1e-12)
+        values = (values - offset) * scale
+    else:
+        return im
+    return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8))
 
 
 def image_format(path: str | os.PathLike) -> str:

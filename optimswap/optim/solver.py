@@ -1,10 +1,16 @@
 """The optimizers behind every edit, chosen in the config: L-BFGS (strong Wolfe, the default) or Adam with a
 warm-up / cosine learning-rate schedule. Both take the tensors a parameterization exposes, call
 ``objective.refresh`` every ``refresh_every`` iterations, and report the same per-evaluation history and
-progress bar."""
+progress bar.
+
+Faults: an evaluation with a non-finite loss or gradient (or, for Adam, a loss exploding above ten times the
+level's start) sends the parameters back to the best ones since the last refresh and the run goes on with half the
+step (L-BFGS also forgets its history); after ``MAX_RECOVERIES`` such restarts in a level it stops with
+``OptimizationError``. Each restart is listed in the solver's ``recoveries``."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -13,7 +19,13 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from optimswap.errors import OptimizationError
+
 Render = Callable[[], torch.Tensor]
+MAX_RECOVERIES = 5  # restarts per level with a halved step before giving up
+DIVERGED = 10.0  # Adam: a loss above this many times the level's start (and the last good loss) is a blow-up
+
+log = logging.getLogger(__name__)
 
 
 class Refreshable(Protocol):
@@ -23,8 +35,67 @@ class Refreshable(Protocol):
 
 
 class Solver(Protocol):
+    recoveries: list[dict]  # the last run's restarts after faults: evaluation, reason, new step size
+
     def run(self, params: list[torch.Tensor], render: Render, objective: Refreshable, iters: int, desc: str = "",
             progress: bool = True) -> list[dict]: ...
+
+
+class _Fault(Exception):
+    """An evaluation the solver must not go on from."""
+
+
+class _Guard:
+    """Checks each evaluation for faults, keeps the best parameters since the last refresh to step back to, and
+    lists the restarts."""
+
+    def __init__(self, params: list[torch.Tensor], desc: str, diverge: bool):
+        self.params, self.desc, self.diverge = params, desc, diverge
+        self.saved = [p.detach().clone() for p in params]
+        self.saved_loss = math.inf
+        self.first: float | None = None  # the level's first loss
+        self.last = math.inf  # the last good loss
+        self.recoveries: list[dict] = []
+
+    def check(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise _Fault(f"the loss is {loss}")
+        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in self.params):
+            raise _Fault("the gradient is not finite")
+        if self.first is None:
+            self.first = loss
+        elif self.diverge and loss > DIVERGED * max(abs(self.first), abs(self.last)):
+            raise _Fault(f"the loss exploded to {loss:.4g} (last good {self.last:.4g})")
+        self.last = loss
+        if loss < self.saved_loss:
+            self.saved_loss = loss
+            for saved, p in zip(self.saved, self.params, strict=True):
+                saved.copy_(p.detach())
+
+    def refreshed(self) -> None:
+        """The objective changed: losses from before are no measure for the saved parameters any more."""
+        self.saved_loss = math.inf
+
+    def step_back(self, fault: _Fault, lr: float, evaluation: int) -> float:
+        """Restore the saved parameters; returns the halved step size. OptimizationError after MAX_RECOVERIES."""
+        if len(self.recoveries) == MAX_RECOVERIES:
+            raise self._give_up(f"{fault} at evaluation {evaluation}", lr)
+        with torch.no_grad():
+            for p, saved in zip(self.params, self.saved, strict=True):
+                p.copy_(saved)
+        self.recoveries.append({"eval": evaluation, "reason": str(fault), "lr": lr / 2})
+        log.warning("%s: %s at evaluation %d; back to the last good values with lr %.3g", self.desc, fault,
+                    evaluation, lr / 2)
+        return lr / 2
+
+    def finish(self, evaluations: int, lr: float) -> None:
+        """The level ran out of iterations without one good evaluation: its result would silently be its start."""
+        if evaluations == 0 and self.recoveries:
+            raise self._give_up(f"{self.recoveries[-1]['reason']} at every evaluation", lr)
+
+    def _give_up(self, what: str, lr: float) -> OptimizationError:
+        return OptimizationError(f"{what}, still after {len(self.recoveries)} restarts from the last good values "
+                                 f"with the step halved each time (lr {lr:.3g}); try a smaller lr")
 
 
 class _History:
@@ -35,16 +106,20 @@ class _History:
         self.start = time.perf_counter()
         self.bar = tqdm(total=iters, desc=desc, disable=not progress, leave=True, unit="it")
 
-    def evaluate(self, render: Render, objective: Refreshable) -> torch.Tensor:
+    def evaluate(self, render: Render, objective: Refreshable, guard: _Guard) -> torch.Tensor:
+        """One evaluation with its gradient; a faulty one raises ``_Fault`` and stays out of the history."""
         total, parts = objective(render())
         total.backward()
-        self.rows.append({"eval": len(self.rows), "total": total.item(), **{k: float(v) for k, v in parts.items()},
+        value = total.item()
+        guard.check(value)
+        self.rows.append({"eval": len(self.rows), "total": value, **{k: float(v) for k, v in parts.items()},
                           "seconds": time.perf_counter() - self.start})
         return total
 
     def advance(self, steps: int) -> None:
         self.bar.update(steps)
-        self.bar.set_postfix({k: f"{v:.3g}" for k, v in self.rows[-1].items() if k not in ("eval", "seconds")})
+        if self.rows:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in self.rows[-1].items() if k not in ("eval", "seconds")})
 
     def close(self) -> list[dict]:
         self.bar.close()
@@ -53,35 +128,51 @@ class _History:
 
 class LBFGS:
     """torch.optim.LBFGS with strong Wolfe line search; its memory is kept across refreshes, since the objective
-    changes little between them."""
+    changes little between them. Only non-finite evaluations are faults: the line search itself rejects a step
+    that raises the loss."""
 
     def __init__(self, refresh_every: int = 10, history_size: int = 50, lr: float = 1.0):
         self.refresh_every, self.history_size, self.lr = refresh_every, history_size, lr
+        self.recoveries: list[dict] = []
+
+    def _optimizer(self, params: list[torch.Tensor], lr: float) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(params, lr=lr, max_iter=self.refresh_every, history_size=self.history_size,
+                                 tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def run(self, params: list[torch.Tensor], render: Render, objective: Refreshable, iters: int, desc: str = "",
             progress: bool = True) -> list[dict]:
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.LBFGS(params, lr=self.lr, max_iter=self.refresh_every, history_size=self.history_size,
-                                tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-        history = _History(iters, desc, progress)
+        lr = self.lr
+        opt = self._optimizer(params, lr)
+        history, guard = _History(iters, desc, progress), _Guard(params, desc, diverge=False)
+        self.recoveries = guard.recoveries
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            return history.evaluate(render, objective)
+            return history.evaluate(render, objective, guard)
 
         done = 0
         while done < iters:
             with torch.no_grad():
                 objective.refresh(render())
+            guard.refreshed()
             opt.param_groups[0]["max_iter"] = min(self.refresh_every, iters - done)
             before = opt.state[params[0]].get("n_iter", 0)
-            opt.step(closure)
+            fault = None
+            try:
+                opt.step(closure)
+            except _Fault as err:
+                fault = err
             ran = opt.state[params[0]].get("n_iter", 0) - before
             history.advance(min(max(ran, 1), iters - done))
             done += max(ran, 1)
-            if ran == 0:  # converged: L-BFGS made no step
+            if fault is not None:
+                lr = guard.step_back(fault, lr, len(history.rows))
+                opt = self._optimizer(params, lr)  # its history holds the faulty steps
+            elif ran == 0:  # converged: L-BFGS made no step
                 break
+        guard.finish(len(history.rows), lr)
         return history.close()
 
 
@@ -98,23 +189,32 @@ class Adam:
 
     def __init__(self, lr: float = 0.1, refresh_every: int = 10, rampup: float = 0.05, rampdown: float = 0.25):
         self.lr, self.refresh_every, self.rampup, self.rampdown = lr, refresh_every, rampup, rampdown
+        self.recoveries: list[dict] = []
 
     def run(self, params: list[torch.Tensor], render: Render, objective: Refreshable, iters: int, desc: str = "",
             progress: bool = True) -> list[dict]:
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=self.lr)
-        history = _History(iters, desc, progress)
+        peak = self.lr
+        opt = torch.optim.Adam(params, lr=peak)
+        history, guard = _History(iters, desc, progress), _Guard(params, desc, diverge=True)
+        self.recoveries = guard.recoveries
         for step in range(iters):
             if step % self.refresh_every == 0:
                 with torch.no_grad():
                     objective.refresh(render())
+                guard.refreshed()
             for group in opt.param_groups:
-                group["lr"] = ramped_lr(self.lr, step / iters, self.rampup, self.rampdown)
+                group["lr"] = ramped_lr(peak, step / iters, self.rampup, self.rampdown)
             opt.zero_grad()
-            history.evaluate(render, objective)
-            opt.step()
+            try:
+                history.evaluate(render, objective, guard)
+                opt.step()
+            except _Fault as fault:
+                peak = guard.step_back(fault, peak, len(history.rows))
+                opt = torch.optim.Adam(params, lr=peak)  # its moments hold the faulty steps
             history.advance(1)
+        guard.finish(len(history.rows), peak)
         return history.close()
 
 
