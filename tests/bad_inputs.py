@@ -294,7 +294,7 @@ def option_cases(faces: Path) -> list[Case]:
 def command_cases(faces: Path) -> list[Case]:
     """eval, ablate and train-lighting against bad records, pair lists, grids and outputs."""
     cases = [
-        Case("eval: a folder of malformed records and a good one", ["eval", "{records_all}"], 1, "could not"),
+        Case("eval: a folder of malformed records and a good one", ["eval", "{records_all}"], 2, "could not"),
         Case("eval: a folder with no run record", ["eval", "{records_none}"], 2, "no run records"),
         Case("eval: -o in /proc", ["eval", "{record_good}", "-o", "/proc/optimswap_eval.csv"], 2, "/proc",
              before_run=True),
