@@ -16,6 +16,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +150,15 @@ def execute(spec: dict) -> str:
     return str(output.with_suffix(".json"))
 
 
+def _exit_on_sigterm() -> None:
+    """A worker's SIGTERM unwinds like Ctrl-C, so a run being written removes its temp files."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _submit_local(specs: list[dict], workers: int):
     # spawn: no forked torch/OpenMP state; one run per process so peak memory is that run's own.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+                               initializer=_exit_on_sigterm)
     with pool:
         futures = {pool.submit(execute, s): s for s in specs}
         try:

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -98,3 +99,21 @@ def test_submitit_executor_in_local_mode(tmp_path, pairs_csv):
     row = json.loads((run.folder / "eval.json").read_text())
     assert row["error"] == "" and row["psnr_outside"] == float("inf")
     assert list((out / "submitit").glob("*_log.out"))  # it went through submitit's job machinery
+
+
+def test_a_sweep_worker_killed_by_sigterm_while_writing_leaves_no_temp_file(tmp_path):
+    # The worker's initializer, then a write that is interrupted half-way by SIGTERM.
+    driver = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "from optimswap.ablate import _exit_on_sigterm\n"
+        "from optimswap.io.image import write_files\n"
+        "_exit_on_sigterm()\n"
+        "def half(tmp):\n"
+        "    Path(tmp).write_text('half a file')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"write_files([(Path({str(tmp_path / 'r.json')!r}), half)])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert list(tmp_path.iterdir()) == []
