@@ -96,8 +96,11 @@ def build_corpus(root: Path, faces: Path) -> dict[str, Path]:
 def _records(folder: Path, photo: Path) -> dict[str, Path]:
     """A good run record (its picture is the photo itself: an edit that changed nothing) and one malformed record
     of each kind, each in a folder of its own and together in ``records_all``."""
+    from optimswap.face import find_face
+    from optimswap.io import read_image
+
     good = {"optimswap": "test", "edit": "swap", "source": str(photo), "inputs": {"target": [str(photo)]},
-            "face_index": 0, "output": "", "options": {}, "source_face_box": [0, 0, 1, 1],
+            "face_index": 0, "output": "", "options": {}, "source_face_box": list(find_face(read_image(photo)).box),
             "timings": {"total_s": 1.0}, "evaluations": 1, "loss_history": [{"eval": 0, "total": 1.0}]}
     bad = {"options_not_a_dict": {"options": [1, 2]}, "unknown_option": {"options": {"no_such_option": 1}},
            "timings_a_list": {"timings": [1.0]}, "source_null": {"source": None},
@@ -112,7 +115,8 @@ def _records(folder: Path, photo: Path) -> dict[str, Path]:
         record = {**good, "output": str(picture), **change}
         (everything / f"{name}.json").write_text(json.dumps(record))
         made[f"record_{name}"] = everything / f"{name}.json"
-    (everything / "truncated.json").write_text(json.dumps({**good, "output": str(everything / "good.png")})[:80])
+    shutil.copy(photo, everything / "truncated.png")  # a picture beside it makes the broken file a record
+    (everything / "truncated.json").write_text(json.dumps({**good, "output": str(everything / "truncated.png")})[:80])
     made["record_truncated"] = everything / "truncated.json"
     made["records_all"] = everything
     (folder / "no_records").mkdir(exist_ok=True)
@@ -294,7 +298,8 @@ def option_cases(faces: Path) -> list[Case]:
 def command_cases(faces: Path) -> list[Case]:
     """eval, ablate and train-lighting against bad records, pair lists, grids and outputs."""
     cases = [
-        Case("eval: a folder of malformed records and a good one", ["eval", "{records_all}"], 2, "could not"),
+        Case("eval: a folder of malformed records and a good one", ["eval", "{records_all}"], 2,
+             "8 of 9 run(s) could not"),
         Case("eval: a folder with no run record", ["eval", "{records_none}"], 2, "no run records"),
         Case("eval: -o in /proc", ["eval", "{record_good}", "-o", "/proc/optimswap_eval.csv"], 2, "/proc",
              before_run=True),

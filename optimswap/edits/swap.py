@@ -3,6 +3,7 @@ from all warped photos of the target person, the source's lighting, total variat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -394,7 +395,10 @@ def score(s: Scoring) -> dict:
     row["id_drop"] = row["id_before"] - row["id_after"]
     identities = identity_sets(s.identities_root or targets[0].parent.parent)
     if identities:
-        means = {k: identity_mean(v) for k, v in identities.items()}
+        means = {}
+        for person, photos in identities.items():
+            with contextlib.suppress(ImageError):  # a folder beside the targets without any usable face
+                means[person] = identity_mean(photos)
         means.setdefault(name, target_mean)
         row["retrieved"] = nearest_identity(descriptor, means) == name
     row["nme"] = landmark_nme(s.output_face.landmarks, s.face.landmarks)

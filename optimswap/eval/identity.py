@@ -15,8 +15,12 @@ from optimswap.io import list_images, read_image
 
 @functools.cache
 def photo_descriptor(path: str) -> np.ndarray | None:
-    """dlib descriptor of the largest face in a photo, None when there is none (cached per path)."""
-    image = read_image(path)
+    """dlib descriptor of the largest face in a photo, None when there is none or the file is unreadable (cached
+    per path)."""
+    try:
+        image = read_image(path)
+    except ImageError:
+        return None
     faces = detect_faces(image)
     return face_descriptor(image, faces[0]) if faces else None
 
