@@ -28,7 +28,7 @@ def fake_result(image: np.ndarray) -> SimpleNamespace:
     """What write_run reads from an EditResult, without running an edit."""
     return SimpleNamespace(image=image, record={"targets_used": []}, source_face=SimpleNamespace(box=[0, 0, 8, 8]),
                            frame_result=SimpleNamespace(device=torch.device("cpu")), timings={"total_s": 0.0},
-                           history=[{"total": 1.0}])
+                           history=[{"total": 1.0}], recoveries=[])
 
 
 def hidden(folder: Path) -> list[str]:
