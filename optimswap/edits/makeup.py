@@ -35,8 +35,8 @@ from optimswap.pipeline import EditResult, Frame, Level, Plan
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 REGIONS = ("lips", "eyes", "skin")
-# The skin follows the reference only at the scale of blush and foundation: finer (4x the lips' low-pass), it
-# copies the reference's highlights and shading as pale blotches (plain 01 x makeup 01).
+# The skin follows the reference only at the scale of blush and foundation: finer, it
+# copies the reference's lighting and highlights as pale patches (plain 01 x makeup 01).
 SKIN_SIGMA_SCALE = 6.0
 SCORE_SIGMA = 0.005  # light blur of the spatial score, fraction of the frame side (about a pixel at 256)
 
@@ -61,9 +61,9 @@ class MakeupConfig(EditConfig):
                                      low=0)
     # Low-pass of the spatial loss (fraction of the frame side): only colour at this scale follows the reference,
     # finer detail stays the plain face's. Lightness is smoothed more, so a lip highlight is not copied as a spot.
-    chroma_sigma: float = option(0.01, "Spatial loss: chroma low-pass sigma, fraction of the frame side.",
+    chroma_sigma: float = option(0.005, "Spatial loss: chroma low-pass sigma, fraction of the frame side.",
                                  low=0, high=0.2)
-    lightness_sigma: float = option(0.02, "Spatial loss: lightness low-pass sigma, fraction of the frame side.",
+    lightness_sigma: float = option(0.01, "Spatial loss: lightness low-pass sigma, fraction of the frame side.",
                                     low=0, high=0.2)
     degree: float = option(1.0, "Amount of makeup: 0 = the input, 1 = the reference's (IPM-Net).", low=0, high=1)
     # BeautyGAN matches R, G, B one by one; with heavy eye makeup that leaves cyan/red fringes around the eyes

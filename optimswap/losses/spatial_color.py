@@ -1,9 +1,11 @@
 """Spatial colour loss: each region pixel's low-passed CIELAB colour pulled to the reference's at the same place.
 
 A global histogram loss (``histogram.py``) knows which colours a region should have but not where, so a dark lid
-colour can land under the eye. Here the reference is already warped onto the plain face, and the target at each
-pixel is the blend ``(1 - degree) * plain + degree * reference`` of both faces' low-passed colours there. Only the
-low-passed image is compared, so the plain face's fine detail stays free (kept by the content term). The three
+colour can land under the eye. Here the reference is already warped onto the plain face, and each pixel's target
+is the plain's colour plus ``degree`` times the difference of both faces' low-passed colours there: the low
+frequencies follow the reference, the plain's fine detail (texture, its own highlights) stays. A per-pixel target
+rather than a loss on the low-passed image: the latter leaves the fine change free, and TV on the change then
+fills it with flat blotches. The three
 CIELAB channels are compared jointly (Charbonnier on the Delta-E vector), which, unlike per-channel RGB matching,
 makes no colours that neither face has. Lightness is low-passed more than chroma and the reference's lightness is
 clipped to a central quantile range of its region, so a specular highlight (glossy lips) does not become a white
@@ -51,9 +53,9 @@ def clip_lightness(lab_image: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
 
 
 class SpatialColorLoss(nn.Module):
-    """Makeup loss of one region: weighted mean Charbonnier distance between the image's low-passed CIELAB and
-    the degree-blend of the plain's and the reference's, over ``region`` (1, 1, H, W) times ``inside`` (where
-    the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels."""
+    """Makeup loss of one region: weighted mean Charbonnier distance between the image's CIELAB and its target
+    plain + degree * (low-pass(reference) - low-pass(plain)), over ``region`` (1, 1, H, W) times ``inside``
+    (where the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels."""
 
     def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor,
                  inside: torch.Tensor | None = None, degree: float = 1.0, chroma_sigma: float = 2.0,
@@ -66,14 +68,14 @@ class SpatialColorLoss(nn.Module):
             raise ValueError("empty region")
         self.weight, self.chroma_sigma, self.lightness_sigma = weight, chroma_sigma, lightness_sigma
         with torch.no_grad():
-            reference_lab = clip_lightness(lab(reference.detach()), weight)
-            self.target = degree * self.low_pass(reference_lab) + (1 - degree) * self.low_pass(lab(plain.detach()))
+            reference_lab, plain_lab = clip_lightness(lab(reference.detach()), weight), lab(plain.detach())
+            self.target = plain_lab + degree * (self.low_pass(reference_lab) - self.low_pass(plain_lab))
 
     def low_pass(self, lab_image: torch.Tensor) -> torch.Tensor:
         return torch.cat([masked_blur(lab_image[:, :1], self.weight, self.lightness_sigma),
                           masked_blur(lab_image[:, 1:], self.weight, self.chroma_sigma)], 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        diff = self.low_pass(lab(image)) - self.target
+        diff = lab(image) - self.target
         distance = (diff.pow(2).sum(1, keepdim=True) + CHARBONNIER_EPS**2).sqrt() - CHARBONNIER_EPS
         return (distance * self.weight).sum() / self.weight.sum()
