@@ -14,6 +14,7 @@ from kornia.metrics import psnr as kornia_psnr
 from scipy.spatial.transform import Rotation
 from scipy.stats import wasserstein_distance
 
+from optimswap.compose import gaussian_blur
 from optimswap.face.align import interocular
 
 # Generic 3D head (millimetre-like units, x right, y up, z towards the camera) at six iBUG landmarks:
@@ -129,3 +130,14 @@ def border_gradient(image: torch.Tensor, region: torch.Tensor, width: int = 2) -
     ring = (dilation(hard, kernel) - erosion(hard, kernel)) > 0
     magnitude = sobel(image.clamp(0, 1)).norm(dim=1, keepdim=True) * 255
     return float(magnitude[ring].mean())
+
+
+def spatial_color_distance(image: torch.Tensor, reference: torch.Tensor, region: torch.Tensor,
+                           sigma: float = 1.0) -> float:
+    """Mean CIELAB Delta-E (CIE76) between ``image`` and ``reference`` (1, 3, H, W) in [0, 1], both blurred by
+    ``sigma`` pixels (so sub-pixel misalignment and skin texture weigh little), weighted by ``region``
+    (1, 1, H, W): per-location colour distance, unlike ``histogram_distance``, which ignores where colours are."""
+    if float(region.sum()) <= 0:
+        raise ValueError("empty region")
+    a, b = (gaussian_blur(rgb_to_lab(x.clamp(0, 1)), max(sigma, 0.5)) for x in (image, reference))
+    return float(((a - b).norm(dim=1, keepdim=True) * region).sum() / region.sum())

@@ -48,13 +48,24 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
     sigma = max(feather * size, 0.5)
     bands = []
     for brow, eye in ((LEFT_BROW, LEFT_EYE), (RIGHT_BROW, RIGHT_EYE)):
-        lower_lid = landmarks[eye][[0, 5, 4, 3]] + [0, 0.2 * eye_distance]  # outer corner, lower lid, inner corner
+        lower_lid = landmarks[eye][[0, 5, 4, 3]] + [0, 0.2 * eye_distance]  # as in lower_lid_mask
         outline = np.concatenate([landmarks[brow], lower_lid])
         bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
     # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
     # by half the usual width to keep its full strength there.
     cut = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.12 * eye_distance, device)])
     return soften(union(bands) * (1 - cut), sigma / 2)
+
+
+def lower_lid_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
+    """Band under each eye from the lower lid (corner to corner) down to a fifth of the eye distance, the lower
+    part of ``eye_shadow_mask``; hard."""
+    drop = [0, 0.2 * interocular(landmarks)]
+    bands = []
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        lid = landmarks[eye][[0, 5, 4, 3]]  # outer corner, lower lid, inner corner
+        bands.append(polygon_mask(np.concatenate([lid, (lid + drop)[::-1]]), size, device))
+    return union(bands)
 
 
 def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015,
@@ -75,4 +86,4 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     return soften(hull * (1 - dilation(features, kernel)), sigma)
 
 
-__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "lips_mask", "skin_mask", "union"]
+__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "lips_mask", "lower_lid_mask", "skin_mask", "union"]
