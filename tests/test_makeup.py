@@ -92,6 +92,21 @@ def test_spatial_color_loss_decreases_under_descent_and_is_zero_at_degree_zero()
     assert float(zero(plain)) < 1e-6
 
 
+def test_skin_lightness_follows_the_reference_tone_not_its_lighting():
+    # A reference lit from the left (lightness ramp) over a plain face lit evenly: without local lightness the
+    # target's lightness is the plain's plus one constant, its chroma still follows the reference.
+    size = 32
+    region = torch.ones(1, 1, size, size)
+    ramp = torch.linspace(0.3, 0.9, size).expand(1, 1, size, size)
+    reference = torch.cat([ramp, 0.8 * ramp, 0.7 * ramp], 1)
+    plain = torch.full((1, 3, size, size), 0.6)
+    local = SpatialColorLoss(region, reference, plain, chroma_sigma=1.0, lightness_sigma=1.0)
+    toned = SpatialColorLoss(region, reference, plain, chroma_sigma=1.0, lightness_sigma=1.0, local_lightness=False)
+    assert float(local.target[:, 0].std()) > 0.1  # the ramp is copied
+    assert float(toned.target[:, 0].std()) < 1e-4  # one tone
+    assert torch.allclose(toned.target[:, 1:], local.target[:, 1:])
+
+
 def test_spatial_distance_is_zero_for_identical_images_and_grows_with_colour():
     g = torch.Generator().manual_seed(4)
     image = torch.rand(1, 3, 32, 32, generator=g)

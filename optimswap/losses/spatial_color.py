@@ -55,11 +55,13 @@ def clip_lightness(lab_image: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
 class SpatialColorLoss(nn.Module):
     """Makeup loss of one region: weighted mean Charbonnier distance between the image's CIELAB and its target
     plain + degree * (low-pass(reference) - low-pass(plain)), over ``region`` (1, 1, H, W) times ``inside``
-    (where the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels."""
+    (where the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels.
+    ``local_lightness`` False: the lightness changes by the difference of the region's mean lightness only (a
+    foundation's tone), since its local variation on skin is mostly the reference's lighting, not makeup."""
 
     def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor,
                  inside: torch.Tensor | None = None, degree: float = 1.0, chroma_sigma: float = 2.0,
-                 lightness_sigma: float = 4.0):
+                 lightness_sigma: float = 4.0, local_lightness: bool = True):
         super().__init__()
         if not 0.0 <= degree <= 1.0:
             raise ValueError(f"degree must be in [0, 1], got {degree}")
@@ -67,13 +69,18 @@ class SpatialColorLoss(nn.Module):
         if float(weight.sum()) <= 0:
             raise ValueError("empty region")
         self.weight, self.chroma_sigma, self.lightness_sigma = weight, chroma_sigma, lightness_sigma
+        self.local_lightness = local_lightness
         with torch.no_grad():
             reference_lab, plain_lab = clip_lightness(lab(reference.detach()), weight), lab(plain.detach())
             self.target = plain_lab + degree * (self.low_pass(reference_lab) - self.low_pass(plain_lab))
 
     def low_pass(self, lab_image: torch.Tensor) -> torch.Tensor:
-        return torch.cat([masked_blur(lab_image[:, :1], self.weight, self.lightness_sigma),
-                          masked_blur(lab_image[:, 1:], self.weight, self.chroma_sigma)], 1)
+        if self.local_lightness:
+            lightness = masked_blur(lab_image[:, :1], self.weight, self.lightness_sigma)
+        else:
+            mean = (lab_image[:, :1] * self.weight).sum() / self.weight.sum()
+            lightness = mean.expand_as(lab_image[:, :1])
+        return torch.cat([lightness, masked_blur(lab_image[:, 1:], self.weight, self.chroma_sigma)], 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         diff = lab(image) - self.target
