@@ -63,8 +63,9 @@ def _run_edit(edit: Edit, source: Path, inputs: dict[str, Any], output: Path, pr
     record = run_to_files(edit.name, source, inputs, output, cfg, face_index, progress=not quiet, overwrite=overwrite,
                           extra={"preset": preset_name})
     used = record.get("targets_used")
-    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s; final loss "
-               f"{record['loss_history'][-1]['total']:.4g}"
+    history = record["loss_history"]  # empty when nothing was optimized (a preview, a classic swap)
+    click.echo(f"wrote {output} and {record_path(output)} in {record['timings']['total_s']:.1f} s"
+               + (f"; final loss {history[-1]['total']:.4g}" if history else "")
                + (f"; targets used: {', '.join(Path(t['path']).name for t in used)}" if used else ""))
 
 

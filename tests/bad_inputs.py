@@ -222,6 +222,10 @@ def photo_cases(faces: Path) -> list[Case]:
                           says))
         cases.append(Case(f"{name} as plain photo", ["makeup", f"{{{name}}}", plain, "-o", "{out}/r.png", *TINY], 2,
                           says))
+    style = str(faces / "styles" / "01.jpg")
+    cases.append(Case("no_face.png as style", ["stylize", plain, "{no_face.png}", "-o", "{out}/r.png", *TINY], 2,
+                      "no_face.png"))
+    cases.append(Case("grey.png as stylize photo", ["stylize", "{grey.png}", style, "-o", "{out}/r.png", *TINY], 0))
     cases.append(Case("three faces, --face-index 5", ["swap", "{three_faces.jpg}", mark_dir, "-o", "{out}/r.png",
                                                       "--face-index", "5", *SWAP_TINY], 2, "face index"))
     return cases
@@ -275,7 +279,8 @@ def option_cases(faces: Path) -> list[Case]:
 
     photo, folder = str(faces / "identities" / "mark" / "01.jpg"), str(faces / "identities" / "jennifer")
     plain, reference = (str(faces / "makeup" / k / "01.jpg") for k in ("plain", "makeup"))
-    inputs = {"swap": [photo, folder], "makeup": [plain, reference]}
+    style = str(faces / "styles" / "01.jpg")
+    inputs = {"swap": [photo, folder], "makeup": [plain, reference], "stylize": [photo, style]}
     cases = []
     for edit_name in edit_names():
         if edit_name not in inputs:

@@ -1,6 +1,8 @@
 """The built-in edits; importing this package registers them (see ``optimswap.registry``)."""
 
 from optimswap.edits.makeup import MakeupConfig, MakeupResult, makeup
+from optimswap.edits.stylize import StylizeConfig, StylizeResult, stylize
 from optimswap.edits.swap import SwapConfig, SwapResult, swap
 
-__all__ = ["MakeupConfig", "MakeupResult", "SwapConfig", "SwapResult", "makeup", "swap"]
+__all__ = ["MakeupConfig", "MakeupResult", "StylizeConfig", "StylizeResult", "SwapConfig", "SwapResult", "makeup",
+           "stylize", "swap"]

@@ -3,6 +3,7 @@
 from optimswap.losses.content import ContentLoss, content_loss
 from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets, region_pixels
 from optimswap.losses.lighting import LightingLoss, lighting_loss
+from optimswap.losses.luminance import LuminanceLoss, luminance_loss
 from optimswap.losses.patch import (
     Matches,
     PatchStyleLoss,
@@ -15,6 +16,7 @@ from optimswap.losses.patch import (
 )
 from optimswap.losses.tv import TVLoss, tv_loss
 
-__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "Matches", "PatchStyleLoss", "TVLoss", "content_loss",
-           "histogram_loss", "histogram_targets", "lighting_loss", "nearest_patches", "nearest_patches_global",
-           "principal_projection", "project", "region_pixels", "tv_loss", "vote", "voted_patch_loss"]
+__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss", "TVLoss",
+           "content_loss", "histogram_loss", "histogram_targets", "lighting_loss", "luminance_loss", "nearest_patches",
+           "nearest_patches_global", "principal_projection", "project", "region_pixels", "tv_loss", "vote",
+           "voted_patch_loss"]

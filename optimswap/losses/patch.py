@@ -227,11 +227,13 @@ class PatchStyleLoss(nn.Module):
     ``radius`` None searches everywhere (CNNMRF), else within that many cells of the same position.
     ``refresh(x)`` recomputes the matches (on the ``search_energy`` projection); ``forward(x)`` returns the
     loss on the full features, normalised per matched patch element and by ``scale`` (mean squared source
-    activation), so layers weigh alike.
+    activation), so layers weigh alike. ``guides`` (image's (1, G, H, W), targets' (K, G, H, W)): fixed channels
+    appended to the search only (FaceBlit's appearance guide), already scaled to the weight they should have.
     """
 
     def __init__(self, targets: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor, radius: int | None,
-                 scale: float, search_energy: float = 1.0):
+                 scale: float, search_energy: float = 1.0,
+                 guides: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         if weight.shape != targets.shape[2:]:
             raise ValueError(f"weight must be (H, W) = {tuple(targets.shape[2:])}, got {tuple(weight.shape)}")
@@ -239,10 +241,16 @@ class PatchStyleLoss(nn.Module):
         self.radius, self.scale = radius, scale
         self.basis = principal_projection(self.targets, self.valid, search_energy)
         self.search_targets = project(self.targets, self.basis)
+        self.guide = None
+        if guides is not None:
+            self.guide = guides[0].detach()
+            self.search_targets = torch.cat([self.search_targets, guides[1].detach()], 1)
         self.matches: Matches | None = None
 
     def refresh(self, x: torch.Tensor) -> Matches:
         query, region = project(x.detach(), self.basis), self.weight > 0
+        if self.guide is not None:
+            query = torch.cat([query, self.guide], 1)
         if self.radius is None:
             self.matches = nearest_patches_global(query, self.search_targets, self.valid, region)
         else:

@@ -1,0 +1,85 @@
+"""Issue #14 acceptance figures: style exemplars x identity photos, the StyleBlit preview and the optimization.
+
+python bench/stylize_quality.py [--size 512] [--opt-size 256] [--pairs 01:jennifer 02:mark ...] [--out runs/stylize]
+Each run is written as OUT.png + OUT.json (a run whose record exists is kept, so the bench resumes) and scored by
+``optimswap eval``: dlib distance output <-> photo (id_to_source, evaluation only), Gram and colour histogram
+distance to the exemplar before (photo) and after, the dlib-free identity proxy, seconds. Prints the table and the
+checks, and writes eval.csv and a contact sheet (photo | exemplar | preview | result) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from optimswap.edits.stylize import STYLIZE
+from optimswap.eval.report import evaluate_runs, format_table, write_rows
+from optimswap.io import read_image
+from optimswap.runs import run_to_files
+
+from common import FACES
+
+PHOTOS = ("jennifer", "mark", "tony_blair")
+STYLES = ("01", "02", "03", "04", "05")
+COLUMNS = ["run", "method", "size", "id_to_source", "id_proxy", "gram_before", "gram_after", "colour_before",
+           "colour_after", "seconds"]
+
+
+def checks(rows: list[dict]) -> list[str]:
+    lines = []
+    for method in ("preview", "optimize"):
+        done = [r for r in rows if r.get("method") == method and not r["error"]]
+        tests = {"dlib distance to the photo <= 0.55": [r.get("id_to_source", 9) <= 0.55 for r in done],
+                 "Gram distance to the exemplar at least halved": [r["gram_after"] <= 0.5 * r["gram_before"]
+                                                                    for r in done]}
+        lines += [f"{method}: {name}: {sum(ok)}/{len(ok)}" for name, ok in tests.items()]
+    return lines
+
+
+def tile(path: Path, side: int = 256) -> np.ndarray:
+    image = Image.fromarray(read_image(path))
+    image.thumbnail((side, side))
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return np.asarray(canvas)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512, help="Frame side of the previews.")
+    ap.add_argument("--opt-size", type=int, default=256, help="Frame side of the optimization runs.")
+    ap.add_argument("--pairs", nargs="*", default=None, help="STYLE:PERSON pairs to optimize (default: all 15).")
+    ap.add_argument("--out", type=Path, default=Path("runs/stylize"))
+    args = ap.parse_args()
+    pairs = [p.split(":") for p in args.pairs] if args.pairs is not None else [(s, p) for s in STYLES for p in PHOTOS]
+    records, sheet = [], []
+    for style, person in [(s, p) for s in STYLES for p in PHOTOS]:
+        photo, exemplar = FACES / "identities" / person / "01.jpg", FACES / "styles" / f"{style}.jpg"
+        row = [tile(photo), tile(exemplar)]
+        for method, size in (("preview", args.size), ("optimize", args.opt_size)):
+            if method == "optimize" and [style, person] not in [list(p) for p in pairs]:
+                row.append(np.full_like(row[0], 255))
+                continue
+            out = args.out / f"{method}{size}_{style}_{person}.png"
+            if not out.with_suffix(".json").exists():
+                cfg = STYLIZE.preset(method=method, size=size)
+                run_to_files("stylize", photo, {"style": exemplar}, out, cfg, progress=False, overwrite=True)
+                print(f"{out.name}: done", flush=True)
+            records.append(out.with_suffix(".json"))
+            row.append(tile(out))
+        sheet.append(np.concatenate(row, 1))
+    rows = evaluate_runs(records)
+    for r in rows:
+        r["size"] = int(Path(r["run"]).name.split("_")[0].removeprefix("preview").removeprefix("optimize"))
+    write_rows(rows, args.out / "eval.csv")
+    print(format_table(rows, COLUMNS))
+    print("\n".join(checks(rows)))
+    Image.fromarray(np.concatenate(sheet, 0)).save(args.out / "contact_sheet.png")
+    print(f"contact sheet: {args.out / 'contact_sheet.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""Example-based face stylization from one portrait exemplar (FaceBlit, Texler et al. 2021; StyleBlit, Sýkora et
+al. 2019; Fišer et al. 2017), with the person kept.
+
+Guides as FaceBlit builds them: a positional guide (each pixel's position in the exemplar's frame, a thin-plate
+spline from the exemplar's landmarks to the photo's) and an appearance guide (grey minus blurred grey, the photo's
+histogram-matched to the exemplar's). ``preview`` is StyleBlit's guided chunk copying with 3x3 voting, no
+optimization; ``optimize`` starts from it and runs the restricted CNNMRF patch loss with the exemplar as the only
+target (search window = positional guide, appearance guide in the search cost), a weak content loss, and an
+identity term (deeper features on eyes, brows, nose and mouth, plus the face's low-frequency shading).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_pixel_coordinates
+from kornia.geometry.transform import warp_affine
+from scipy.interpolate import RBFInterpolator
+from scipy.spatial import ConvexHull
+from skimage.exposure import match_histograms
+
+from optimswap.compose import gaussian_blur
+from optimswap.config import EditConfig, option
+from optimswap.errors import OptionError
+from optimswap.eval.metrics import histogram_distance
+from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame
+from optimswap.face.align import NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
+from optimswap.face.detect import import_mediapipe, mediapipe_process
+from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
+from optimswap.face.regions import OUTER_LIPS, brows_mask, eyes_mask, union
+from optimswap.features import LAYER_STRIDE, load_encoder
+from optimswap.io import to_tensor
+from optimswap.losses import ContentLoss, LuminanceLoss, PatchStyleLoss, TVLoss
+from optimswap.losses.luminance import low_luminance
+from optimswap.objective import Objective, Term
+from optimswap.optim import pool_to, resize_to
+from optimswap.pipeline import EditResult, Frame, Level, Plan
+from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
+
+METHODS = ("optimize", "preview")
+REGIONS = ("face", "head", "all")
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # Gatys et al. 2016's style layers (up to relu4_1)
+
+
+@dataclass(frozen=True)
+class StylizeConfig(EditConfig):
+    size: int = option(512, "Working frame side in pixels.", low=32, high=4096)
+    # The whole head (hair included) must fit the frame: 1.5 x the FFHQ crop.
+    frame_scale: float = option(1.5, "Crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. 2019).",
+                                low=0.25, high=4.0)
+    levels: int = option(2, "Pyramid levels (coarse to fine, halving the side).", low=1, high=6)
+    iters: int = option(15, "Optimizer iterations per pyramid level.", low=1, high=100_000)
+    # The exemplar's colours are the point of the edit.
+    color_match_result: bool = option(False, "Colour-match the optimized face to the photo's before compositing.")
+    method: str = option("optimize", "optimize (patch loss from the preview), or preview (guided patch copying "
+                                     "only, StyleBlit).", choices=METHODS)
+    region: str = option("head", "What takes the exemplar's medium: face, head (hair too, background kept) or all "
+                                 "(the whole frame).", choices=REGIONS)
+    # Border blend of head and all: wider than the face mask's, so the medium fades into the photo.
+    border_feather: float = option(0.03, "Feather sigma of the head / whole-frame region (frame fraction).", low=0,
+                                   high=0.2)
+    appearance_sigma: float = option(0.02, "Appearance guide: blur sigma of grey - blur(grey) (frame fraction).",
+                                     low=0, high=0.2, above=True)
+    appearance_weight: float = option(1.0, "Share of the appearance guide in the patch search cost, against the "
+                                           "features' (0 = position only).", low=0)
+    # Preview (StyleBlit): chunks of exemplar pixels copied whole; within each, the offset around the positional
+    # guide's answer that best fits the appearance guide.
+    chunk: float = option(0.016, "Preview: chunk side (frame fraction; 8 px at 512).", low=0, high=0.25, above=True)
+    chunk_search: float = option(0.02, "Preview: appearance search radius around the positional guide (frame "
+                                       "fraction).", low=0, high=0.25)
+    style_weight: float = option(80.0, "Weight of the restricted CNNMRF patch loss (the exemplar's medium).", low=0)
+    search_window: float = option(0.05, "Patch search window around the positional guide (frame fraction).", low=0,
+                                  high=1)
+    search_max_cells: int = option(4, "Cap of the search window in feature cells.", low=1, high=64)
+    search_energy: float = option(0.98, "Share of the exemplar features' energy the patch search keeps.", low=0,
+                                  high=1, above=True)
+    content_layer: str = option("relu4_2", "Encoder layer of the content loss.")
+    content_weight: float = option(2.0, "Weight of the content loss (weak: strokes must come through).", low=0)
+    identity_layer: str = option("relu4_1", "Encoder layer of the identity term on eyes, brows, nose and mouth.")
+    identity_weight: float = option(30.0, "Weight of the identity terms (features of eyes, brows, nose, mouth; "
+                                         "low-frequency shading of the face).", low=0)
+    luminance_ratio: float = option(1.0, "Weight of the low-frequency shading term relative to the identity weight.",
+                                    low=0)
+    luminance_sigma: float = option(0.012, "Blur sigma of the shading term (frame fraction).", low=0, high=0.2,
+                                    above=True)
+    tv_weight: float = option(1.0, "Weight of total variation of the image (low: strokes stay crisp).", low=0)
+
+    ALIASES: ClassVar[dict[str, str]] = {"style": "style_weight", "content": "content_weight",
+                                         "identity": "identity_weight", "tv": "tv_weight"}
+
+    def check(self) -> None:
+        for name in ("content_layer", "identity_layer"):
+            if getattr(self, name) not in LAYER_STRIDE:
+                raise OptionError(name, f"unknown layer {getattr(self, name)!r}")
+
+
+PRESETS = {
+    "default": StylizeConfig(),
+    # Quick look / tests.
+    "fast": StylizeConfig(size=256, iters=10),
+}
+
+
+# ---------------------------------------------------------------- regions
+
+
+def head_polygon(landmarks: np.ndarray) -> np.ndarray:
+    """A generous head outline: the face hull with the brows raised to the top of the hair, grown sideways."""
+    return grow(face_polygon(landmarks, forehead=2.6), 0.6 * interocular(landmarks))
+
+
+def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any) -> torch.Tensor:
+    """The editable mask: the face, the head outline (the background in it is kept by the person segmentation,
+    see ``background_keep``) or the whole frame, feathered inwards from the frame border."""
+    if cfg.region == "face":
+        return face_mask(landmarks, size, cfg.forehead, cfg.feather, device=device)
+    sigma = max(cfg.border_feather * size, 0.5)
+    if cfg.region == "head":
+        return soften(polygon_mask(head_polygon(landmarks), size, device), sigma)
+    inner = torch.zeros(1, 1, size, size, device=device)
+    margin = int(2 * sigma)
+    inner[..., margin:size - margin, margin:size - margin] = 1
+    return soften(inner, sigma)
+
+
+@functools.cache
+def _selfie():
+    return import_mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+
+def background_keep(photo: np.ndarray, device: Any) -> torch.Tensor:
+    """(1, 1, H, W) share of each pixel that is background (MediaPipe selfie segmentation): the head region keeps
+    it as the photo's."""
+    person = np.array(mediapipe_process(_selfie(), np.ascontiguousarray(photo)).segmentation_mask)
+    return 1 - torch.as_tensor(person, dtype=torch.float32, device=device).clamp(0, 1)[None, None]
+
+
+def feature_mask(landmarks: np.ndarray, size: int, device: Any = "cpu") -> torch.Tensor:
+    """Soft mask of what makes the person: eyes, brows, nose and mouth with a margin."""
+    eye = interocular(landmarks)
+    nose = np.concatenate([landmarks[NOSE_BRIDGE], landmarks[NOSE_WINGS]])
+    parts = [eyes_mask(landmarks, size, 0.2 * eye, device), brows_mask(landmarks, size, 0.25 * eye, device),
+             polygon_mask(grow(nose[ConvexHull(nose).vertices], 0.1 * eye), size, device),
+             polygon_mask(grow(landmarks[OUTER_LIPS], 0.12 * eye), size, device)]
+    return soften(union(parts), max(0.05 * eye, 0.5))
+
+
+# ---------------------------------------------------------------- guides
+
+
+@dataclass
+class Guides:
+    """FaceBlit's guides in the photo's frame (side S), and the exemplar in its own frame."""
+
+    position: torch.Tensor  # (1, 2, S, S): each photo-frame pixel's (x, y) in the exemplar's frame
+    appearance: torch.Tensor  # (1, 1, S, S): the photo's appearance guide, histogram-matched to the exemplar's
+    exemplar: torch.Tensor  # (1, 3, S, S): the exemplar in its frame, nearest-neighbour (its own pixel values)
+    exemplar_smooth: torch.Tensor  # the same, bilinear
+    exemplar_appearance: torch.Tensor  # (1, 1, S, S): the exemplar's appearance guide in its frame
+    landmarks: np.ndarray  # (68, 2): the exemplar's landmarks in its frame
+
+    def warped(self, image: torch.Tensor) -> torch.Tensor:
+        """An exemplar-frame image resampled at the positional guide: onto the photo's geometry."""
+        size = image.shape[-1]
+        grid = normalize_pixel_coordinates(self.position.permute(0, 2, 3, 1), size, size)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+def position_guide(photo_landmarks: np.ndarray, style_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(2, S, S) float32: each frame pixel's (x, y) in the exemplar's frame, by a thin-plate spline through the
+    landmark pairs with an affine part, so that away from the face it extrapolates like FaceBlit's moving least
+    squares. (The inner lips coincide on a closed mouth and would make the system singular.)"""
+    spline = RBFInterpolator(photo_landmarks[TPS_POINTS], style_landmarks[TPS_POINTS], kernel="thin_plate_spline")
+    ys, xs = np.mgrid[:size, :size]
+    return spline(np.stack([xs.ravel(), ys.ravel()], 1)).T.reshape(2, size, size).astype(np.float32)
+
+
+def appearance_guide(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Grey minus blurred grey (FaceBlit's appearance guide), (B, 1, H, W)."""
+    grey = image.mean(1, keepdim=True)
+    return grey - gaussian_blur(grey, sigma)
+
+
+def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeConfig) -> Guides:
+    """Exemplar in its own frame (same size and scale rule as the photo's) and the guides."""
+    size, device = frame.size, frame.image.device
+    matrix = frame_matrix(style_face.landmarks, size, cfg.frame_scale)
+    landmarks = apply_matrix(matrix, style_face.landmarks)
+    m = torch.as_tensor(matrix, dtype=torch.float32, device=device)[None]
+    photo = to_tensor(style, device)
+    # Reflection beyond the exemplar's borders: its paper or paint, never black, where the frame reaches past it.
+    exemplar = warp_affine(photo, m, (size, size), mode="nearest", padding_mode="reflection")
+    smooth = warp_affine(photo, m, (size, size), mode="bilinear", padding_mode="reflection")
+    position = torch.as_tensor(position_guide(frame.landmarks, landmarks, size), device=device)[None]
+    sigma = cfg.appearance_sigma * size
+    style_app = appearance_guide(smooth, sigma)
+    photo_app = appearance_guide(frame.image, sigma)
+    matched = match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy())
+    return Guides(position, torch.as_tensor(matched, dtype=torch.float32, device=device)[None, None], exemplar,
+                  smooth, style_app, landmarks)
+
+
+# ---------------------------------------------------------------- preview (StyleBlit)
+
+
+def _reflect(q: torch.Tensor, size: int) -> torch.Tensor:
+    """Integer coordinates folded back into [0, size - 1] (mirror at the borders)."""
+    period = 2 * (size - 1)
+    q = q.remainder(period)
+    return torch.where(q > size - 1, period - q, q)
+
+
+@torch.no_grad()
+def chunk_coordinates(guides: Guides, chunk: int, radius: int, position_cost: float = 0.5) -> torch.Tensor:
+    """(2, S, S) long (y, x): the exemplar-frame pixel each photo-frame pixel copies.
+
+    The frame is cut into ``chunk`` x ``chunk`` squares; each copies a contiguous square of the exemplar, placed at
+    its centre's positional guide plus the offset (within ``radius``) whose appearance guide fits the photo's best,
+    with a penalty on the offset (``position_cost`` x the guide's variance at the full radius).
+    """
+    size = guides.position.shape[-1]
+    device = guides.position.device
+    blocks = -(-size // chunk)
+    centres = (torch.arange(blocks, device=device) * chunk + chunk // 2).clamp(max=size - 1)
+    seed = guides.position[0][:, centres][:, :, centres].round().long()  # (2 [x, y], B, B)
+    seed_yx = torch.stack([seed[1], seed[0]])
+    step = max(1, radius // 3)
+    offsets = torch.arange(-radius, radius + 1, step, device=device)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    d = torch.stack([dy.reshape(-1), dx.reshape(-1)])  # (2, D)
+    u_range = torch.arange(-(chunk // 2), chunk - chunk // 2, 2, device=device)
+    uy, ux = torch.meshgrid(u_range, u_range, indexing="ij")
+    u = torch.stack([uy.reshape(-1), ux.reshape(-1)])  # (2, U): sample points within a chunk
+    # Photo's appearance at the sample points of every chunk: (B, B, U).
+    py = (centres[:, None, None] + u[0]).clamp(0, size - 1)
+    px = (centres[None, :, None] + u[1]).clamp(0, size - 1)
+    photo_app = guides.appearance[0, 0][py, px]
+    # Exemplar's appearance at seed + d + u: (D, B, B, U).
+    qy = _reflect(seed_yx[0][None, :, :, None] + d[0][:, None, None, None] + u[0], size)
+    qx = _reflect(seed_yx[1][None, :, :, None] + d[1][:, None, None, None] + u[1], size)
+    style_app = guides.exemplar_appearance[0, 0][qy, qx]
+    cost = ((style_app - photo_app) ** 2).mean(-1)
+    cost = cost + position_cost * guides.appearance.var() * ((d.float() ** 2).sum(0) / max(radius, 1) ** 2)[:, None,
+                                                                                                          None]
+    best = d[:, cost.argmin(0)]  # (2, B, B)
+    start = seed_yx + best
+    pixels = torch.arange(size, device=device)
+    block = pixels // chunk
+    within = pixels - centres[block]
+    ys = _reflect(start[0][block][:, block] + within[:, None], size)
+    xs = _reflect(start[1][block][:, block] + within[None, :], size)
+    return torch.stack([ys, xs])
+
+
+def copy_pixels(exemplar: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """(1, 3, S, S): the exemplar's pixel at each position's coordinates (no resampling, no mixing)."""
+    return exemplar[0][:, coords[0], coords[1]][None]
+
+
+def vote(exemplar: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """StyleBlit's 3x3 voting: each pixel averages what its 8 neighbours' copied chunks (and its own) put there,
+    which softens the seams between chunks and leaves their insides as copied."""
+    size = coords.shape[-1]
+    padded = F.pad(coords[None].float(), (1, 1, 1, 1), mode="replicate")[0].long()
+    total = torch.zeros_like(exemplar)
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            nb = padded[:, 1 + oy:1 + oy + size, 1 + ox:1 + ox + size]
+            total += copy_pixels(exemplar, torch.stack([_reflect(nb[0] - oy, size), _reflect(nb[1] - ox, size)]))
+    return total / 9
+
+
+def preview(guides: Guides, cfg: StylizeConfig) -> torch.Tensor:
+    """StyleBlit-style stylized frame (1, 3, S, S) from the guides alone."""
+    size = guides.position.shape[-1]
+    coords = chunk_coordinates(guides, max(2, round(cfg.chunk * size)), round(cfg.chunk_search * size))
+    return vote(guides.exemplar, coords)
+
+
+# ---------------------------------------------------------------- optimization
+
+
+def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: torch.device):
+    """Per-level objective builder: restricted patch loss to the warped exemplar with the appearance guide in its
+    search, weak content, identity (feature content on eyes/brows/nose/mouth, low-frequency shading), TV."""
+    encoder = load_encoder(cfg.encoder, device)
+    warped = guides.warped(guides.exemplar_smooth)
+    warped_app = guides.warped(guides.exemplar_appearance)
+
+    def build(level: Level) -> Objective:
+        layers = [cfg.content_layer, cfg.identity_layer, *STYLE_LAYERS]
+        landmarks = frame.landmarks * (level.size / frame.size)
+        with torch.no_grad():
+            source = encoder(level.image, layers)
+            target = encoder(resize_to(warped, level.size), list(STYLE_LAYERS))
+        features = feature_mask(landmarks, level.size, device)
+        terms = [Term("content", cfg.content_weight, ContentLoss(source[cfg.content_layer]), cfg.content_layer),
+                 Term("identity", cfg.identity_weight,
+                      ContentLoss(source[cfg.identity_layer], pool_to(features, source[cfg.identity_layer].shape[-2:])),
+                      cfg.identity_layer),
+                 Term("shading", cfg.identity_weight * cfg.luminance_ratio,
+                      LuminanceLoss(level.image, cfg.luminance_sigma * level.size, level.mask), None)]
+        for layer in STYLE_LAYERS:
+            feat = target[layer]
+            shape = feat.shape[-2:]
+            scale = float((source[layer] ** 2).mean().clamp_min(1e-8))
+            guide_q, guide_t = pool_to(resize_to(guides.appearance, level.size), shape), pool_to(
+                resize_to(warped_app, level.size), shape)
+            # Scaled so the guide holds appearance_weight x the features' energy per cell in the search.
+            factor = float(cfg.appearance_weight * (feat**2).sum(1).mean() / (guide_t**2).mean().clamp_min(1e-12))
+            radius = int(min(max(round(cfg.search_window * level.size / LAYER_STRIDE[layer]), 1),
+                             cfg.search_max_cells))
+            loss = PatchStyleLoss(feat, torch.ones_like(feat[:, :1]), pool_to(level.mask, shape)[0, 0], radius, scale,
+                                  cfg.search_energy, (guide_q * factor**0.5, guide_t * factor**0.5))
+            terms.append(Term(f"style_{layer}", cfg.style_weight, loss, layer))
+        terms.append(Term("tv", cfg.tv_weight, TVLoss(), None))
+        return Objective(encoder, terms)
+
+    return build
+
+
+def _style_face(style: Photo, cfg: StylizeConfig) -> Face:
+    return find_face(style.image, cfg.landmarks, name=style.name)
+
+
+def prepare(setup: Setup) -> Plan:
+    cfg, frame, device = setup.cfg, setup.frame, setup.device
+    style: Photo = setup.inputs["style"]
+    guides = make_guides(style.image, _style_face(style, cfg), frame, cfg)
+    quick = preview(guides, cfg)
+    photo = to_tensor(setup.photo, device)
+    h, w = photo.shape[-2:]
+    inside = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
+    start = photo + inside * (warp_from_frame(quick, frame.matrix, h, w) - photo)
+    keep = background_keep(setup.photo, device) if cfg.region == "head" else None
+    objective = None if cfg.method == "preview" else stylize_objective(guides, frame, cfg, device)
+    return Plan(objective, start=start, keep=keep, result={"guides": guides, "preview": quick})
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def gram_distance(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, encoder: Any) -> float:
+    """Mean over STYLE_LAYERS of |G(image) - G(reference)| / |G(reference)|, Gram matrices over ``mask``."""
+    feats_a, feats_b = encoder(image, list(STYLE_LAYERS)), encoder(reference, list(STYLE_LAYERS))
+    distances = []
+    for layer in STYLE_LAYERS:
+        weight = pool_to(mask, feats_a[layer].shape[-2:]).flatten(2)
+        a, b = feats_a[layer].flatten(2), feats_b[layer].flatten(2)
+        gram_a, gram_b = ((a * weight) @ a.transpose(1, 2), (b * weight) @ b.transpose(1, 2))
+        distances.append(float((gram_a - gram_b).norm() / gram_b.norm().clamp_min(1e-12)))
+    return float(np.mean(distances))
+
+
+def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarray, mask: torch.Tensor,
+                   cfg: StylizeConfig, encoder: Any) -> float:
+    """dlib-free distance to the photo's person: relative feature distance on eyes, brows, nose and mouth (the
+    identity layer) plus the standardised low-frequency shading difference over ``mask``."""
+    size = image.shape[-1]
+    a, b = (encoder(x, [cfg.identity_layer])[cfg.identity_layer] for x in (image, photo))
+    weight = pool_to(feature_mask(landmarks, size), a.shape[-2:])
+    features = float((weight * (a - b) ** 2).sum() / (weight * b**2).sum().clamp_min(1e-12))
+    sigma = cfg.luminance_sigma * size
+    shading = float((mask * (low_luminance(image, sigma, mask) - low_luminance(photo, sigma, mask)) ** 2).sum()
+                    / mask.sum().clamp_min(1e-8))
+    return features + shading
+
+
+@torch.no_grad()
+def style_scores(image: torch.Tensor, photo: torch.Tensor, guides: Guides, mask: torch.Tensor,
+                 encoder: Any) -> dict[str, float]:
+    """Gram distance and colour histogram distance (earth mover's, 0-255) to the exemplar over ``mask`` (frame)."""
+    exemplar = guides.warped(guides.exemplar_smooth)
+    region = mask[0, 0] > 0.5
+    style_pixels = exemplar[0].permute(1, 2, 0)[region]
+    return {"gram": gram_distance(image, exemplar, mask, encoder),
+            "colour": histogram_distance(image[0].permute(1, 2, 0)[region], style_pixels)}
+
+
+def score(s: Scoring) -> dict:
+    """Style distance to the exemplar (Gram on the encoder, colour histogram) of the photo (before) and the
+    output (after) over the edited region, and the dlib-free identity proxy of the output to the photo."""
+    style = load_photo(s.record["inputs"]["style"], "style")
+    guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg)
+    encoder = load_encoder(s.cfg.encoder, "cpu")
+    row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
+    for when, image in (("before", s.frame.image), ("after", s.output_frame)):
+        for name, value in style_scores(image, s.frame.image, guides, s.frame.mask, encoder).items():
+            row[f"{name}_{when}"] = value
+    with torch.no_grad():
+        row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, s.frame.mask, s.cfg,
+                                         encoder)
+    return row
+
+
+@dataclass
+class StylizeResult(EditResult):
+    guides: Guides | None = None
+    preview: torch.Tensor | None = None  # the StyleBlit frame the optimization started from
+
+
+STYLIZE = register(Edit(
+    name="stylize", summary="Paint the face in PHOTO in the medium of the portrait STYLE, keeping the person.",
+    source="photo", inputs=(Input("style", "photo", "Painted or drawn portrait (one face) whose medium to take."),),
+    presets=PRESETS, prepare=prepare, mask=stylize_region, score=score, result_type=StylizeResult))
+
+
+def stylize(photo: str | os.PathLike | np.ndarray, style: str | os.PathLike | np.ndarray,
+            cfg: StylizeConfig | None = None, face_index: int = 0, progress: bool = True) -> StylizeResult:
+    """Give the face in ``photo`` the medium of the portrait ``style``."""
+    return run_edit(STYLIZE, photo, {"style": style}, cfg, face_index, progress=progress)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from optimswap.edits.stylize import (
+    STYLIZE,
+    chunk_coordinates,
+    copy_pixels,
+    feature_mask,
+    identity_proxy,
+    make_guides,
+    style_scores,
+    stylize,
+    stylize_objective,
+)
+from optimswap.face import find_face
+from optimswap.features import load_encoder
+from optimswap.io import read_image, to_tensor
+from optimswap.optim import LBFGS
+from optimswap.pipeline import Level, make_frame
+
+
+@pytest.fixture(scope="module")
+def style(faces) -> np.ndarray:
+    return read_image(faces / "styles" / "01.jpg")
+
+
+def _guides(photo, style, size):
+    cfg = STYLIZE.preset(size=size)
+    frame = make_frame(to_tensor(photo), find_face(photo), cfg, STYLIZE.mask)
+    return cfg, frame, make_guides(style, find_face(style), frame, cfg)
+
+
+def test_positional_guide_maps_exemplar_landmarks_onto_the_photos(jennifer, style):
+    _, frame, guides = _guides(jennifer, style, 256)
+    points = np.round(frame.landmarks[:60]).astype(int)  # the inner lips do not drive the spline
+    at_points = guides.position[0][:, points[:, 1], points[:, 0]].T.numpy()
+    # The guide at a pixel centre vs the exemplar landmark shifted by that pixel's rounding.
+    expected = guides.landmarks[:60] + (points - frame.landmarks[:60])
+    assert np.abs(at_points - expected).max() <= 1.0
+
+
+def test_preview_copies_only_exemplar_pixels(jennifer, style):
+    _, _, guides = _guides(jennifer, style, 128)
+    copied = copy_pixels(guides.exemplar, chunk_coordinates(guides, 4, 3))
+    exemplar_values = {tuple(v) for v in (guides.exemplar[0].reshape(3, -1).T * 255).round().int().tolist()}
+    photo_values = {tuple(v) for v in (to_tensor(style)[0].reshape(3, -1).T * 255).round().int().tolist()}
+    assert exemplar_values <= photo_values  # nearest-neighbour frame: the exemplar's own colours
+    assert {tuple(v) for v in (copied[0].reshape(3, -1).T * 255).round().int().tolist()} <= exemplar_values
+
+
+def test_optimization_lowers_the_style_distance(jennifer, style):
+    cfg, frame, guides = _guides(jennifer, style, 64)
+    encoder = load_encoder(cfg.encoder, "cpu")
+    objective = stylize_objective(guides, frame, cfg, torch.device("cpu"))(Level(64, frame.image, frame.mask,
+                                                                                 frame.image))
+    param = frame.image.clone()
+    LBFGS(refresh_every=5).run([param], lambda: frame.image + frame.mask * (param - frame.image), objective, 10,
+                               progress=False)
+    result = (frame.image + frame.mask * (param - frame.image)).clamp(0, 1).detach()
+    before = style_scores(frame.image, frame.image, guides, frame.mask, encoder)
+    after = style_scores(result, frame.image, guides, frame.mask, encoder)
+    assert after["gram"] < 0.8 * before["gram"]
+
+
+def test_identity_weight_keeps_the_person(faces):
+    photo = faces / "identities" / "mark" / "01.jpg"
+    runs = {w: stylize(photo, faces / "styles" / "02.jpg", STYLIZE.preset(size=64, levels=1, iters=8,
+                                                                         identity_weight=w), progress=False)
+            for w in (0.0, STYLIZE.preset().identity_weight)}
+    encoder = load_encoder("vgg16-hed", "cpu")
+    cfg = STYLIZE.preset(size=64, levels=1)
+    proxy = {w: identity_proxy(r.frame_result, r.frame.image, r.frame.landmarks, r.frame.mask, cfg, encoder)
+             for w, r in runs.items()}
+    assert proxy[STYLIZE.preset().identity_weight] < proxy[0.0]
+    assert feature_mask(runs[0.0].frame.landmarks, 64).sum() > 0
+
+
+def test_preview_method_and_cli(cli, faces, tmp_path):
+    out = tmp_path / "s.png"
+    code, _, err = cli("stylize", faces / "identities" / "tony_blair" / "01.jpg", faces / "styles" / "04.jpg", "-o",
+                       out, "--method", "preview", "--size", "128", "--region", "all", "-q")
+    assert code == 0, err
+    assert read_image(out).shape == read_image(faces / "identities" / "tony_blair" / "01.jpg").shape
+
+
+def test_style_without_a_face_is_a_one_line_error(cli, faces, tmp_path):
+    blank = tmp_path / "blank_style.png"
+    from optimswap.io import write_image
+    write_image(blank, np.full((200, 160, 3), 200, np.uint8))
+    code, _, err = cli("stylize", faces / "identities" / "mark" / "01.jpg", blank, "-o", tmp_path / "o.png",
+                       "--size", "64", "--levels", "1", "--iters", "1", "-q")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "blank_style.png" in err
