@@ -35,9 +35,8 @@ from optimswap.pipeline import EditResult, Frame, Level, Plan
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 REGIONS = ("lips", "eyes", "skin")
-# The skin follows the reference only at the scale of blush, and its lightness only by the mean (foundation):
-# finer, or with local lightness, it copies the reference's lighting and highlights as pale patches (plain 01 x
-# makeup 01, 04 x 01).
+# The skin follows the reference only at the scale of blush, and only in chroma: finer, or with its lightness, it
+# copies the reference's lighting and exposure as pale patches with edges (plain 01 x makeup 01, 04 x 01).
 SKIN_SIGMA_SCALE = 6.0
 SCORE_SIGMA = 0.005  # light blur of the spatial score, fraction of the frame side (about a pixel at 256)
 
@@ -135,7 +134,7 @@ def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg:
                 raise OptionError("size", f"the {name} region is empty at {level.size} px; use a larger size")
             scale = level.size * (SKIN_SIGMA_SCALE if name == "skin" else 1.0)
             spatial = SpatialColorLoss(region, ref_l, level.image, inside_l, cfg.degree, cfg.chroma_sigma * scale,
-                                       cfg.lightness_sigma * scale, local_lightness=name != "skin")
+                                       cfg.lightness_sigma * scale, follow_lightness=name != "skin")
             histogram = HistogramLoss(region, ref_pixels, plain_pixels, cfg.degree, cfg.color_space)
             terms += [Term(f"spatial_{name}", cfg.spatial_weight * weights[name], spatial, None),
                       Term(f"histogram_{name}", cfg.histogram_weight * weights[name], histogram, None)]

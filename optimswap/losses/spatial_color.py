@@ -56,12 +56,13 @@ class SpatialColorLoss(nn.Module):
     """Makeup loss of one region: weighted mean Charbonnier distance between the image's CIELAB and its target
     plain + degree * (low-pass(reference) - low-pass(plain)), over ``region`` (1, 1, H, W) times ``inside``
     (where the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels.
-    ``local_lightness`` False: the lightness changes by the difference of the region's mean lightness only (a
-    foundation's tone), since its local variation on skin is mostly the reference's lighting, not makeup."""
+    ``follow_lightness`` False: the lightness stays the plain's and only the chroma follows (blush, tint): on skin
+    the reference's lightness is mostly its lighting and exposure, not makeup, and copying it leaves pale patches
+    with edges at the region's border."""
 
     def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor,
                  inside: torch.Tensor | None = None, degree: float = 1.0, chroma_sigma: float = 2.0,
-                 lightness_sigma: float = 4.0, local_lightness: bool = True):
+                 lightness_sigma: float = 4.0, follow_lightness: bool = True):
         super().__init__()
         if not 0.0 <= degree <= 1.0:
             raise ValueError(f"degree must be in [0, 1], got {degree}")
@@ -69,17 +70,16 @@ class SpatialColorLoss(nn.Module):
         if float(weight.sum()) <= 0:
             raise ValueError("empty region")
         self.weight, self.chroma_sigma, self.lightness_sigma = weight, chroma_sigma, lightness_sigma
-        self.local_lightness = local_lightness
+        self.follow_lightness = follow_lightness
         with torch.no_grad():
             reference_lab, plain_lab = clip_lightness(lab(reference.detach()), weight), lab(plain.detach())
             self.target = plain_lab + degree * (self.low_pass(reference_lab) - self.low_pass(plain_lab))
 
     def low_pass(self, lab_image: torch.Tensor) -> torch.Tensor:
-        if self.local_lightness:
-            lightness = masked_blur(lab_image[:, :1], self.weight, self.lightness_sigma)
-        else:
-            mean = (lab_image[:, :1] * self.weight).sum() / self.weight.sum()
-            lightness = mean.expand_as(lab_image[:, :1])
+        lightness = lab_image[:, :1]
+        # not followed: the same zero for plain and reference, so the target keeps the plain's lightness
+        lightness = (masked_blur(lightness, self.weight, self.lightness_sigma) if self.follow_lightness
+                     else torch.zeros_like(lightness))
         return torch.cat([lightness, masked_blur(lab_image[:, 1:], self.weight, self.chroma_sigma)], 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
