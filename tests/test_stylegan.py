@@ -20,6 +20,15 @@ from torch import nn
 from optimswap.errors import BackendUnavailable
 from optimswap.face.align import warp_from_frame
 from optimswap.gan import Architecture, Generator, UnsafeCheckpoint, from_state_dict, load_generator
+from optimswap.gan.directions import (
+    conditional,
+    edit_latent,
+    fit_direction,
+    fit_from_scorer,
+    load_direction,
+    sample_and_score,
+    sefa,
+)
 from optimswap.gan.invert import INVERT_PRESETS, project, save_latent
 from optimswap.io import read_image
 from optimswap.registry import run_edit
@@ -233,3 +242,41 @@ def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo
     save_latent(tmp_path / "latent.pt", result.latent, result.noises)
     saved = torch.load(tmp_path / "latent.pt", weights_only=True)
     assert torch.equal(saved["latent"], result.latent.detach())
+
+
+def test_sefa_equals_an_independent_eigendecomposition():
+    g = tiny_generator(2)
+    vectors, values = sefa(g, k=4)
+    rows = [m.affine.weight for b in g.synthesis.blocks() for m in (*b.layers(), b.torgb)]
+    a = np.concatenate([r.numpy() for r in rows]).astype(np.float64)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    _, s, vt = np.linalg.svd(a)  # right singular vectors of A = eigenvectors of A^T A
+    assert np.allclose(values.numpy(), s[:4] ** 2, rtol=1e-4)
+    assert np.allclose(np.abs((vectors.numpy() * vt[:4]).sum(1)), 1, atol=1e-4)
+
+
+def test_a_fitted_direction_recovers_a_planted_one_and_editing_along_it_moves_the_scorer_monotonically():
+    g = tiny_generator(4)
+    planted = torch.randn(TINY.w_dim, generator=torch.Generator().manual_seed(9))
+    planted /= planted.norm()
+    w, _ = sample_and_score(g, lambda img: img.mean(dim=(1, 2, 3)), 600)
+    labels = (w - w.mean(0)) @ planted > 0
+    assert float(fit_direction(w, labels) @ planted) >= 0.9
+    # An offline scorer on the images (red minus blue), the classes its top and bottom thirds.
+    scorer = lambda img: (img[:, 0] - img[:, 2]).mean(dim=(1, 2))
+    direction = fit_from_scorer(g, scorer, n=600)
+    start = g.mapping(torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(11)))
+    with torch.no_grad():
+        scores = [float(scorer((g.synthesis(edit_latent(start, [(direction, s)])[:, None].expand(-1, g.num_ws, -1))
+                                + 1) / 2)) for s in np.linspace(-2, 2, 9)]
+    assert all(b > a for a, b in zip(scores, scores[1:], strict=False)), scores
+    # Conditioned on the planted direction, the edit has no component along it.
+    assert abs(float(conditional(direction, planted) @ planted)) < 1e-5
+
+
+def test_external_direction_files_load_from_npy_and_pt(tmp_path):
+    d = np.arange(1, TINY.w_dim + 1, dtype=np.float32)
+    np.save(tmp_path / "d.npy", d[None])
+    torch.save(torch.from_numpy(d), tmp_path / "d.pt")
+    a, b = load_direction(tmp_path / "d.npy"), load_direction(tmp_path / "d.pt")
+    assert torch.allclose(a, b) and abs(float(a.norm()) - 1) < 1e-6
