@@ -17,8 +17,8 @@ from optimswap.gan.stylegan2 import Generator
 
 def style_weights(g: Generator) -> torch.Tensor:
     """The style affines of every conv and toRGB layer stacked as rows: (sum of channels, w_dim)."""
-    blocks = g.synthesis.blocks()
-    return torch.cat([m.affine.weight for b in blocks for m in (*b.layers(), b.torgb)])
+    affines = [a for b in g.synthesis.blocks() for a in (*(layer.affine for layer in b.layers()), b.torgb.affine)]
+    return torch.cat([a.weight for a in affines])
 
 
 def sefa(g: Generator, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

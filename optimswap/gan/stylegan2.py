@@ -116,6 +116,7 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
 
 
 class SynthesisLayer(nn.Module):
+    affine: FullyConnected
     noise_const: torch.Tensor
     resample_filter: torch.Tensor
 
@@ -137,6 +138,8 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
+    affine: FullyConnected
+
     def __init__(self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: float | None):
         super().__init__()
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
@@ -153,6 +156,9 @@ class SynthesisBlock(nn.Module):
     """One resolution: (the 4x4 constant | an upsampling conv), a conv, and a toRGB added to the upsampled skip."""
 
     resample_filter: torch.Tensor
+    conv0: SynthesisLayer
+    conv1: SynthesisLayer
+    torgb: ToRGB
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  conv_clamp: float | None):
