@@ -3,6 +3,7 @@
 from optimswap.edits.makeup import MakeupConfig, MakeupResult, makeup
 from optimswap.edits.stylize import StylizeConfig, StylizeResult, stylize
 from optimswap.edits.swap import SwapConfig, SwapResult, swap
+from optimswap.gan.invert import InvertConfig, InvertResult, invert
 
-__all__ = ["MakeupConfig", "MakeupResult", "StylizeConfig", "StylizeResult", "SwapConfig", "SwapResult", "makeup",
-           "stylize", "swap"]
+__all__ = ["InvertConfig", "InvertResult", "MakeupConfig", "MakeupResult", "StylizeConfig", "StylizeResult",
+           "SwapConfig", "SwapResult", "invert", "makeup", "stylize", "swap"]

@@ -1,0 +1,282 @@
+"""StyleGAN2 (issue #15): the generator, its checkpoint layouts, refusing unsafe pickles, inversion, directions.
+
+Every generator here is a tiny random one (32 px, few channels, seeded); no weights are downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import types
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optimswap.errors import BackendUnavailable
+from optimswap.face.align import warp_from_frame
+from optimswap.gan import Architecture, Generator, UnsafeCheckpoint, from_state_dict, load_generator
+from optimswap.gan.directions import (
+    conditional,
+    edit_latent,
+    fit_direction,
+    fit_from_scorer,
+    load_direction,
+    sample_and_score,
+    sefa,
+)
+from optimswap.gan.invert import INVERT_PRESETS, project, save_latent
+from optimswap.io import read_image
+from optimswap.registry import run_edit
+
+TINY = Architecture(32, (32, 32, 16, 16), z_dim=32, w_dim=32, mapping_layers=2, mapping_hidden=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: two threads on a shared machine spend their time waiting for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    g = Generator(TINY)
+    with torch.no_grad():
+        for layer in g.synthesis.noise_layers():
+            layer.noise_strength.fill_(0.1)
+        for block in g.synthesis.blocks():  # images mostly inside [-1, 1], as a trained generator's
+            block.torgb.weight.mul_(0.25)
+        g.mapping.w_avg.copy_(g.mapping(torch.randn(1000, TINY.z_dim)).mean(0))
+    return g.eval().requires_grad_(False)
+
+
+# --- the official NVlabs .pkl layout, written here without NVlabs code ---------------------------------------------
+
+NVLABS_CLASSES = {"Generator": "Generator", "Mapping": "MappingNetwork", "FullyConnected": "FullyConnectedLayer",
+                  "Synthesis": "SynthesisNetwork", "SynthesisBlock": "SynthesisBlock",
+                  "SynthesisLayer": "SynthesisLayer", "ToRGB": "ToRGBLayer"}
+
+
+@pytest.fixture
+def nvlabs_modules(monkeypatch):
+    """Stand-ins for ``torch_utils.persistence`` and ``dnnlib.util`` so that pickle can name their globals."""
+    persistence = types.ModuleType("torch_utils.persistence")
+    util = types.ModuleType("dnnlib.util")
+
+    def _reconstruct_persistent_obj(meta):  # what NVlabs does: exec meta["module_src"]
+        exec(meta["module_src"], {})
+
+    class EasyDict(dict):
+        pass
+
+    _reconstruct_persistent_obj.__module__ = persistence.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    EasyDict.__module__, EasyDict.__qualname__ = util.__name__, "EasyDict"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    util.EasyDict = EasyDict  # type: ignore[attr-defined]
+    for name, module in (("torch_utils", types.ModuleType("torch_utils")), ("torch_utils.persistence", persistence),
+                         ("dnnlib", types.ModuleType("dnnlib")), ("dnnlib.util", util)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return persistence, util
+
+
+class Persistent:
+    """Pickles like an NVlabs ``@persistent_class`` object: reconstructor + metadata with source and state."""
+
+    def __init__(self, reconstruct, class_name: str, state: dict, module_src: str):
+        self.reconstruct, self.meta = reconstruct, dict(type="class", version=6, module_src=module_src,
+                                                       class_name=f"training.networks.{class_name}", state=state)
+
+    def __reduce__(self):
+        return self.reconstruct, (self.meta,)
+
+
+def as_persistent(module: nn.Module, reconstruct, module_src: str) -> Persistent:
+    state = {"training": False, "_parameters": OrderedDict((k, nn.Parameter(v.clone(), requires_grad=False))
+                                                           for k, v in module._parameters.items() if v is not None),
+             "_buffers": OrderedDict((k, v.clone()) for k, v in module._buffers.items() if v is not None),
+             "_non_persistent_buffers_set": set(),
+             "_modules": OrderedDict((k, as_persistent(m, reconstruct, module_src))
+                                     for k, m in module._modules.items() if m is not None)}
+    if hasattr(module, "conv_clamp"):
+        state["conv_clamp"] = module.conv_clamp
+    if hasattr(module, "bias_gain"):
+        state["bias_gain"] = module.bias_gain
+    return Persistent(reconstruct, NVLABS_CLASSES[type(module).__name__], state, module_src)
+
+
+def write_nvlabs_pkl(path: Path, g: Generator, modules, module_src: str = "raise SystemExit") -> Path:
+    persistence, util = modules
+    make = lambda: as_persistent(g, persistence._reconstruct_persistent_obj, module_src)
+    content = {"G": make(), "D": None, "G_ema": make(), "augment_pipe": None,
+               "training_set_kwargs": util.EasyDict(resolution=np.int64(32), use_labels=False)}
+    path.write_bytes(pickle.dumps(content, protocol=3))
+    return path
+
+
+def to_rosinality(g: Generator) -> dict[str, torch.Tensor]:
+    """The generator under rosinality/stylegan2-pytorch's names and shapes (the inverse of ``from_rosinality``)."""
+    sd, out = g.state_dict(), {}
+    for i in range(TINY.mapping_layers):
+        out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
+        out[f"style.{i + 1}.bias"] = sd[f"mapping.fc{i}.bias"]
+    out["input.input"] = sd["synthesis.b4.const"][None]
+
+    def layer(src, dst, noise_name=None):
+        out[f"{src}.conv.weight"] = sd[f"{dst}.weight"][None]
+        out[f"{src}.conv.modulation.weight"] = sd[f"{dst}.affine.weight"]
+        out[f"{src}.conv.modulation.bias"] = sd[f"{dst}.affine.bias"]
+        if noise_name is None:
+            out[f"{src}.bias"] = sd[f"{dst}.bias"].reshape(1, -1, 1, 1)
+        else:
+            out[f"{src}.activate.bias"] = sd[f"{dst}.bias"]
+            out[f"{src}.noise.weight"] = sd[f"{dst}.noise_strength"].reshape(1)
+            out[f"noises.{noise_name}"] = sd[f"{dst}.noise_const"][None, None]
+
+    layer("conv1", "synthesis.b4.conv1", "noise_0")
+    layer("to_rgb1", "synthesis.b4.torgb")
+    for i, res in enumerate((8, 16, 32)):
+        layer(f"convs.{2 * i}", f"synthesis.b{res}.conv0", f"noise_{2 * i + 1}")
+        layer(f"convs.{2 * i + 1}", f"synthesis.b{res}.conv1", f"noise_{2 * i + 2}")
+        layer(f"to_rgbs.{i}", f"synthesis.b{res}.torgb")
+    return out
+
+
+def test_an_official_layout_pickle_loads_by_name_and_renders_the_same_without_running_its_source(
+        tmp_path, nvlabs_modules):
+    g = tiny_generator()
+    marker = tmp_path / "ran"
+    src = f"open({str(marker)!r}, 'w').write('module_src ran')"
+    loaded = load_generator(write_nvlabs_pkl(tmp_path / "net.pkl", g, nvlabs_modules, module_src=src))
+    assert not marker.exists()
+    assert loaded.arch == TINY  # the architecture, read back from the weights
+    z = torch.randn(2, TINY.z_dim, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(loaded(z), from_state_dict(g.state_dict())(z))
+    assert torch.equal(loaded(z), g(z)) and torch.equal(loaded.w_avg, g.w_avg)
+
+
+def test_a_rosinality_checkpoint_loads_likewise(tmp_path):
+    g = tiny_generator(3)
+    torch.save({"g_ema": to_rosinality(g), "latent_avg": g.w_avg.clone()}, tmp_path / "ros.pt")
+    loaded = load_generator(tmp_path / "ros.pt")
+    z = torch.randn(2, TINY.z_dim, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(loaded(z), g(z), atol=1e-5)  # g clamps at 256, rosinality never: same at these values
+
+
+class RunsSystem:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class RunsExec:
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        import builtins
+        return builtins.exec, (self.code,)
+
+
+def test_malicious_pickles_are_refused_naming_the_global_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    cases = {"system": RunsSystem(f"touch {marker}"), "exec": RunsExec(f"open({str(marker)!r}, 'w')")}
+    for name, payload in cases.items():
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(pickle.dumps({"G_ema": payload}))
+        with pytest.raises(UnsafeCheckpoint, match=rf"refused: the checkpoint asks for \S+\.{name}\b"):
+            load_generator(path)
+        torch.save({"g_ema": {"input.input": payload}}, tmp_path / f"{name}.pt")
+        with pytest.raises(UnsafeCheckpoint, match="refused"):
+            load_generator(tmp_path / f"{name}.pt")
+    assert not marker.exists()
+
+
+def test_a_missing_or_foreign_checkpoint_says_where_to_get_the_weights(tmp_path):
+    with pytest.raises(BackendUnavailable, match="not found; get the official FFHQ ones from https://"):
+        load_generator(tmp_path / "nope.pkl")
+    (tmp_path / "x.pkl").write_bytes(pickle.dumps({"G_ema": {"a": 1}}))
+    with pytest.raises(BackendUnavailable, match="no NVlabs G_ema"):
+        load_generator(tmp_path / "x.pkl")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10((a - b).square().mean()))
+
+
+@pytest.mark.parametrize(("preset", "iters"), [("default", 300), ("lbfgs", 100)])
+def test_projecting_the_generators_own_image_in_w_plus_reaches_30_db(preset, iters):
+    g = tiny_generator(5)
+    with torch.no_grad():
+        target = (g(torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(7))) + 1) / 2
+    # The generator's own image carries its stored noise; the projection keeps that noise and fits W+.
+    cfg = INVERT_PRESETS[preset].replace(size=32, iters=iters, w_avg_samples=2000, optimize_noise=False)
+    fit = project(g, target, cfg)
+    assert fit.latent.shape == (1, g.num_ws, TINY.w_dim)
+    assert psnr(fit.image, target) >= 30, preset
+
+
+def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo_bit_exact(faces, tmp_path):
+    g = tiny_generator(1)
+    torch.save({"g_ema": to_rosinality(g), "latent_avg": g.w_avg.clone()}, tmp_path / "g.pt")
+    photo = faces / "identities" / "jennifer" / "01.jpg"
+    cfg = INVERT_PRESETS["default"].replace(generator=str(tmp_path / "g.pt"), size=32, iters=5, w_avg_samples=100,
+                                            perceptual_weight=0.0, device="cpu")
+    result = run_edit("invert", photo, {}, cfg, progress=False)
+    source = read_image(photo)
+    mask = warp_from_frame(result.frame.mask, result.frame.matrix, *source.shape[:2])[0, 0].numpy()
+    outside = mask == 0
+    assert outside.any() and (~outside).any()
+    assert np.array_equal(result.image[outside], source[outside])
+    assert not np.array_equal(result.image[~outside], source[~outside])
+    assert result.latent.shape == (1, g.num_ws, TINY.w_dim) and len(result.noises) == len(g.noise_shapes())
+    save_latent(tmp_path / "latent.pt", result.latent, result.noises)
+    saved = torch.load(tmp_path / "latent.pt", weights_only=True)
+    assert torch.equal(saved["latent"], result.latent.detach())
+
+
+def test_sefa_equals_an_independent_eigendecomposition():
+    g = tiny_generator(2)
+    vectors, values = sefa(g, k=4)
+    rows = [m.affine.weight for b in g.synthesis.blocks() for m in (*b.layers(), b.torgb)]
+    a = np.concatenate([r.numpy() for r in rows]).astype(np.float64)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    _, s, vt = np.linalg.svd(a)  # right singular vectors of A = eigenvectors of A^T A
+    assert np.allclose(values.numpy(), s[:4] ** 2, rtol=1e-4)
+    assert np.allclose(np.abs((vectors.numpy() * vt[:4]).sum(1)), 1, atol=1e-4)
+
+
+def test_a_fitted_direction_recovers_a_planted_one_and_editing_along_it_moves_the_scorer_monotonically():
+    g = tiny_generator(4)
+    planted = torch.randn(TINY.w_dim, generator=torch.Generator().manual_seed(9))
+    planted /= planted.norm()
+    w, _ = sample_and_score(g, lambda img: img.mean(dim=(1, 2, 3)), 600)
+    labels = (w - w.mean(0)) @ planted > 0
+    assert float(fit_direction(w, labels) @ planted) >= 0.9
+    # An offline scorer on the images (red minus blue), the classes its top and bottom thirds.
+    scorer = lambda img: (img[:, 0] - img[:, 2]).mean(dim=(1, 2))
+    direction = fit_from_scorer(g, scorer, n=600)
+    start = g.mapping(torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(11)))
+    with torch.no_grad():
+        scores = [float(scorer((g.synthesis(edit_latent(start, [(direction, s)])[:, None].expand(-1, g.num_ws, -1))
+                                + 1) / 2)) for s in np.linspace(-2, 2, 9)]
+    assert all(b > a for a, b in zip(scores, scores[1:], strict=False)), scores
+    # Conditioned on the planted direction, the edit has no component along it.
+    assert abs(float(conditional(direction, planted) @ planted)) < 1e-5
+
+
+def test_external_direction_files_load_from_npy_and_pt(tmp_path):
+    d = np.arange(1, TINY.w_dim + 1, dtype=np.float32)
+    np.save(tmp_path / "d.npy", d[None])
+    torch.save(torch.from_numpy(d), tmp_path / "d.pt")
+    a, b = load_direction(tmp_path / "d.npy"), load_direction(tmp_path / "d.pt")
+    assert torch.allclose(a, b) and abs(float(a.norm()) - 1) < 1e-6
