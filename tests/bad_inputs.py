@@ -280,7 +280,7 @@ def option_cases(faces: Path) -> list[Case]:
     photo, folder = str(faces / "identities" / "mark" / "01.jpg"), str(faces / "identities" / "jennifer")
     plain, reference = (str(faces / "makeup" / k / "01.jpg") for k in ("plain", "makeup"))
     style = str(faces / "styles" / "01.jpg")
-    inputs = {"swap": [photo, folder], "makeup": [plain, reference], "stylize": [photo, style]}
+    inputs = {"swap": [photo, folder], "makeup": [plain, reference], "stylize": [photo, style], "invert": [photo]}
     cases = []
     for edit_name in edit_names():
         if edit_name not in inputs:
@@ -321,6 +321,13 @@ def command_cases(faces: Path) -> list[Case]:
                                        "{out}/sweep"], 2, "style"),
         Case("ablate: output is a file", ["ablate", "--pairs", "{pairs_good.csv}", "-o", "{out}/a_file"], 2, "a_file",
              existing={"a_file": b"x"}),
+        Case("invert: no generator weights offline", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
+                                                      "{out}/r.png", "-q"], 2, "--generator"),
+        Case("invert: a missing generator file", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
+                                                  "{out}/r.png", "--generator", "{out}/missing.pkl", "-q"], 2,
+             "missing.pkl"),
+        Case("invert: a text file as generator", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
+                                                  "{out}/r.png", "--generator", "{text.jpg}", "-q"], 2, "text.jpg"),
         Case("train-lighting: missing faces folder", ["train-lighting", "--faces", "{out}/nowhere", "-o",
                                                       "{out}/w.pt"], 2, "nowhere"),
         Case("train-lighting: --steps 0", ["train-lighting", "--faces", str(faces), "--steps", "0", "-o",

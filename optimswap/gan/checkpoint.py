@@ -182,5 +182,8 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> Ge
     path = resolve_generator_path(source)
     data = path.read_bytes()
     # A torch.save file is a zip archive; an NVlabs network is a bare pickle.
-    g = generator_from_rosinality(path) if data[:2] == b"PK" else generator_from_nvlabs(read_nvlabs_pickle(data))
+    try:
+        g = generator_from_rosinality(path) if data[:2] == b"PK" else generator_from_nvlabs(read_nvlabs_pickle(data))
+    except BackendUnavailable as err:  # the reason, with the file it is about
+        raise type(err)(f"{path}: {err}", option="generator") from None
     return g.to(device)
