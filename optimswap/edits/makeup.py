@@ -35,9 +35,10 @@ from optimswap.pipeline import EditResult, Frame, Level, Plan
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 REGIONS = ("lips", "eyes", "skin")
-# The skin follows the reference only at the scale of blush, and only in chroma: finer, or with its lightness, it
-# copies the reference's lighting and exposure as pale patches with edges (plain 01 x makeup 01, 04 x 01).
-SKIN_SIGMA_SCALE = 6.0
+# The skin follows the reference only in chroma and only at the scale of blush and foundation (a tenth of the
+# frame): finer, or with its lightness, it copies the reference's lighting and exposure as pale patches with edges
+# (plain 01 x makeup 01, 04 x 01; 6x at 256 px still left a pale patch on 01's cheek).
+SKIN_SIGMA_SCALE = 20.0
 SCORE_SIGMA = 0.005  # light blur of the spatial score, fraction of the frame side (about a pixel at 256)
 
 
