@@ -531,7 +531,7 @@ def test_numeric_options_reject_nan_and_inf(cls):
 
 
 # Options whose edge of the range needs another option changed to be consistent.
-COMPANIONS = {"levels": {"size": 2048}}
+COMPANIONS = {"levels": {"size": 2048}, "spatial_weight": {"histogram_weight": 1.0}}
 
 
 @pytest.mark.parametrize("cls", CONFIGS)
