@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from optimswap.errors import BackendUnavailable, OptionError
+from optimswap.weights import hub_path, verified_download
 
 # Channels per conv layer, "M" = 2x2 max pool.
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -114,29 +114,13 @@ def _load_vgg16_hed() -> VGGEncoder:
 
 
 def vgg19_cache_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name
-
-
-def _verified_vgg19_file() -> Path:
-    """The cached VGG19 weights, downloaded if missing; the SHA-256 is checked at every load, not only at download,
-    so a file changed in the cache is refused before anything reads it."""
-    path = vgg19_cache_path()
-    if not path.is_file():
-        try:
-            torch.hub.download_url_to_file(VGG19_URL, str(path), hash_prefix=VGG19_HASH_PREFIX, progress=True)
-        except Exception as err:
-            raise BackendUnavailable(f"could not fetch VGG19 weights from {VGG19_URL} ({err}); "
-                                     "the vgg16-hed encoder works offline", option="encoder") from err
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not digest.startswith(VGG19_HASH_PREFIX):
-        raise BackendUnavailable(f"{path}: SHA-256 {digest[:8]}... does not match {VGG19_HASH_PREFIX}...; the cached "
-                                 "file was changed or is incomplete: delete it to download it again", option="encoder")
-    return path
+    return hub_path(VGG19_URL)
 
 
 def _load_vgg19() -> VGGEncoder:
     enc = VGGEncoder(_VGG19, "imagenet")
-    state = torch.load(_verified_vgg19_file(), map_location="cpu", weights_only=True)
+    path = verified_download(VGG19_URL, "encoder", "the vgg16-hed encoder works offline", VGG19_HASH_PREFIX)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     feature_ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
     for conv, i in zip(enc.convs, feature_ids, strict=True):
         conv.get_parameter("weight").copy_(state[f"features.{i}.weight"])

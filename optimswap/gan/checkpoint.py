@@ -11,7 +11,6 @@ through ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import pickle
 import re
@@ -25,6 +24,7 @@ import torch
 
 from optimswap.errors import BackendUnavailable
 from optimswap.gan.stylegan2 import Generator, from_rosinality, from_state_dict
+from optimswap.weights import verified_download
 
 # Official NVlabs stylegan2-ada-pytorch FFHQ generators (README "Pretrained networks" / paper Fig. 7c sweep).
 FFHQ_URLS = {
@@ -140,35 +140,14 @@ def generator_from_rosinality(path: Path) -> Generator:
     return from_state_dict(from_rosinality(state, content.get("latent_avg")), conv_clamp=None)
 
 
-def _cached_url(url: str) -> Path:
-    """The file behind ``url`` in the torch hub cache, downloaded if missing. Its SHA-256 is stored next to it at
-    download and checked at every load; ``URL#sha256=HEX`` pins the expected value."""
-    base, _, pin = url.partition("#sha256=")
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(base).name
-    record = path.with_name(path.name + ".sha256")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(base, str(path), progress=True)
-        except Exception as err:  # no network, HTTP error: say where to get it
-            raise BackendUnavailable(f"cannot download {base} ({err}); download it by hand and pass --generator PATH",
-                                     option="generator") from None
-        record.write_text(hashlib.sha256(path.read_bytes()).hexdigest())
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    expected = pin or (record.read_text().strip() if record.exists() else digest)
-    if digest != expected:
-        raise BackendUnavailable(f"{path}: SHA-256 {digest} differs from {expected}; delete it to download again",
-                                 option="generator")
-    return path
-
-
 def resolve_generator_path(source: str | Path) -> Path:
     """A local path, a URL (fetched into the torch hub cache) or a name from ``FFHQ_URLS``."""
     text = str(source)
     if text in FFHQ_URLS:
         text = FFHQ_URLS[text]
     if re.match(r"https?://", text):
-        return _cached_url(text)
+        url, _, pin = text.partition("#sha256=")  # without a pin, the digest at download is the expectation
+        return verified_download(url, "generator", "download it by hand and pass --generator PATH", pin or None)
     path = Path(text).expanduser()
     if not path.is_file():
         raise BackendUnavailable(f"generator weights {path} not found; get the official FFHQ ones from "
