@@ -22,7 +22,7 @@ import click
 
 from optimswap import __version__
 from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
-from optimswap.io.image import check_writable
+from optimswap.io.image import check_outputs, check_writable
 from optimswap.registry import Edit, edit_names, get_edit
 
 
@@ -215,15 +215,11 @@ def ablate_cmd(edit_name, pairs_csv, grid_specs, out, preset_name, executor, clu
 def train_lighting_cmd(output, faces, steps, seed, overwrite, quiet):
     """Train the lighting network on synthetic relit pairs; prints held-out accuracy and confusion matrix."""
     from optimswap.data import faces_dir
-    from optimswap.io.image import check_writable
     from optimswap.lighting.net import WEIGHTS
     from optimswap.lighting.train import TrainConfig, train
 
     output = output or WEIGHTS
-    for path in (output, output.with_suffix(".json")):
-        check_writable(path)
-        if path.exists() and not overwrite:
-            raise OptionError("overwrite", f"{path} exists; it is replaced only with this option")
+    check_outputs([output, output.with_suffix(".json")], overwrite)
     cfg = dataclasses.replace(TrainConfig(),
                               **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
     root = faces_dir(faces)

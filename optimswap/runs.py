@@ -15,9 +15,9 @@ import torch
 
 from optimswap import __version__
 from optimswap.config import EditConfig
-from optimswap.errors import ImageError, OptionError
+from optimswap.errors import ImageError
 from optimswap.io import list_images
-from optimswap.io.image import FileAppeared, check_writable, image_file, image_format, json_file, write_files
+from optimswap.io.image import FileAppeared, check_outputs, image_file, image_format, json_file, write_files
 from optimswap.pipeline import EditResult
 from optimswap.registry import PhotoLike, get_edit, run_edit
 
@@ -48,10 +48,7 @@ def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     for p in inputs:
         if Path(p).resolve() in (out, record_path(out)):
             raise ImageError(f"refusing to overwrite an input: {p}")
-    for p in (output, record_path(output)):
-        check_writable(p)
-        if p.exists() and not overwrite:
-            raise OptionError("overwrite", f"{p} exists; it is replaced only with this option")
+    check_outputs([output, record_path(output)], overwrite)
 
 
 def peak_memory_mb(device: torch.device) -> float:

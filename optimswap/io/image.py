@@ -115,6 +115,14 @@ def check_writable(path: str | os.PathLike, folder: bool = False, option: str = 
         raise OptionError(option, f"{path}: cannot create files in {nearest} ({err.strerror})") from err
 
 
+def check_outputs(paths: Sequence[str | os.PathLike], overwrite: bool) -> None:
+    """``check_writable`` for each of ``paths``, and an existing one is replaced only with ``overwrite``."""
+    for path in map(Path, paths):
+        check_writable(path)
+        if path.exists() and not overwrite:
+            raise OptionError("overwrite", f"{path} exists; it is replaced only with this option")
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block is done, then reach their handlers. Python runs handlers in the main

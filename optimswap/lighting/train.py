@@ -15,7 +15,6 @@ matrix) are what is kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from optimswap.face import find_face, frame_matrix
 from optimswap.io import ImageError, list_images, read_image, to_tensor
-from optimswap.io.image import write_files
+from optimswap.io.image import json_file, write_files
 from optimswap.lighting.net import WEIGHTS, LightingNet
 from optimswap.lighting.relight import FaceGeometry, lighting_change, random_light, relight
 
@@ -182,6 +181,6 @@ def _train(root: Path, cfg: TrainConfig, out: Path, progress: bool) -> dict:
         "train_pairs_fresh": evaluate(net, sample_pairs(train_faces, train_photos, cfg.test_pairs, cfg, eval_rng)),
         "held_out_people": evaluate(net, sample_pairs(test_faces, test_photos, cfg.test_pairs, cfg, eval_rng)),
     }
-    write_files([(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n")),
+    write_files([json_file(out.with_suffix(".json"), report),
                  (out, lambda tmp: torch.save(shipped, tmp))])  # report first, like a run's record
     return report
