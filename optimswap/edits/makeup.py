@@ -52,9 +52,9 @@ class MakeupConfig(EditConfig):
     tv_weight: float = option(2.0, "Weight of total variation of the change (soft edges, kept texture).", low=0)
     # Region weights lips, eyes, skin = 1, 1, 0.1 as in BeautyGAN (Li et al. 2018: lambda_lips = lambda_shadow = 1,
     # lambda_face = 0.1) and PSGAN; 0 leaves a region out (and unchanged).
-    lips_weight: float = option(1.0, "Weight of the lips' histogram loss (0 = leave the lips).", low=0)
-    eyes_weight: float = option(1.0, "Weight of the eye shadow's histogram loss (0 = leave the eyes).", low=0)
-    skin_weight: float = option(0.1, "Weight of the skin's histogram loss (0 = leave the skin).", low=0)
+    lips_weight: float = option(1.0, "Weight of the lips' makeup losses (0 = leave the lips).", low=0)
+    eyes_weight: float = option(1.0, "Weight of the eye shadow's makeup losses (0 = leave the eyes).", low=0)
+    skin_weight: float = option(0.1, "Weight of the skin's makeup losses (0 = leave the skin).", low=0)
     # Issue #13: the spatial loss puts each colour where the reference has it; 0 with histogram_weight 20 is
     # BeautyGAN's objective (preset "beautygan").
     spatial_weight: float = option(20.0, "Scale of the spatial colour losses against the content loss.", low=0)
@@ -133,12 +133,15 @@ def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg:
             ref_pixels, plain_pixels = region_pixels(ref_l, region, inside_l), region_pixels(level.image, region)
             if len(ref_pixels) == 0 or len(plain_pixels) == 0:
                 raise OptionError("size", f"the {name} region is empty at {level.size} px; use a larger size")
-            scale = level.size * (SKIN_SIGMA_SCALE if name == "skin" else 1.0)
-            spatial = SpatialColorLoss(region, ref_l, level.image, inside_l, cfg.degree, cfg.chroma_sigma * scale,
-                                       cfg.lightness_sigma * scale, follow_lightness=name != "skin")
-            histogram = HistogramLoss(region, ref_pixels, plain_pixels, cfg.degree, cfg.color_space)
-            terms += [Term(f"spatial_{name}", cfg.spatial_weight * weights[name], spatial, None),
-                      Term(f"histogram_{name}", cfg.histogram_weight * weights[name], histogram, None)]
+            if cfg.spatial_weight:  # only the losses taking part are built (the histogram sorts its pixels)
+                scale = level.size * (SKIN_SIGMA_SCALE if name == "skin" else 1.0)
+                spatial = SpatialColorLoss(region, ref_l, level.image, inside_l, cfg.degree,
+                                           cfg.chroma_sigma * scale, cfg.lightness_sigma * scale,
+                                           follow_lightness=name != "skin")
+                terms.append(Term(f"spatial_{name}", cfg.spatial_weight * weights[name], spatial, None))
+            if cfg.histogram_weight:
+                histogram = HistogramLoss(region, ref_pixels, plain_pixels, cfg.degree, cfg.color_space)
+                terms.append(Term(f"histogram_{name}", cfg.histogram_weight * weights[name], histogram, None))
         terms.append(Term("tv", cfg.tv_weight, TVLoss(level.image), None))
         return Objective(encoder, terms)
 
