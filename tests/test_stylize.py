@@ -4,12 +4,12 @@ import torch
 
 from optimswap.edits.stylize import (
     STYLIZE,
+    StyleReference,
     chunk_coordinates,
     copy_pixels,
     feature_mask,
     identity_proxy,
     make_guides,
-    style_scores,
     stylize,
     stylize_objective,
 )
@@ -58,8 +58,8 @@ def test_optimization_lowers_the_style_distance(jennifer, style):
     LBFGS(refresh_every=5).run([param], lambda: frame.image + frame.mask * (param - frame.image), objective, 10,
                                progress=False)
     result = (frame.image + frame.mask * (param - frame.image)).clamp(0, 1).detach()
-    before = style_scores(frame.image, frame.image, guides, frame.mask, encoder)
-    after = style_scores(result, frame.image, guides, frame.mask, encoder)
+    reference = StyleReference(guides, frame.mask, encoder)
+    before, after = reference(frame.image), reference(result)
     assert after["gram"] < 0.8 * before["gram"]
 
 

@@ -37,7 +37,7 @@ from optimswap.face.regions import OUTER_LIPS, brows_mask, eyes_mask, union
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import to_tensor
 from optimswap.losses import ContentLoss, LuminanceLoss, PatchStyleLoss, TVLoss
-from optimswap.losses.luminance import low_luminance
+from optimswap.losses.luminance import low_luminance, luminance_loss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
 from optimswap.pipeline import EditResult, Frame, Level, Plan
@@ -346,16 +346,15 @@ def prepare(setup: Setup) -> Plan:
 # ---------------------------------------------------------------- evaluation
 
 
-def gram_distance(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, encoder: Any) -> float:
-    """Mean over STYLE_LAYERS of |G(image) - G(reference)| / |G(reference)|, Gram matrices over ``mask``."""
-    feats_a, feats_b = encoder(image, list(STYLE_LAYERS)), encoder(reference, list(STYLE_LAYERS))
-    distances = []
+def gram_matrices(image: torch.Tensor, mask: torch.Tensor, encoder: Any) -> list[torch.Tensor]:
+    """Gram matrices of ``image``'s STYLE_LAYERS features over ``mask`` (frame)."""
+    feats = encoder(image, list(STYLE_LAYERS))
+    grams = []
     for layer in STYLE_LAYERS:
-        weight = pool_to(mask, feats_a[layer].shape[-2:]).flatten(2)
-        a, b = feats_a[layer].flatten(2), feats_b[layer].flatten(2)
-        gram_a, gram_b = ((a * weight) @ a.transpose(1, 2), (b * weight) @ b.transpose(1, 2))
-        distances.append(float((gram_a - gram_b).norm() / gram_b.norm().clamp_min(1e-12)))
-    return float(np.mean(distances))
+        weight = pool_to(mask, feats[layer].shape[-2:]).flatten(2)
+        f = feats[layer].flatten(2)
+        grams.append((f * weight) @ f.transpose(1, 2))
+    return grams
 
 
 def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarray, mask: torch.Tensor,
@@ -367,20 +366,30 @@ def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarr
     weight = pool_to(feature_mask(landmarks, size), a.shape[-2:])
     features = float((weight * (a - b) ** 2).sum() / (weight * b**2).sum().clamp_min(1e-12))
     sigma = cfg.luminance_sigma * size
-    shading = float((mask * (low_luminance(image, sigma, mask) - low_luminance(photo, sigma, mask)) ** 2).sum()
-                    / mask.sum().clamp_min(1e-8))
-    return features + shading
+    return features + float(luminance_loss(image, low_luminance(photo, sigma, mask), sigma, mask))
 
 
-@torch.no_grad()
-def style_scores(image: torch.Tensor, photo: torch.Tensor, guides: Guides, mask: torch.Tensor,
-                 encoder: Any) -> dict[str, float]:
-    """Gram distance and colour histogram distance (earth mover's, 0-255) to the exemplar over ``mask`` (frame)."""
-    exemplar = guides.warped(guides.exemplar_smooth)
-    region = mask[0, 0] > 0.5
-    style_pixels = exemplar[0].permute(1, 2, 0)[region]
-    return {"gram": gram_distance(image, exemplar, mask, encoder),
-            "colour": histogram_distance(image[0].permute(1, 2, 0)[region], style_pixels)}
+class StyleReference:
+    """The exemplar warped onto the photo's face, as style distances measure against it over ``mask`` (frame):
+    its Gram matrices and colours, computed once for every image scored."""
+
+    @torch.no_grad()
+    def __init__(self, guides: Guides, mask: torch.Tensor, encoder: Any):
+        exemplar = guides.warped(guides.exemplar_smooth)
+        self.mask, self.encoder = mask, encoder
+        self.region = mask[0, 0] > 0.5
+        self.grams = gram_matrices(exemplar, mask, encoder)
+        self.pixels = exemplar[0].permute(1, 2, 0)[self.region]
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> dict[str, float]:
+        """Gram distance (mean over STYLE_LAYERS of |G(image) - G(exemplar)| / |G(exemplar)|) and colour histogram
+        distance (earth mover's, 0-255) of ``image`` to the exemplar."""
+        grams = gram_matrices(image, self.mask, self.encoder)
+        gram = np.mean([float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(grams, self.grams,
+                                                                                           strict=True)])
+        return {"gram": float(gram),
+                "colour": histogram_distance(image[0].permute(1, 2, 0)[self.region], self.pixels)}
 
 
 def score(s: Scoring) -> dict:
@@ -389,9 +398,10 @@ def score(s: Scoring) -> dict:
     style = load_photo(s.record["inputs"]["style"], "style")
     guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg)
     encoder = load_encoder(s.cfg.encoder, "cpu")
+    reference = StyleReference(guides, s.frame.mask, encoder)
     row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
     for when, image in (("before", s.frame.image), ("after", s.output_frame)):
-        for name, value in style_scores(image, s.frame.image, guides, s.frame.mask, encoder).items():
+        for name, value in reference(image).items():
             row[f"{name}_{when}"] = value
     with torch.no_grad():
         row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, s.frame.mask, s.cfg,
