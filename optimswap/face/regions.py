@@ -13,6 +13,8 @@ from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 OUTER_LIPS = slice(48, 60)
 INNER_LIPS = slice(60, 68)
 LEFT_BROW, RIGHT_BROW = slice(17, 22), slice(22, 27)
+LOWER_LID = [0, 5, 4, 3]  # of an eye's six points: outer corner, lower lid, inner corner
+LOWER_BAND = 0.2  # eye distances below the lower lid that the eye makeup region reaches
 
 
 def union(masks: list[torch.Tensor]) -> torch.Tensor:
@@ -48,7 +50,7 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
     sigma = max(feather * size, 0.5)
     bands = []
     for brow, eye in ((LEFT_BROW, LEFT_EYE), (RIGHT_BROW, RIGHT_EYE)):
-        lower_lid = landmarks[eye][[0, 5, 4, 3]] + [0, 0.2 * eye_distance]  # as in lower_lid_mask
+        lower_lid = landmarks[eye][LOWER_LID] + [0, LOWER_BAND * eye_distance]
         outline = np.concatenate([landmarks[brow], lower_lid])
         bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
     # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
@@ -58,12 +60,12 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
 
 
 def lower_lid_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
-    """Band under each eye from the lower lid (corner to corner) down to a fifth of the eye distance, the lower
-    part of ``eye_shadow_mask``; hard."""
-    drop = [0, 0.2 * interocular(landmarks)]
+    """Band under each eye from the lower lid (corner to corner) down LOWER_BAND eye distances, the lower part of
+    ``eye_shadow_mask``; hard."""
+    drop = [0, LOWER_BAND * interocular(landmarks)]
     bands = []
     for eye in (LEFT_EYE, RIGHT_EYE):
-        lid = landmarks[eye][[0, 5, 4, 3]]  # outer corner, lower lid, inner corner
+        lid = landmarks[eye][LOWER_LID]
         bands.append(polygon_mask(np.concatenate([lid, (lid + drop)[::-1]]), size, device))
     return union(bands)
 
