@@ -17,6 +17,7 @@ from skimage.draw import polygon2mask
 
 from optimswap.compose import gaussian_blur, match_color
 from optimswap.compose.classic import classic_swap
+from optimswap.compose.detail import detail_energy
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
@@ -76,8 +77,8 @@ class SwapConfig(EditConfig):
                                  low=0, high=1)
     change_sigma: float = option(1.0, "Blur (frame pixels) of the optimized change put back onto the start image.",
                                  low=0, high=8)
-    # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail
-    # (band below ~1 frame pixel) is scaled to the source face's energy there, by a blur or an unsharp mask.
+    # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail, read
+    # in the working frame, is brought to the source face's, by a blur or an unsharp mask.
     match_detail: bool = option(True, "Match the swapped face's fine detail to the source photo's.")
     # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
     content_layer: str = option("relu4_2", "Encoder layer of the content loss.")
@@ -319,23 +320,27 @@ def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, 
     return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
 
 
-def matched_detail(image: torch.Tensor, photo: torch.Tensor, frame: Frame, region: torch.Tensor) -> torch.Tensor:
-    """``image`` whose fine band (below ~1 frame pixel) inside ``region`` (1, 1, H, W) has the photo's energy there:
-    blurred where it is sharper than the photo, unsharp-masked (at most 3x the band) where it is softer."""
+def matched_detail(image: torch.Tensor, frame: Frame, editable: torch.Tensor) -> torch.Tensor:
+    """The photo ``image`` whose fine detail on the ``editable`` part (1, 1, S, S) of the frame has the source face's
+    energy there, both read in the working frame (``detail_energy``: the scale the face was made at; the photo's
+    own finer grain is carried by the skin texture): blurred where it is sharper than the source, unsharp-masked
+    (at most 3x the band below ~1 frame pixel) where it is softer. Kept pixels (hair, an open mouth) are left out
+    of both: their sharp edges would take the whole adjustment and then be restored to the source."""
     sigma = _pixels_per_cell(frame)
-    weight = region / region.sum().clamp_min(1e-6)
+    region = warp_from_frame(editable, frame.matrix, *image.shape[-2:]).clamp(0, 1)
 
     def energy(x: torch.Tensor) -> float:
-        return float((((x - gaussian_blur(x, sigma)).mean(1, keepdim=True)) ** 2 * weight).sum())
+        return detail_energy(warp_to_frame(x, frame.matrix, frame.size), editable)
 
-    goal, now = energy(photo), energy(image)
+    goal, now = detail_energy(frame.image, editable), energy(image)
     if goal <= 0 or now <= 0:
         return image
-    if now > goal:  # the fine band of a Gaussian-blurred image falls monotonically with the blur
+    if now > goal:  # the detail of a Gaussian-blurred image falls monotonically with the blur
         def adjust(t: float) -> torch.Tensor:
-            return gaussian_blur(image, t * 3 * sigma) if t > 0.01 else image
+            changed = gaussian_blur(image, t * 3 * sigma) if t > 0.01 else image
+            return image + region * (changed - image)
     else:
-        detail = image - gaussian_blur(image, sigma)
+        detail = region * (image - gaussian_blur(image, sigma))
 
         def adjust(t: float) -> torch.Tensor:
             return image + 2 * t * detail
@@ -345,7 +350,7 @@ def matched_detail(image: torch.Tensor, photo: torch.Tensor, frame: Frame, regio
         middle = (low + high) / 2
         overshoot = energy(adjust(middle)) < goal if now > goal else energy(adjust(middle)) > goal
         low, high = (low, middle) if overshoot else (middle, high)
-    return (image + region * (adjust((low + high) / 2) - image)).clamp(0, 1)
+    return adjust((low + high) / 2).clamp(0, 1)
 
 
 def prepare(setup: Setup) -> Plan:
@@ -360,9 +365,9 @@ def prepare(setup: Setup) -> Plan:
                                 kept, None if targets.best_occluders is None else [targets.best_occluders])
         start = to_tensor(image, device)
         record["classic_target"] = targets.used[0]["path"]
+    editable = frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
     if keep is not None:
-        record["kept_share_of_face"] = float((warp_to_frame(keep, frame.matrix, frame.size) * frame.mask).sum()
-                                             / frame.mask.sum())
+        record["kept_share_of_face"] = float(1 - editable.sum() / frame.mask.sum())
     objective = None if cfg.method == "classic" else swap_objective(targets, cfg, device)
     photo = to_tensor(setup.photo, device)
 
@@ -370,8 +375,7 @@ def prepare(setup: Setup) -> Plan:
         if cfg.skin_texture:
             out = with_source_texture(out, photo, frame, cfg)
         if cfg.match_detail:
-            region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
-            out = matched_detail(out, photo, frame, region)
+            out = matched_detail(out, frame, editable)
         return out
 
     return Plan(objective, start=start, keep=keep, finish=finish if cfg.skin_texture or cfg.match_detail else None,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from kornia.color import rgb_to_lab
-from kornia.filters import laplacian
 from kornia.metrics import psnr as kornia_psnr
 from scipy.spatial.transform import Rotation
 from scipy.stats import wasserstein_distance
 
 from optimswap.compose import gaussian_blur
+from optimswap.compose.detail import detail_energy
 from optimswap.face.align import interocular
 
 # Generic 3D head (millimetre-like units, x right, y up, z towards the camera) at six iBUG landmarks:
@@ -106,10 +106,7 @@ def high_frequency_ratio(image: torch.Tensor, reference: torch.Tensor, mask: tor
     """Mean squared Laplacian of lightness inside ``mask``, image over reference. > 1: speckle or hatching
     added; < 1: smoother (softer) than the reference."""
 
-    def energy(x):
-        return float((laplacian(_luminance(x), 3) ** 2 * mask).sum() / mask.sum().clamp_min(1e-6))
-
-    return energy(image) / max(energy(reference), 1e-12)
+    return detail_energy(image, mask) / max(detail_energy(reference, mask), 1e-12)
 
 
 def histogram_distance(values: torch.Tensor, reference: torch.Tensor) -> float:
