@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from optimswap.errors import BackendUnavailable
-from optimswap.face.align import warp_from_frame
+from optimswap.face import ffhq_quad, find_face, frame_matrix, warp_to_frame
+from optimswap.face.align import apply_matrix, warp_from_frame
 from optimswap.gan import Architecture, Generator, UnsafeCheckpoint, from_state_dict, load_generator
 from optimswap.gan.directions import (
     conditional,
@@ -30,7 +31,7 @@ from optimswap.gan.directions import (
     sefa,
 )
 from optimswap.gan.invert import INVERT_PRESETS, project, save_latent
-from optimswap.io import read_image
+from optimswap.io import read_image, to_tensor
 from optimswap.registry import run_edit
 
 TINY = Architecture(32, (32, 32, 16, 16), z_dim=32, w_dim=32, mapping_layers=2, mapping_hidden=32)
@@ -242,6 +243,40 @@ def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo
     save_latent(tmp_path / "latent.pt", result.latent, result.noises)
     saved = torch.load(tmp_path / "latent.pt", weights_only=True)
     assert torch.equal(saved["latent"], result.latent.detach())
+
+
+def test_the_frame_is_ffhqs_quad_crop_with_pils_pixel_convention(jennifer):
+    lm = find_face(jennifer).landmarks
+    quad = ffhq_quad(lm)
+    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_to_eye, eye_to_mouth = eye_right - eye_left, (lm[48] + lm[54]) / 2 - (eye_left + eye_right) / 2
+    sides = np.roll(quad, -1, axis=0) - quad
+    side = max(4.0 * np.linalg.norm(eye_to_eye), 3.6 * np.linalg.norm(eye_to_mouth))
+    assert np.allclose(np.linalg.norm(sides, axis=1), side) and abs(sides[0] @ sides[1]) < 1e-6 * side**2  # a square
+    assert np.allclose(quad.mean(0), (eye_left + eye_right) / 2 + 0.1 * eye_to_mouth)
+    # Its top edge runs along eye_to_eye minus eye_to_mouth turned by 90 degrees.
+    top = quad[3] - quad[0]
+    along = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+    assert abs(top[0] * along[1] - top[1] * along[0]) < 1e-9 * side * np.linalg.norm(along) and top @ along > 0
+    size = 64
+    matrix = frame_matrix(lm, size)
+    # NVlabs: img.transform(QUAD, (quad + 0.5).flatten(), BILINEAR) samples frame pixel (i, j), centre (i + 0.5,
+    # j + 0.5) in PIL's continuous coordinates, at quad[0] + 0.5 + (i + 0.5) / size * (quad[3] - quad[0])
+    # + (j + 0.5) / size * (quad[1] - quad[0]); minus 0.5 for pixel-centre photo coordinates.
+    ij = np.array([[0, 0], [size - 1, 0], [0, size - 1], [17, 40]], dtype=float)
+    pil = quad[0] + (ij[:, :1] + 0.5) / size * (quad[3] - quad[0]) + (ij[:, 1:] + 0.5) / size * (quad[1] - quad[0])
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    assert np.allclose(apply_matrix(inverse, ij), pil)
+    assert np.allclose(apply_matrix(matrix, pil), ij)  # and back
+    # The frame resampled from the photo: its pixels are the photo's at those places.
+    frame = warp_to_frame(to_tensor(jennifer).double(), matrix, size)[0].permute(1, 2, 0).numpy()
+    x, y = pil[3]
+    x0, y0 = int(x), int(y)
+    fx, fy = x - x0, y - y0
+    pixels = jennifer.astype(float) / 255
+    bilinear = ((1 - fx) * (1 - fy) * pixels[y0, x0] + fx * (1 - fy) * pixels[y0, x0 + 1]
+                + (1 - fx) * fy * pixels[y0 + 1, x0] + fx * fy * pixels[y0 + 1, x0 + 1])
+    assert np.allclose(frame[40, 17], bilinear, atol=1e-6)
 
 
 def test_sefa_equals_an_independent_eigendecomposition():
