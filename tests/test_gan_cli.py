@@ -13,6 +13,7 @@ import torch
 from tiny_gan import TINY, tiny_checkpoint, tiny_generator
 
 from optimswap.errors import OptionError
+from optimswap.eval.report import evaluate_record
 from optimswap.face import Face, find_face, warp_from_frame
 from optimswap.gan import load_generator, scorers
 from optimswap.gan.directions import edit_latent, fit_from_scorer, read_directions
@@ -46,7 +47,7 @@ def outside_face(photo: Path) -> np.ndarray:
 
 def test_invert_then_edit_writes_the_latent_and_pastes_the_moved_face_back(photo, tmp_path, cli):
     g = tiny_checkpoint(tmp_path / "g.pt", seed=1)
-    code, out, err = cli("invert", photo, "--generator", g, "-o", tmp_path / "lat.pt", "--iters", "20", *FAST)
+    code, out, err = cli("invert", photo, "--generator", g, "-o", tmp_path / "lat.pt", "--iters", "100", *FAST)
     assert code == 0, err
     assert "wrote lat.pt, lat.png and lat.json" in out
     saved = torch.load(tmp_path / "lat.pt", weights_only=True)
@@ -54,6 +55,8 @@ def test_invert_then_edit_writes_the_latent_and_pastes_the_moved_face_back(photo
     record = json.loads((tmp_path / "lat.json").read_text())
     assert record["latent"] == str(tmp_path / "lat.pt") and record["output"] == str(tmp_path / "lat.png")
     assert record["options"]["generator"] == str(g) and record["edit"] == "invert"
+    row = evaluate_record(tmp_path / "lat.json")  # eval scores the reconstruction's attributes before and after
+    assert row["psnr_outside"] == float("inf") and abs(row["yaw_after"] - row["yaw_before"]) < 15, row
 
     code, out, err = cli("directions", "sefa", "--generator", g, "-k", "3", "-o", tmp_path / "dirs.pt")
     assert code == 0 and "sefa0 ... sefa2" in out, err

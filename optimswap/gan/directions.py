@@ -80,8 +80,9 @@ def fit_from_scores(w: torch.Tensor, scores: torch.Tensor, share: float = 0.3) -
     are the two classes (the middle is ambiguous, as in InterFaceGAN)."""
     scored = torch.isfinite(scores).nonzero().reshape(-1)
     if len(scored) < MIN_SCORED:
-        raise OptimswapError(f"only {len(scored)} of {len(scores)} generated images could be scored (a face found); "
-                             f"fitting needs at least {MIN_SCORED}: a face generator, or more samples")
+        raise OptimswapError(f"only {len(scored)} of {len(scores)} generated images could be scored (the landmark "
+                             f"scorers need a face found); fitting needs at least {MIN_SCORED}: a generator of faces, "
+                             "or more samples")
     order = scored[scores[scored].argsort()]
     keep = max(1, int(share * len(scored)))
     chosen = torch.cat([order[:keep], order[-keep:]])
