@@ -13,7 +13,8 @@ import time
 import torch
 
 from optimswap.gan import Architecture, Generator
-from optimswap.gan.invert import INVERT_PRESETS, objective_builder, projection
+from optimswap.gan.edit import INVERT_PRESETS
+from optimswap.gan.invert import projection, projection_objective
 from optimswap.pipeline import Level
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     parameterization, render = projection(g, cfg, device)
     target = torch.rand(1, 3, 256, 256, device=device)
     level = Level(256, target, torch.ones_like(target[:, :1]), target)
-    objective = objective_builder(cfg, device, parameterization, render)(level)
+    objective = projection_objective(cfg, device, target, parameterization, render)(level)
     params = parameterization.start(level)
     for p in params:
         p.requires_grad_(True)

@@ -1,5 +1,7 @@
 """Command line. One command per registered edit (``optimswap swap``, ``optimswap makeup``, ...), its options
-derived from the edit's config dataclass, plus ``demo``, ``eval``, ``ablate``, ``train-lighting``, ``fetch``.
+derived from the edit's config dataclass, plus ``demo``, ``eval``, ``ablate``, ``train-lighting``, ``fetch``; the
+StyleGAN2 edit ``invert`` has two commands, ``invert`` (writes the latent) and ``edit`` (writes the edited photo), and
+``directions`` makes the direction files ``edit --attr`` reads.
 
 Exit codes: 0 success; 2 bad input or options (one line on stderr naming the file or option; for ``eval``:
 some runs could not be scored, each row naming its record and the reason); 1 an internal
@@ -21,6 +23,7 @@ from typing import Any
 import click
 
 from optimswap import __version__
+from optimswap.config import LANDMARK_BACKENDS
 from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
 from optimswap.io.image import check_outputs, check_writable
 from optimswap.registry import Edit, edit_names, get_edit
@@ -31,11 +34,14 @@ def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
-def config_options(config: type) -> list[click.Option]:
-    """One option per config field, typed from the field (tuples as 'a+b+c'); all default to the preset's value."""
+def config_options(config: type, skip: tuple[str, ...] = ()) -> list[click.Option]:
+    """One option per config field but ``skip``, typed from the field (tuples as 'a+b+c'); all default to the
+    preset's value."""
     hints = typing.get_type_hints(config)
     options = []
     for field in dataclasses.fields(config):
+        if field.name in skip:
+            continue
         kind, meta, name = hints[field.name], field.metadata, field.name.replace("_", "-")
         help_text = meta.get("help", "")
         if kind is bool:
@@ -69,18 +75,19 @@ def _run_edit(edit: Edit, source: Path, inputs: dict[str, Any], output: Path, pr
                + (f"; targets used: {', '.join(Path(t['path']).name for t in used)}" if used else ""))
 
 
-def run_options(edit: Edit) -> list[click.Option]:
-    """The options every edit command has, then the edit's config options."""
+def run_options(edit: Edit, output_help: str = "Result picture (same pixel size as the photo); OUTPUT.json gets the "
+                                              "run record.", skip: tuple[str, ...] = ()) -> list[click.Option]:
+    """The options every edit command has, then the edit's config options but ``skip``."""
     return [
         click.Option(["-o", "--output"], required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Result picture (same pixel size as the photo); OUTPUT.json gets the run record."),
+                     help=output_help),
         click.Option(["--preset", "preset_name"], default="default", show_default=True,
                      type=click.Choice(list(edit.presets))),
         click.Option(["--face-index"], default=0, show_default=True, type=click.IntRange(min=0),
                      help="Which face of the photo (0 = largest)."),
         click.Option(["--overwrite"], is_flag=True, help="Replace an existing OUTPUT (never an input)."),
         click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars."),
-        *config_options(edit.config),
+        *config_options(edit.config, skip),
     ]
 
 
@@ -142,6 +149,178 @@ def demo_cmd(faces, source_set, target_set, output, preset_name, face_index, ove
     targets = fetch(target_set, faces)
     click.echo(f"demo: {source} <- {len(targets)} photos of {target_set}")
     _run_edit(get_edit("swap"), source, {"target": targets}, output, preset_name, face_index, overwrite, quiet, values)
+
+
+# The invert edit's options that only ``edit`` has: what to move, and a fitted latent to move instead of fitting one.
+MOVE_OPTIONS = ("latent", "directions", "attr", "direction", "keep")
+
+
+def _gan_command(name: str, callback: Callable, output_help: str, help_text: str) -> click.Command:
+    """``invert`` or ``edit``: the photo, the invert edit's run and config options (``edit``: with the moves, each
+    repeatable), and --save-generator."""
+    edit = get_edit("invert")
+    params: list[click.Parameter] = [
+        click.Argument(["photo"], type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        *run_options(edit, output_help, skip=MOVE_OPTIONS if name == "invert" else ("attr", "direction", "keep")),
+        click.Option(["--save-generator"], is_flag=True,
+                     help="Also write the generator that drew the result (with --pti-steps: the tuned one) as "
+                          "OUTPUT.generator.pt, which --generator loads.")]
+    if name == "edit":
+        params += [
+            click.Option(["--attr"], multiple=True, metavar="NAME=STRENGTH",
+                         help="Move along the named direction of --directions, e.g. smile=+2 (repeatable)."),
+            click.Option(["--direction"], multiple=True, metavar="FILE=STRENGTH",
+                         help="Move along an external direction file (.npy / .pt, InterFaceGAN style; repeatable)."),
+            click.Option(["--keep"], multiple=True, metavar="NAME",
+                         help="Keep the attribute of this named direction: the moves are made orthogonal to it "
+                              "(InterFaceGAN's conditional edit; repeatable).")]
+    return click.Command(name, params=params, callback=callback, help=help_text)
+
+
+def _run_gan(photo: Path, picture: Path, preset_name: str, face_index: int, overwrite: bool, quiet: bool,
+             save_generator: bool, values: dict[str, Any], latent: bool) -> dict:
+    """The invert edit, writing the picture, its record, and the latent (``latent``) and generator (on request)
+    beside them."""
+    from optimswap.gan.checkpoint import save_generator as write_generator
+    from optimswap.gan.invert import save_latent
+    from optimswap.runs import run_to_files
+
+    def resolved(path: str) -> str:  # the record names the files the run read wherever it is read
+        return str(Path(path).expanduser().resolve()) if path and Path(path).expanduser().exists() else path
+
+    values.update({k: resolved(values[k]) for k in ("generator", "latent", "directions") if values.get(k)})
+    if values.get("direction"):
+        values["direction"] = tuple(resolved(f) + "=" + s if f else d
+                                    for d, (f, _, s) in ((d, d.rpartition("=")) for d in values["direction"]))
+    cfg = resolve_config(get_edit("invert"), preset_name, values)
+    attachments: dict[str, tuple[str, Callable[[Any, Path], object]]] = {}
+    if latent:
+        attachments["latent"] = (".pt", lambda result, path: save_latent(path, result.latent, result.noises,
+                                                                         {"generator": cfg.generator}))
+    if save_generator:
+        attachments["tuned_generator"] = (".generator.pt", lambda result, path: write_generator(path, result.generator))
+    return run_to_files("invert", photo, {}, picture, cfg, face_index, progress=not quiet, overwrite=overwrite,
+                        extra={"preset": preset_name}, attachments=attachments)
+
+
+def _done(record: dict, first: str) -> str:
+    from optimswap.runs import record_path
+
+    written = [first, *(record[k] for k in ("output", "tuned_generator") if k in record and record[k] != first)]
+    history = record["loss_history"]
+    return (f"wrote {', '.join(Path(p).name for p in written)} and {record_path(record['output']).name} in "
+            f"{record['timings']['total_s']:.1f} s" + (f"; final loss {history[-1]['total']:.4g}" if history else ""))
+
+
+def invert_cmd(photo, output, preset_name, face_index, overwrite, quiet, save_generator, **values):
+    if output.suffix != ".pt":
+        raise OptionError("output", f"{output}: the latent is written with torch.save; name it LATENT.pt")
+    record = _run_gan(photo, output.with_suffix(".png"), preset_name, face_index, overwrite, quiet, save_generator,
+                      values, latent=True)
+    click.echo(_done(record, record["latent"]))
+
+
+def edit_cmd(photo, output, preset_name, face_index, overwrite, quiet, save_generator, attr, direction, keep,
+             **values):
+    if not attr and not direction:
+        raise OptionError("attr", "nothing to move: give --attr NAME=STRENGTH (with --directions FILE) or "
+                                  "--direction FILE=STRENGTH")
+    values.update(attr=tuple(attr), direction=tuple(direction), keep=tuple(keep))
+    record = _run_gan(photo, output, preset_name, face_index, overwrite, quiet, save_generator, values, latent=False)
+    moves = ", ".join(f"{m['name']} {m['strength']:+g}" for m in record["moves"])
+    click.echo(_done(record, record["output"]) + f"; moved {moves}")
+
+
+main.add_command(_gan_command(
+    "invert", invert_cmd, "The latent (.pt: latent and noise maps, for edit --latent); OUTPUT.png gets the "
+                          "reconstruction pasted back into the photo, OUTPUT.json the run record.",
+    "Fit a StyleGAN2 latent (W / W+) and noise maps to the photo's face, aligned as FFHQ (optionally tune the "
+    "generator around it: --pti-steps). Weights: --generator ffhq-256 / ffhq-1024 (official NVlabs FFHQ, fetched "
+    "when online) or a local .pkl / .pt."))
+main.add_command(_gan_command(
+    "edit", edit_cmd, "The edited photo (same pixel size); OUTPUT.json gets the run record with the resolved options "
+                      "and moves.",
+    "Edit the face's attributes with StyleGAN2: invert it (or take --latent LATENT.pt from optimswap invert), move "
+    "the latent along directions (--attr NAME=STRENGTH from --directions DIRS.pt, made by optimswap directions; "
+    "--direction FILE=STRENGTH), regenerate, and paste it back with colour matching and multi-band blending."))
+
+
+@main.group("directions")
+def directions_cmd():
+    """Latent directions for edit --attr, written as one file of named directions (DIRS.pt)."""
+
+
+def _directions_output(output: Path, generator: str, overwrite: bool) -> None:
+    if output.suffix != ".pt":
+        raise OptionError("output", f"{output}: directions are written with torch.save; name it DIRS.pt")
+    if Path(generator).resolve() == output.resolve():
+        raise OptionError("output", f"refusing to overwrite an input: {generator}")
+    check_outputs([output], overwrite)
+
+
+GENERATOR_HELP = "StyleGAN2 weights: NVlabs .pkl / rosinality .pt path, URL, or ffhq-256 / ffhq-1024."
+
+
+@directions_cmd.command("sefa")
+@click.option("-g", "--generator", required=True, help=GENERATOR_HELP)
+@click.option("-k", "--count", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many, by eigenvalue; named sefa0, sefa1, ...")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+def sefa_cmd(generator, count, output, overwrite):
+    """SeFa (Shen & Zhou 2021): directions in closed form, the top eigenvectors of the stacked style weights (no
+    sampling, no labels; what each one does is found by looking)."""
+    from optimswap.gan import load_generator
+    from optimswap.gan.directions import save_directions, sefa
+    from optimswap.io.image import write_files
+
+    _directions_output(output, generator, overwrite)
+    g = load_generator(generator)
+    if count > g.arch.w_dim:
+        raise OptionError("count", f"the generator's W has {g.arch.w_dim} dimensions, so at most that many directions")
+    vectors, values = sefa(g, count)
+    named = {f"sefa{i}": v for i, v in enumerate(vectors)}
+    about = {"method": "sefa", "generator": generator, "eigenvalues": values.tolist()}
+    write_files([(output, lambda tmp: save_directions(tmp, named, about))], overwrite)
+    click.echo(f"wrote {output}: sefa0 ... sefa{count - 1}, eigenvalues {values[0]:.4g} ... {values[-1]:.4g}")
+
+
+@directions_cmd.command("fit")
+@click.option("-g", "--generator", required=True, help=GENERATOR_HELP)
+@click.option("--attr", "attrs", multiple=True, required=True, metavar="NAME",
+              help="Attribute scored offline from landmarks: smile, yaw, eyes_open (repeatable).")
+@click.option("--samples", default=2000, show_default=True, type=click.IntRange(min=2),
+              help="Generated images to score.")
+@click.option("--share", default=0.3, show_default=True, type=click.FloatRange(0, 0.5, min_open=True),
+              help="Top and bottom share of the scored images that are the two classes.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--landmarks", default="dlib", show_default=True, type=click.Choice(LANDMARK_BACKENDS))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, ...")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def fit_cmd(generator, attrs, samples, share, seed, landmarks, device, output, overwrite, quiet):
+    """InterFaceGAN-style directions (Shen et al. 2020, logistic regression): SAMPLES images drawn from random
+    latents are scored by landmark ratios (mouth opening, pose, eye opening); the hyperplane between the top and the
+    bottom SHARE of the images with a face found gives each attribute's direction."""
+    from optimswap.gan import load_generator, scorers
+    from optimswap.gan.directions import fit_from_scores, sample_and_score, save_directions
+    from optimswap.io.image import write_files
+    from optimswap.pipeline import resolve_device
+
+    attrs = tuple(dict.fromkeys(attrs))
+    scorers.check_attributes(attrs)
+    _directions_output(output, generator, overwrite)
+    g = load_generator(generator, resolve_device(device))
+    w, scores = sample_and_score(g, scorers.landmark_scorer(attrs, landmarks), samples, seed, progress=not quiet)
+    named, scored = {}, {}
+    for i, name in enumerate(attrs):
+        named[name] = fit_from_scores(w, scores[:, i], share)
+        scored[name] = int(scores[:, i].isfinite().sum())
+    about = {"method": "fit", "generator": generator, "samples": samples, "share": share, "seed": seed,
+             "landmarks": landmarks, "scored": scored}
+    write_files([(output, lambda tmp: save_directions(tmp, named, about))], overwrite)
+    click.echo(f"wrote {output}: " + ", ".join(f"{n} ({scored[n]} of {samples} images scored)" for n in attrs))
 
 
 @main.command("eval")

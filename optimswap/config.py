@@ -113,6 +113,11 @@ class EditConfig:
     def check(self) -> None:
         """Checks that involve several fields of a particular edit (subclasses override)."""
 
+    def input_files(self) -> list[str]:
+        """Files the options name that a run reads besides its photos (its outputs never replace them; subclasses
+        override: a generator's weights)."""
+        return []
+
     def held_images(self) -> int:
         """Frame-sized images the edit encodes and holds besides the one it optimizes (for the memory estimate;
         subclasses override: a swap's target photos)."""

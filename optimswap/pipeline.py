@@ -1,7 +1,7 @@
 """The one edit pipeline: photo -> face -> aligned frame -> objective -> optimizer over a pyramid -> composite.
 
 It knows nothing of any particular edit: an edit (``optimswap.edits``) supplies the editable mask, a per-level
-objective builder and a parameterization, and the pipeline runs them.
+objective builder and a parameterization, and the pipeline runs them (then the plan's further stages, if any).
 """
 
 from __future__ import annotations
@@ -90,6 +90,10 @@ class Parameterization(ABC):
         with torch.no_grad():
             return self.render().clamp(0, 1).detach()
 
+    def still(self, level: Level) -> torch.Tensor:
+        """The result when nothing is optimized (a plan or stage without objective): the level's start."""
+        return level.start
+
 
 class MaskedPixels(Parameterization):
     """Pixels inside the editable mask: image = source + mask * (param - source), so only masked pixels move.
@@ -139,6 +143,22 @@ class Latent(Parameterization):
     def render(self) -> torch.Tensor:
         return resize_to(self.generator(self.latent, *self.extra), self.level.size)
 
+    def still(self, level: Level) -> torch.Tensor:
+        """The generator's image of the latent as it is."""
+        self.start(level)
+        return self.finish()
+
+
+@dataclass
+class Stage:
+    """An optimization after the plan's own, in the same frame and from the result before it (e.g. PTI's generator
+    tuning after a latent fit; an edited latent's rendering, with nothing to optimize), with its own options."""
+
+    name: str
+    objective: Callable[[Level], Objective] | None  # None: the parameterization's ``still`` image is the result
+    parameterization: Parameterization
+    cfg: EditConfig  # its pyramid, iterations and solver
+
 
 @dataclass
 class Plan:
@@ -155,6 +175,9 @@ class Plan:
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None  # last touch of the composite, at photo resolution
     record: dict = field(default_factory=dict)  # JSON-ready additions to the run record
     result: dict = field(default_factory=dict)  # extra fields of the edit's result type
+    # Made and run in order once the plan's own optimization is done, each when the one before is (so it can use
+    # what that one fitted); the last one's result is composited.
+    stages: tuple[Callable[[], Stage], ...] = ()
 
 
 @dataclass
@@ -170,8 +193,8 @@ class EditResult:
     recoveries: list[dict] = field(default_factory=list)  # the solver's restarts after faults (level, eval, ...)
 
 
-def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan, solver: Solver,
-                   progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
+def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan | Stage, solver: Solver,
+                   progress: bool = True, label: str = "") -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
     """Coarse-to-fine optimization from the frame-sized ``start``; returns each level's result (the last is the
     answer), the per-evaluation loss history, timings and the solver's restarts after faults (see
     ``optimswap.optim.solver``). OptimizationError naming the level when a level cannot be recovered."""
@@ -181,7 +204,8 @@ def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Pla
     recoveries: list[dict] = []
     results = []
     if plan.objective is None:
-        return [start], history, timings, recoveries
+        still = plan.parameterization.still(Level(cfg.size, frame.image, frame.mask, start))
+        return [still], history, timings, recoveries
     sizes = level_sizes(cfg.size, cfg.levels)
     for i, size in enumerate(sizes):
         t0 = time.perf_counter()
@@ -193,9 +217,9 @@ def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Pla
         t1 = time.perf_counter()
         try:
             level_history = solver.run(params, plan.parameterization.render, objective, cfg.iters,
-                                       desc=f"level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
+                                       desc=f"{label}level {i + 1}/{len(sizes)} ({size}px)", progress=progress)
         except OptimizationError as err:
-            where = f"level {i + 1} of {len(sizes)} ({size} px)"
+            where = f"{label}level {i + 1} of {len(sizes)} ({size} px)"
             raise OptimizationError(f"optimization diverged at {where}: {err}") from err
         timings[f"level{i}_optimize_s"] = time.perf_counter() - t1
         timings[f"level{i}_evaluations"] = len(level_history)
@@ -203,6 +227,22 @@ def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Pla
         recoveries += [{"level": i, **r} for r in solver.recoveries]
         results.append(plan.parameterization.finish())
     return results, history, timings, recoveries
+
+
+def optimize_plan(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan, solver: Solver,
+                  progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
+    """``optimize_frame`` for the plan, then for each of its stages from the result before (its own solver); a
+    stage's history rows and restarts carry its name, its timings are prefixed with it."""
+    levels, history, timings, recoveries = optimize_frame(frame, start, cfg, plan, solver, progress)
+    for make in plan.stages:
+        stage = make()
+        more, more_history, more_timings, more_recoveries = optimize_frame(
+            frame, levels[-1], stage.cfg, stage, make_solver(stage.cfg), progress, label=f"{stage.name}: ")
+        levels += more
+        history += [{"stage": stage.name, **h} for h in more_history]
+        timings.update({f"{stage.name}_{k}": v for k, v in more_timings.items()})
+        recoveries += [{"stage": stage.name, **r} for r in more_recoveries]
+    return levels, history, timings, recoveries
 
 
 def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: EditConfig,
@@ -242,8 +282,8 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
         frame = dataclasses.replace(frame, mask=frame.mask * (1 - warp_to_frame(plan.keep, frame.matrix, frame.size)))
     start = frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, cfg.size)
     prepare_s = time.perf_counter() - t0
-    levels, history, timings, recoveries = optimize_frame(frame, start, cfg, plan, solver or make_solver(cfg),
-                                                          progress)
+    levels, history, timings, recoveries = optimize_plan(frame, start, cfg, plan, solver or make_solver(cfg),
+                                                         progress)
     t1 = time.perf_counter()
     with torch.no_grad():
         out = composite(photo_t, frame, levels[-1], cfg, plan.start, plan.keep, plan.finish)

@@ -6,11 +6,10 @@ import itertools
 import os
 import platform
 import resource
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from optimswap import __version__
@@ -21,15 +20,28 @@ from optimswap.io.image import FileAppeared, check_outputs, image_file, image_fo
 from optimswap.pipeline import EditResult
 from optimswap.registry import PhotoLike, get_edit, run_edit
 
+# Files a run writes besides its picture and record: role -> (the suffix that replaces the picture's,
+# write(result, path)); the record names each under its role.
+Attachments = Mapping[str, tuple[str, Callable[[Any, Path], object]]]
+
 
 def record_path(output: str | os.PathLike) -> Path:
     return Path(output).with_suffix(".json")
 
 
-def input_paths(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any]) -> list[Path]:
-    """Every file a run reads (for the never-overwrite-an-input check)."""
+def run_files(output: str | os.PathLike, attachments: Attachments | None = None) -> dict[str, Path]:
+    """Every file a run writes, by role: the picture ("output"), its record, the attachments."""
+    output = Path(output)
+    return {"output": output, "record": record_path(output),
+            **{role: output.with_suffix(suffix) for role, (suffix, _) in (attachments or {}).items()}}
+
+
+def input_paths(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any],
+                cfg: EditConfig | None = None) -> list[Path]:
+    """Every file a run reads (for the never-overwrite-an-input check): photos, and files its options name."""
     edit = get_edit(edit_name)
     paths = [] if not isinstance(source, (str, os.PathLike)) else [Path(source)]
+    paths += [Path(p) for p in (cfg.input_files() if cfg is not None else [])]
     for spec in edit.inputs:
         value = inputs[spec.name]
         if spec.kind == "photos":
@@ -39,16 +51,17 @@ def input_paths(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any]) ->
     return paths
 
 
-def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
-    """Before any work: the picture and its record can be written there, never over an input, and over an existing
-    result only when asked."""
+def check_output(output: Path, inputs: list[Path], overwrite: bool, attachments: Attachments | None = None) -> None:
+    """Before any work: the picture, its record and attachments can be written there, never over an input, and over
+    an existing result only when asked."""
     output = Path(output)
     image_format(output)
-    out = output.resolve()
+    files = list(run_files(output, attachments).values())
+    written = [p.resolve() for p in files]
     for p in inputs:
-        if Path(p).resolve() in (out, record_path(out)):
+        if Path(p).resolve() in written:
             raise ImageError(f"refusing to overwrite an input: {p}")
-    check_outputs([output, record_path(output)], overwrite)
+    check_outputs(files, overwrite)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -59,10 +72,11 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def write_run(edit_name: str, output: Path, result: EditResult, cfg: EditConfig, face_index: int = 0,
-              extra: dict | None = None, overwrite: bool = False) -> dict:
-    """Write an edit's picture and its record as one (the record lands first, so a picture always has its record);
-    returns the record. Without ``overwrite`` a file that appeared at OUTPUT during the run is left alone and the
-    result is kept under the first free name OUTPUT-N (then ImageError says where)."""
+              extra: dict | None = None, overwrite: bool = False, attachments: Attachments | None = None) -> dict:
+    """Write an edit's picture, its record and attachments as one (the record lands first, the picture last, so a
+    picture always has the others); returns the record. Without ``overwrite`` a file that appeared at one of them
+    during the run is left alone and the result is kept under the first free name OUTPUT-N (then ImageError says
+    where)."""
     output = Path(output)
     device = result.frame_result.device
     record = {
@@ -74,17 +88,17 @@ def write_run(edit_name: str, output: Path, result: EditResult, cfg: EditConfig,
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)},
     }
     try:
-        _write_pair(output, result.image, record, overwrite)
+        _write_all(output, result, record, overwrite, attachments)
         return record
     except FileAppeared as err:
         appeared = err.filename
     for n in itertools.count(1):
         kept = output.with_name(f"{output.stem}-{n}{output.suffix}")
-        if kept.exists() or record_path(kept).exists():
+        if any(p.exists() for p in run_files(kept, attachments).values()):
             continue
         record["output"] = str(kept.resolve())
         try:
-            _write_pair(kept, result.image, record, overwrite=False)
+            _write_all(kept, result, record, False, attachments)
             break
         except FileAppeared:  # taken meanwhile too
             continue
@@ -92,14 +106,19 @@ def write_run(edit_name: str, output: Path, result: EditResult, cfg: EditConfig,
                      f"{record_path(kept)}")
 
 
-def _write_pair(output: Path, image: np.ndarray, record: dict, overwrite: bool) -> None:
-    write_files([json_file(record_path(output), record), image_file(output, image)], overwrite)
+def _write_all(output: Path, result: Any, record: dict, overwrite: bool, attachments: Attachments | None) -> None:
+    files = run_files(output, attachments)
+    record.update({role: str(files[role].resolve()) for role in attachments or {}})
+    attached = [(files[role], lambda tmp, write=write: write(result, tmp))
+                for role, (_, write) in (attachments or {}).items()]
+    write_files([json_file(files["record"], record), *attached, image_file(output, result.image)], overwrite)
 
 
 def run_to_files(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any], output: Path, cfg: EditConfig,
                  face_index: int = 0, progress: bool = True, overwrite: bool = False,
-                 extra: dict | None = None) -> dict:
-    """Run an edit and write OUTPUT + its record (both checked before the run starts); returns the record."""
-    check_output(output, input_paths(edit_name, source, inputs), overwrite)
+                 extra: dict | None = None, attachments: Attachments | None = None) -> dict:
+    """Run an edit and write OUTPUT, its record and ``attachments`` (all checked before the run starts); returns
+    the record."""
+    check_output(output, input_paths(edit_name, source, inputs, cfg), overwrite, attachments)
     result = run_edit(edit_name, source, inputs, cfg, face_index, progress=progress)
-    return write_run(edit_name, output, result, cfg, face_index, extra, overwrite)
+    return write_run(edit_name, output, result, cfg, face_index, extra, overwrite, attachments)

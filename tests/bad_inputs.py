@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 # A tiny run: the point is what happens around the optimization, not its result.
@@ -50,6 +51,10 @@ def _with_orientation(image: Image.Image, orientation: int, path: Path) -> None:
 
 def build_corpus(root: Path, faces: Path) -> dict[str, Path]:
     """Write every bad or odd input under ``root``; returns them by case name."""
+    import tiny_gan
+
+    from optimswap.gan.directions import save_directions
+
     root.mkdir(parents=True, exist_ok=True)
     people = faces / "identities"
     face = Image.open(people / "mark" / "01.jpg").convert("RGB")
@@ -78,6 +83,9 @@ def build_corpus(root: Path, faces: Path) -> dict[str, Path]:
     put("text.jpg", lambda p: p.write_text("this is not a photo\n"))
     put("empty.jpg", lambda p: p.write_bytes(b""))
     put("bomb.png", bomb_png)
+    # A tiny StyleGAN2 generator and a file of named directions for it (issue #15).
+    put("tiny_generator.pt", tiny_gan.tiny_checkpoint)
+    put("directions.pt", lambda p: save_directions(p, {"smile": torch.ones(tiny_gan.TINY.w_dim)}, {"method": "test"}))
     # Target / reference folders.
     for name in ("targets_empty", "targets_no_images", "targets_corrupt_among_good", "targets_all_bad"):
         (root / name).mkdir(exist_ok=True)
@@ -287,6 +295,7 @@ def option_cases(faces: Path) -> list[Case]:
             continue
         config = get_edit(edit_name).config
         hints = typing.get_type_hints(config)
+        output = "{out}/r.pt" if edit_name == "invert" else "{out}/r.png"  # invert writes a latent
         for f in dataclasses.fields(config):
             if hints[f.name] not in (int, float):
                 continue
@@ -295,13 +304,16 @@ def option_cases(faces: Path) -> list[Case]:
                 if hints[f.name] is int and value in ("1e12",):
                     value = "1000000000000"
                 code = 2 if value in ("nan", "inf", "-inf", "-1") else None
-                cases.append(Case(f"{flag} {value}", [edit_name, *inputs[edit_name], "-o", "{out}/r.png",
-                                                      f"{flag}={value}", "-q"], code, flag))
+                cases.append(Case(f"{flag} {value}", [edit_name, *inputs[edit_name], "-o", output, f"{flag}={value}",
+                                                      "-q"], code, flag))
     return cases
 
 
 def command_cases(faces: Path) -> list[Case]:
-    """eval, ablate and train-lighting against bad records, pair lists, grids and outputs."""
+    """eval, ablate, train-lighting, invert, edit and directions against bad records, pair lists, grids, outputs,
+    latents and direction files."""
+    photo = str(faces / "identities" / "mark" / "01.jpg")
+    edit = ["edit", photo, "--generator", "{tiny_generator.pt}", "-o", "{out}/r.png", "--size", "32", "-q"]
     cases = [
         Case("eval: a folder of malformed records and a good one", ["eval", "{records_all}"], 2,
              "8 of 9 run(s) could not"),
@@ -321,13 +333,23 @@ def command_cases(faces: Path) -> list[Case]:
                                        "{out}/sweep"], 2, "style"),
         Case("ablate: output is a file", ["ablate", "--pairs", "{pairs_good.csv}", "-o", "{out}/a_file"], 2, "a_file",
              existing={"a_file": b"x"}),
-        Case("invert: no generator weights offline", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
-                                                      "{out}/r.png", "-q"], 2, "--generator"),
-        Case("invert: a missing generator file", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
-                                                  "{out}/r.png", "--generator", "{out}/missing.pkl", "-q"], 2,
-             "missing.pkl"),
-        Case("invert: a text file as generator", ["invert", str(faces / "identities" / "mark" / "01.jpg"), "-o",
-                                                  "{out}/r.png", "--generator", "{text.jpg}", "-q"], 2, "text.jpg"),
+        Case("invert: no generator weights offline", ["invert", photo, "-o", "{out}/r.pt", "-q"], 2, "--generator"),
+        Case("invert: a missing generator file", ["invert", photo, "-o", "{out}/r.pt", "--generator",
+                                                  "{out}/missing.pkl", "-q"], 2, "missing.pkl"),
+        Case("invert: a text file as generator", ["invert", photo, "-o", "{out}/r.pt", "--generator", "{text.jpg}",
+                                                  "-q"], 2, "text.jpg"),
+        Case("invert: a picture as output", ["invert", photo, "-o", "{out}/r.png", "--generator",
+                                             "{tiny_generator.pt}"], 2, "LATENT.pt", before_run=True),
+        Case("edit: a missing latent file", [*edit, "--latent", "{out}/missing.pt", "--directions", "{directions.pt}",
+                                             "--attr", "smile=1"], 2, "missing.pt"),
+        Case("edit: --attr without =STRENGTH", [*edit, "--directions", "{directions.pt}", "--attr", "smile"], 2,
+             "--attr", before_run=True),
+        Case("edit: an attribute the directions file lacks", [*edit, "--directions", "{directions.pt}", "--attr",
+                                                              "frown=2"], 2, "frown"),
+        Case("edit: --attr without a directions file", [*edit, "--attr", "smile=2"], 2, "optimswap directions fit"),
+        Case("edit: a missing direction file", [*edit, "--direction", "{out}/nope.npy=1"], 2, "nope.npy"),
+        Case("directions fit: an attribute without a scorer", ["directions", "fit", "-g", "{tiny_generator.pt}",
+                                                               "--attr", "age", "-o", "{out}/d.pt"], 2, "age"),
         Case("train-lighting: missing faces folder", ["train-lighting", "--faces", "{out}/nowhere", "-o",
                                                       "{out}/w.pt"], 2, "nowhere"),
         Case("train-lighting: --steps 0", ["train-lighting", "--faces", str(faces), "--steps", "0", "-o",

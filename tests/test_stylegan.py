@@ -15,25 +15,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_gan import TINY, tiny_generator
 from torch import nn
 
-from optimswap.errors import BackendUnavailable
-from optimswap.face.align import warp_from_frame
-from optimswap.gan import Architecture, Generator, UnsafeCheckpoint, from_state_dict, load_generator
+from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
+from optimswap.face import ffhq_quad, find_face, frame_matrix, warp_to_frame
+from optimswap.face.align import apply_matrix, warp_from_frame
+from optimswap.gan import Generator, UnsafeCheckpoint, from_state_dict, load_generator
 from optimswap.gan.directions import (
+    MIN_SCORED,
     conditional,
     edit_latent,
     fit_direction,
     fit_from_scorer,
+    fit_from_scores,
     load_direction,
+    resolve_moves,
     sample_and_score,
+    save_directions,
     sefa,
 )
-from optimswap.gan.invert import INVERT_PRESETS, project, save_latent
-from optimswap.io import read_image
+from optimswap.gan.edit import INVERT_PRESETS, project
+from optimswap.gan.invert import save_latent
+from optimswap.gan.scorers import eye_aspect, landmark_scorer
+from optimswap.io import read_image, to_tensor
 from optimswap.registry import run_edit
-
-TINY = Architecture(32, (32, 32, 16, 16), z_dim=32, w_dim=32, mapping_layers=2, mapping_hidden=32)
 
 
 @pytest.fixture(autouse=True)
@@ -43,18 +49,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_generator(seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    g = Generator(TINY)
-    with torch.no_grad():
-        for layer in g.synthesis.noise_layers():
-            layer.noise_strength.fill_(0.1)
-        for block in g.synthesis.blocks():  # images mostly inside [-1, 1], as a trained generator's
-            block.torgb.weight.mul_(0.25)
-        g.mapping.w_avg.copy_(g.mapping(torch.randn(1000, TINY.z_dim)).mean(0))
-    return g.eval().requires_grad_(False)
 
 
 # --- the official NVlabs .pkl layout, written here without NVlabs code ---------------------------------------------
@@ -244,6 +238,40 @@ def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo
     assert torch.equal(saved["latent"], result.latent.detach())
 
 
+def test_the_frame_is_ffhqs_quad_crop_with_pils_pixel_convention(jennifer):
+    lm = find_face(jennifer).landmarks
+    quad = ffhq_quad(lm)
+    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_to_eye, eye_to_mouth = eye_right - eye_left, (lm[48] + lm[54]) / 2 - (eye_left + eye_right) / 2
+    sides = np.roll(quad, -1, axis=0) - quad
+    side = max(4.0 * np.linalg.norm(eye_to_eye), 3.6 * np.linalg.norm(eye_to_mouth))
+    assert np.allclose(np.linalg.norm(sides, axis=1), side) and abs(sides[0] @ sides[1]) < 1e-6 * side**2  # a square
+    assert np.allclose(quad.mean(0), (eye_left + eye_right) / 2 + 0.1 * eye_to_mouth)
+    # Its top edge runs along eye_to_eye minus eye_to_mouth turned by 90 degrees.
+    top = quad[3] - quad[0]
+    along = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+    assert abs(top[0] * along[1] - top[1] * along[0]) < 1e-9 * side * np.linalg.norm(along) and top @ along > 0
+    size = 64
+    matrix = frame_matrix(lm, size)
+    # NVlabs: img.transform(QUAD, (quad + 0.5).flatten(), BILINEAR) samples frame pixel (i, j), centre (i + 0.5,
+    # j + 0.5) in PIL's continuous coordinates, at quad[0] + 0.5 + (i + 0.5) / size * (quad[3] - quad[0])
+    # + (j + 0.5) / size * (quad[1] - quad[0]); minus 0.5 for pixel-centre photo coordinates.
+    ij = np.array([[0, 0], [size - 1, 0], [0, size - 1], [17, 40]], dtype=float)
+    pil = quad[0] + (ij[:, :1] + 0.5) / size * (quad[3] - quad[0]) + (ij[:, 1:] + 0.5) / size * (quad[1] - quad[0])
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    assert np.allclose(apply_matrix(inverse, ij), pil)
+    assert np.allclose(apply_matrix(matrix, pil), ij)  # and back
+    # The frame resampled from the photo: its pixels are the photo's at those places.
+    frame = warp_to_frame(to_tensor(jennifer).double(), matrix, size)[0].permute(1, 2, 0).numpy()
+    x, y = pil[3]
+    x0, y0 = int(x), int(y)
+    fx, fy = x - x0, y - y0
+    pixels = jennifer.astype(float) / 255
+    bilinear = ((1 - fx) * (1 - fy) * pixels[y0, x0] + fx * (1 - fy) * pixels[y0, x0 + 1]
+                + (1 - fx) * fy * pixels[y0 + 1, x0] + fx * fy * pixels[y0 + 1, x0 + 1])
+    assert np.allclose(frame[40, 17], bilinear, atol=1e-6)
+
+
 def test_sefa_equals_an_independent_eigendecomposition():
     g = tiny_generator(2)
     vectors, values = sefa(g, k=4)
@@ -280,3 +308,91 @@ def test_external_direction_files_load_from_npy_and_pt(tmp_path):
     torch.save(torch.from_numpy(d), tmp_path / "d.pt")
     a, b = load_direction(tmp_path / "d.npy"), load_direction(tmp_path / "d.pt")
     assert torch.allclose(a, b) and abs(float(a.norm()) - 1) < 1e-6
+
+
+def jennifer_frame(jennifer: np.ndarray, size: int = 32) -> torch.Tensor:
+    """A real face in FFHQ's crop: an image no tiny random generator draws exactly."""
+    return warp_to_frame(to_tensor(jennifer), frame_matrix(find_face(jennifer).landmarks, size), size)
+
+
+def test_pivotal_tuning_raises_the_reconstruction_psnr_and_its_locality_term_keeps_far_latents(jennifer):
+    g = tiny_generator(5)
+    target = jennifer_frame(jennifer)
+    cfg = INVERT_PRESETS["default"].replace(size=32, iters=150, w_avg_samples=500, perceptual_weight=0.0,
+                                            optimize_noise=False)
+    fit = project(g, target, cfg)
+    tuned = {loc: project(g, target, cfg.replace(pti_steps=150, pti_lr=3e-3, pti_locality=loc, pti_distance=2.0))
+             for loc in (0.0, 1.0)}
+    assert psnr(tuned[0.0].image, target) > psnr(fit.image, target) + 2
+    assert psnr(tuned[1.0].image, target) > psnr(fit.image, target) + 1
+    assert all(torch.equal(t.latent, fit.latent) for t in tuned.values())  # the pivot is the fit, untouched
+    assert not any(p.requires_grad for p in g.parameters())  # the loaded generator is left as it was
+    # A latent the tuning never saw, at the locality's distance from the pivot towards another mapped one.
+    w = g.mapping(torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(99)))[:, None]
+    far = fit.latent + 2.0 * (w - fit.latent) / (w - fit.latent).norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        drift = {loc: float((t.generator.synthesis(far) - g.synthesis(far)).square().mean())
+                 for loc, t in tuned.items()}
+    assert drift[1.0] < 0.3 * drift[0.0], drift
+
+
+def test_moves_come_from_named_direction_files_and_are_checked(tmp_path):
+    named = {"smile": torch.eye(TINY.w_dim)[0], "yaw": torch.eye(TINY.w_dim)[1] + torch.eye(TINY.w_dim)[0]}
+    save_directions(tmp_path / "dirs.pt", named, {"method": "test"})
+    np.save(tmp_path / "age.npy", 3 * np.eye(TINY.w_dim, dtype=np.float32)[2][None])
+    moves = resolve_moves(["smile=+2"], [f"{tmp_path / 'age.npy'}=-1.5"], str(tmp_path / "dirs.pt"), [], TINY.w_dim)
+    assert [(m.name, m.strength) for m in moves] == [("smile", 2.0), ("age.npy", -1.5)]
+    assert torch.equal(moves[1].direction, torch.eye(TINY.w_dim)[2])
+    latent = torch.zeros(1, 8, TINY.w_dim)
+    moved = edit_latent(latent, [(m.direction, m.strength) for m in moves])
+    assert torch.equal(moved[0, 3, :3], torch.tensor([2.0, 0.0, -1.5]))
+    # Keeping yaw: the smile move loses its component along yaw.
+    kept = resolve_moves(["smile=1"], [], str(tmp_path / "dirs.pt"), ["yaw"], TINY.w_dim)[0].direction
+    assert abs(float(kept @ named["yaw"])) < 1e-6
+    errors = {
+        "expected NAME=STRENGTH": (["smile"], [], "dirs.pt", []),
+        "need a file of named directions: make one with optimswap directions fit --generator G --attr smile":
+            (["smile=1"], [], "", []),
+        "has no direction 'frown'": (["frown=1"], [], "dirs.pt", []),
+        "direction file .*nope.npy not found": ([], ["nope.npy=1"], "", []),
+    }
+    for message, (attr, direction, directions, keep) in errors.items():
+        with pytest.raises(OptionError, match=message):
+            resolve_moves(attr, [str(tmp_path / d) for d in direction],
+                          str(tmp_path / directions) if directions else "", keep, TINY.w_dim)
+    with pytest.raises(OptionError, match="the generator's W has 64"):
+        resolve_moves(["smile=1"], [], str(tmp_path / "dirs.pt"), [], 64)
+
+
+def face_of(faces: Path, name: str) -> torch.Tensor:
+    return to_tensor(read_image(faces / "identities" / name))
+
+
+def test_landmark_scorers_on_real_photos(faces):
+    score = landmark_scorer(["smile", "yaw", "eyes_open"])
+    talking, closed = score(face_of(faces, "mark/05.jpg"))[0], score(face_of(faces, "mark/02.jpg"))[0]
+    assert talking[0] > 0.25 and closed[0] < 0.05  # mouth open vs closed
+    turned = face_of(faces, "angelina/03.jpg")
+    yaw, mirrored = float(score(turned)[0, 1]), float(score(turned.flip(-1))[0, 1])
+    assert yaw < -10 and abs(yaw + mirrored) < 3  # turned towards image left; the mirror image the other way
+    assert 0.25 < float(closed[2]) < 0.45  # eyes open
+    assert torch.isnan(score(torch.full((1, 3, 64, 64), 0.5))).all()  # no face: no score
+    lm = find_face(read_image(faces / "identities" / "mark" / "02.jpg")).landmarks
+    closing = lm.copy()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):  # lids halfway together
+        middle = (lm[upper] + lm[lower]) / 2
+        closing[upper], closing[lower] = (lm[upper] + middle) / 2, (lm[lower] + middle) / 2
+    assert abs(eye_aspect(closing) - eye_aspect(lm) / 2) < 1e-9
+
+
+def test_a_fit_skips_unscored_images_and_needs_enough_scored_ones():
+    g = tiny_generator(4)
+    planted = torch.randn(TINY.w_dim, generator=torch.Generator().manual_seed(9))
+    planted /= planted.norm()
+    w = g.mapping(torch.randn(1200, TINY.z_dim, generator=torch.Generator().manual_seed(3)))
+    scores = (w - w.mean(0)) @ planted
+    scores[::2] = float("nan")  # no face in every other image
+    assert float(fit_from_scores(w, scores) @ planted) >= 0.9
+    scores[MIN_SCORED - 1:] = float("nan")
+    with pytest.raises(OptimswapError, match="could be scored"):
+        fit_from_scores(w, scores)

@@ -28,33 +28,44 @@ def interocular(landmarks: np.ndarray) -> float:
     return float(np.linalg.norm(right - left))
 
 
-def frame_matrix(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
-    """2x3 similarity taking photo pixels to a ``size`` square frame around the face.
-
-    The square follows the FFHQ alignment rule (eyes and mouth fix centre, angle and side = 4x eye distance).
-    """
+def ffhq_quad(landmarks: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The oriented square FFHQ was cropped with (Karras et al. 2019; NVlabs ffhq-dataset ``recreate_aligned_images``):
+    corners (4, 2) top-left, bottom-left, bottom-right, top-right in photo pixels. The eyes and the mouth corners fix
+    its centre and angle, its side is 4x the eye distance or 3.6x the eye-to-mouth distance, whichever is larger
+    (times ``scale``)."""
     left, right = eye_centres(landmarks)
     eye_avg = (left + right) / 2
     mouth_avg = (landmarks[48] + landmarks[54]) / 2
     eye_to_eye, eye_to_mouth = right - left, mouth_avg - eye_avg
-    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
-    x /= np.hypot(*x)
-    half = scale * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    centre = eye_avg + eye_to_mouth * 0.1
-    s = size / (2 * half)
-    rot = np.array([[x[0], x[1]], [-x[1], x[0]]])  # rows: frame x axis, frame y axis (image y points down)
-    origin = centre - half * x - half * np.array([-x[1], x[0]])
-    return np.concatenate([s * rot, (-s * rot @ origin)[:, None]], axis=1)
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * scale
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def frame_matrix(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """2x3 similarity taking photo pixels to the ``size`` square frame cut by ``ffhq_quad``.
+
+    As NVlabs' PIL quad transform: the quad's corners are the frame's outer pixel edges, so with pixel centres at
+    whole coordinates (dlib's landmarks, kornia's warps) they land on (-0.5, -0.5) ... (size - 0.5, size - 0.5).
+    """
+    top_left, bottom_left, _, top_right = ffhq_quad(landmarks, scale)
+    x_axis, y_axis = top_right - top_left, bottom_left - top_left
+    s = size / np.hypot(*x_axis)
+    rot = np.stack([x_axis, y_axis]) / np.hypot(*x_axis)  # rows: the frame's x and y axes (image y points down)
+    return np.concatenate([s * rot, (-s * rot @ top_left - 0.5)[:, None]], axis=1)
 
 
 def apply_matrix(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp_to_frame(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
-    """Resample a (B, C, H, W) photo into the frame; outside the photo is 0."""
+def warp_to_frame(image: torch.Tensor, matrix: np.ndarray, size: int, padding: str = "zeros") -> torch.Tensor:
+    """Resample a (B, C, H, W) photo into the frame; outside the photo is 0 (``padding="reflection"``: the photo
+    mirrored at its edges, as FFHQ's crop pads it)."""
     m = torch.as_tensor(matrix, dtype=image.dtype, device=image.device)[None].expand(image.shape[0], 2, 3)
-    return warp_affine(image, m, (size, size), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return warp_affine(image, m, (size, size), mode="bilinear", padding_mode=padding, align_corners=True)
 
 
 def warp_photo_to_frame(photo: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ An NVlabs stylegan2-ada-pytorch ``.pkl`` is a plain pickle whose networks are re
 ``torch_utils.persistence._reconstruct_persistent_obj``, which execs Python source stored in the file. Here the
 pickle is read by an unpickler that resolves only the globals needed for tensors and plain containers; the
 reconstructor is replaced by a stub that keeps the object's class name and state, and the generator's parameters
-are then taken from that state by name. Any other global is refused, naming it. rosinality ``.pt`` files go
-through ``torch.load(weights_only=True)``.
+are then taken from that state by name. Any other global is refused, naming it. rosinality ``.pt`` files, and
+generators this package saves (``save_generator``: a PTI-tuned one), go through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -125,13 +125,22 @@ def generator_from_nvlabs(content: Any) -> Generator:
                            mapping_lr=attrs.get("mapping.fc0.", {}).get("bias_gain", 0.01))
 
 
-def generator_from_rosinality(path: Path) -> Generator:
+def save_generator(path: Path, g: Generator) -> None:
+    """``g``'s weights under their NVlabs names, with what the weights cannot say, for ``load_generator``."""
+    torch.save({"G_ema": {k: v.detach().cpu() for k, v in g.state_dict().items()}, "conv_clamp": g.arch.conv_clamp,
+                "mapping_lr": g.arch.mapping_lr}, path)
+
+
+def generator_from_torch_file(path: Path) -> Generator:
+    """A ``save_generator`` file or a rosinality checkpoint."""
     # Training checkpoints carry their argparse options; a Namespace is plain data.
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise UnsafeCheckpoint(f"refused {path}: {str(err).splitlines()[0]}", option="generator") from None
+    if isinstance(content, dict) and isinstance(content.get("G_ema"), dict):
+        return from_state_dict(content["G_ema"], content.get("conv_clamp"), content.get("mapping_lr", 0.01))
     state = content.get("g_ema", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or "input.input" not in state:
         raise BackendUnavailable(f"{path} is not a rosinality StyleGAN2 checkpoint (no g_ema / input.input)",
@@ -157,12 +166,13 @@ def resolve_generator_path(source: str | Path) -> Path:
 
 
 def load_generator(source: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """A StyleGAN2 generator from an NVlabs ``.pkl`` or a rosinality ``.pt``, in eval mode without gradients."""
+    """A StyleGAN2 generator from an NVlabs ``.pkl``, a rosinality ``.pt`` or a ``save_generator`` file, in eval mode
+    without gradients."""
     path = resolve_generator_path(source)
     data = path.read_bytes()
     # A torch.save file is a zip archive; an NVlabs network is a bare pickle.
     try:
-        g = generator_from_rosinality(path) if data[:2] == b"PK" else generator_from_nvlabs(read_nvlabs_pickle(data))
+        g = generator_from_torch_file(path) if data[:2] == b"PK" else generator_from_nvlabs(read_nvlabs_pickle(data))
     except BackendUnavailable as err:  # the reason, with the file it is about
         raise type(err)(f"{path}: {err}", option="generator") from None
     return g.to(device)

@@ -1,5 +1,6 @@
 """StyleGAN2 inversion (projection): a W or W+ latent and the per-layer noise maps fitted to the face frame, through
-the pipeline's ``Latent`` parameterization; registered as the edit ``invert``.
+the pipeline's ``Latent`` parameterization; and the options of the edit ``invert`` (``optimswap.gan.edit``), which
+goes on from the fit to pivotal tuning and attribute moves.
 
 The ``default`` preset is the NVlabs stylegan2-ada-pytorch projector (``projector.py``, Karras et al. 2020): Adam,
 1000 steps, lr 0.1 with 5 % linear ramp-up and 25 % cosine ramp-down, W noise 0.05 x the W spread fading
@@ -11,7 +12,10 @@ LPIPS, plus a pixel MSE. ``lbfgs`` fits W+ by L-BFGS (no W noise: the line searc
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,13 +27,13 @@ from torch import nn
 from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.features import load_encoder
-from optimswap.gan.checkpoint import load_generator, resolve_generator_path
+from optimswap.gan.checkpoint import FFHQ_URLS, load_generator, resolve_generator_path
+from optimswap.gan.directions import parse_move
 from optimswap.gan.stylegan2 import Generator
 from optimswap.losses import ContentLoss
 from optimswap.objective import Objective, Term
-from optimswap.optim import Solver, make_solver
-from optimswap.pipeline import EditResult, Frame, Latent, Level, Plan, optimize_frame
-from optimswap.registry import Edit, Setup, register
+from optimswap.optim import resize_to
+from optimswap.pipeline import Latent, Level
 
 SPACES = ("w", "w+")
 
@@ -54,12 +58,38 @@ class InvertConfig(EditConfig):
                                  low=0, above=True, high=1)
     w_avg_samples: int = option(10_000, "Mapped samples for the start latent and W spread (NVlabs: 10 000).", low=1)
     optimize_noise: bool = option(True, "Fit the per-layer noise maps too.")
-    color_match_result: bool = option(False, "Colour-match the rendered face before compositing.")
+    latent: str = option("", "A fitted latent (.pt written by optimswap invert) to use instead of fitting one.")
+    # Pivotal tuning (Roich et al. 2021): their defaults are 350 steps of Adam at 3e-4, locality weight 0.1 at
+    # distance 30 in W (FFHQ generators).
+    pti_steps: int = option(0, "Pivotal tuning: Adam steps fine-tuning the generator around the latent (PTI: 350; "
+                               "0: off).", low=0, high=100_000)
+    pti_lr: float = option(3e-4, "Pivotal tuning's learning rate (PTI: 3e-4).", low=0, above=True, high=1)
+    pti_locality: float = option(0.1, "Pivotal tuning's locality weight: renderings away from the latent stay the "
+                                      "original generator's (PTI: 0.1).", low=0)
+    pti_distance: float = option(30.0, "Pivotal tuning's locality: distance in W from the latent towards random "
+                                       "ones (PTI: 30).", low=0, above=True)
+    directions: str = option("", "File of named directions (optimswap directions sefa|fit) for attr and keep.")
+    attr: tuple[str, ...] = option((), "Moves NAME=STRENGTH along named directions of the directions file.")
+    direction: tuple[str, ...] = option((), "Moves FILE=STRENGTH along external direction files (.npy / .pt).")
+    keep: tuple[str, ...] = option((), "Named directions the moves are made orthogonal to, so that those attributes "
+                                       "stay (InterFaceGAN's conditional edit).")
+    color_match_result: bool = option(True, "Colour-match the rendered face to the photo's before compositing.")
     ALIASES: ClassVar[dict[str, str]] = {"g": "generator"}
 
     def check(self) -> None:
         if self.optimizer == "lbfgs" and self.w_noise > 0:
             raise OptionError("w_noise", "must be 0 with lbfgs (its line search needs a fixed objective)")
+        if self.frame_scale != 1.0:  # the generators are trained on FFHQ's crop
+            raise OptionError("frame_scale", f"must be 1 (FFHQ's crop, which the generator draws), got "
+                                             f"{self.frame_scale:g}")
+        for option_name in ("attr", "direction"):
+            for move in getattr(self, option_name):
+                parse_move(move, option_name)
+
+    def input_files(self) -> list[str]:
+        remote = self.generator in FFHQ_URLS or re.match(r"https?://", self.generator)
+        moved = [parse_move(d, "direction")[0] for d in self.direction]
+        return [f for f in ([] if remote else [self.generator]) + [self.latent, self.directions] + moved if f]
 
 
 @functools.cache
@@ -146,22 +176,30 @@ def projection(g: Generator, cfg: InvertConfig, device: torch.device) -> tuple[L
     return Latent(render, latent.to(device), noises), render
 
 
-def objective_builder(cfg: InvertConfig, device: torch.device, parameterization: Latent, render: Rendering):
+def fit_objective(cfg: InvertConfig, device: torch.device, target: torch.Tensor,
+                  regularizers: Callable[[Level], list[Term]]) -> Callable[[Level], Objective]:
+    """Per level: pixel MSE and VGG distance to the frame-sized ``target`` at the level's size, plus the terms
+    ``regularizers`` gives (terms that read no image)."""
     encoder = load_encoder(cfg.encoder, device) if cfg.perceptual_weight > 0 else None
 
     def build(level: Level) -> Objective:
-        target = level.image
-        terms = [Term("pixel", cfg.pixel_weight, PixelMSE(target), None)]
+        goal = resize_to(target, level.size)
+        terms = [Term("pixel", cfg.pixel_weight, PixelMSE(goal), None)]
         if encoder is not None:
-            feats = encoder(target, list(cfg.perceptual_layers))
+            feats = encoder(goal, list(cfg.perceptual_layers))
             terms += [Term(f"vgg_{layer}", cfg.perceptual_weight / len(cfg.perceptual_layers),
                            ContentLoss(feats[layer]), layer) for layer in cfg.perceptual_layers]
-        if parameterization.extra:
-            terms.append(Term("noise_reg", cfg.noise_reg, NoiseRegularization(parameterization.extra, render.unit),
-                              None))
-        return Objective(encoder, terms)
+        return Objective(encoder, terms + regularizers(level))
 
     return build
+
+
+def projection_objective(cfg: InvertConfig, device: torch.device, target: torch.Tensor, fit: Latent,
+                         render: Rendering) -> Callable[[Level], Objective]:
+    """The fit's objective: ``fit_objective`` plus the noise maps' regularization."""
+    noise_reg = [Term("noise_reg", cfg.noise_reg, NoiseRegularization(fit.extra, render.unit), None)] if fit.extra \
+        else []
+    return fit_objective(cfg, device, target, lambda level: noise_reg)
 
 
 class PixelMSE(nn.Module):
@@ -173,50 +211,31 @@ class PixelMSE(nn.Module):
         return (image - self.target).square().mean()
 
 
-def projection_plan(g: Generator, cfg: InvertConfig, device: torch.device) -> Plan:
-    parameterization, render = projection(g, cfg, device)
-    return Plan(objective_builder(cfg, device, parameterization, render), parameterization,
-                record={"generator": str(cfg.generator), "space": cfg.space, "num_ws": g.num_ws},
-                result={"latent": parameterization.latent, "noises": parameterization.extra})
-
-
-@dataclass
-class InvertResult(EditResult):
-    latent: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (1, w_dim) or (1, num_ws, w_dim)
-    noises: tuple[torch.Tensor, ...] = ()  # as optimized; the generator uses them normalised (``UnitNoise``)
-
-
-@dataclass
-class Projection:
-    image: torch.Tensor  # (1, 3, S, S) the fitted rendering
-    latent: torch.Tensor
-    noises: tuple[torch.Tensor, ...]
-    history: list[dict]
-
-
-def project(g: Generator, target: torch.Tensor, cfg: InvertConfig, solver: Solver | None = None,
-            progress: bool = False) -> Projection:
-    """Project a (1, 3, S, S) image in [0, 1] that is already a generator frame (no face alignment, no paste-back)."""
-    frame = Frame(np.array([[1.0, 0, 0], [0, 1.0, 0]]), target, np.zeros((68, 2)), torch.ones_like(target[:, :1]))
-    plan = projection_plan(g, cfg, target.device)
-    levels, history, _, _ = optimize_frame(frame, target, cfg.replace(size=target.shape[-1]), plan,
-                                           solver or make_solver(cfg), progress)
-    return Projection(levels[-1], plan.result["latent"].detach(), plan.result["noises"], history)
-
-
-def save_latent(path: Path, latent: torch.Tensor, noises: tuple[torch.Tensor, ...]) -> None:
-    """The fitted latent and noise maps (as the generator uses them), for ``torch.load(weights_only=True)``."""
+def save_latent(path: Path, latent: torch.Tensor, noises: tuple[torch.Tensor, ...], about: dict | None = None) -> None:
+    """The fitted latent and noise maps (as the generator uses them), and what made them (JSON-like ``about``), for
+    ``torch.load(weights_only=True)``."""
     unit = UnitNoise()
-    torch.save({"latent": latent.detach().cpu(), "noises": [unit(n).detach().cpu() for n in noises]}, path)
+    torch.save({"latent": latent.detach().cpu(), "noises": [unit(n).detach().cpu() for n in noises],
+                **(about or {})}, path)
 
 
-def _prepare(setup: Setup) -> Plan:
-    g = cached_generator(setup.cfg.generator, setup.device)
-    return projection_plan(g, setup.cfg, setup.device)
-
-
-INVERT_PRESETS = {"default": InvertConfig(), "lbfgs": InvertConfig(optimizer="lbfgs", lr=1.0, iters=200, w_noise=0.0,
-                                                           refresh_every=50)}
-
-invert = register(Edit(name="invert", summary="Fit a StyleGAN2 latent (W / W+) and noise maps to the face.",
-                       source="photo", inputs=(), presets=INVERT_PRESETS, prepare=_prepare, result_type=InvertResult))
+def load_latent(path: str | Path, g: Generator, device: torch.device) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """A latent and its noise maps from a ``save_latent`` file, checked against ``g``; OptionError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError("latent", f"{path} not found; write one with optimswap invert PHOTO --generator G "
+                                    "-o LATENT.pt")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise OptionError("latent", f"{path}: not a latent file ({str(err).splitlines()[0]})") from None
+    latent, noises = (raw.get("latent"), raw.get("noises", [])) if isinstance(raw, dict) else (None, None)
+    shapes = [(1, g.arch.w_dim), (1, g.num_ws, g.arch.w_dim)]
+    if not isinstance(latent, torch.Tensor) or tuple(latent.shape) not in shapes:
+        got = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise OptionError("latent", f"{path}: expected a latent of shape {shapes[0]} or {shapes[1]} for this "
+                                    f"generator, got {got}")
+    if not (isinstance(noises, list) and all(isinstance(n, torch.Tensor) for n in noises)) or \
+            (noises and [tuple(n.shape) for n in noises] != g.noise_shapes()):
+        raise OptionError("latent", f"{path}: its noise maps do not fit this generator")
+    return latent.to(device), tuple(n.to(device) for n in noises)
