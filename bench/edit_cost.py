@@ -1,0 +1,346 @@
+"""Seconds per evaluation and per iteration of every edit's objective against the bare encoder forward+backward
+at the same size (the same layers the objective reads), and peak memory; a table, a CSV and a plot.
+
+python bench/edit_cost.py [--edits swap swap-quality makeup stylize invert] [--sizes 128 256 512]
+                          [--photos 1 4 8 16] [--iters 20] [--out out/edit_cost]
+
+Each case runs in a fresh subprocess at one pyramid level of the given size (as the finest level of a run):
+- evaluation: the objective's forward + backward at fixed patch matches (median of ``--repeats``);
+- iteration: a run of the edit's own solver for ``--iters`` iterations (L-BFGS: ~1.2-1.3 evaluations per
+  iteration with its line search, the refreshes of the patch matches amortised), total time / iterations;
+- encoder: ``encoder(x, objective.layers)`` forward + backward to the image (median of ``--repeats`` before
+  and as many after the edit's timings);
+- peak memory: growth of the subprocess's peak resident set (/proc/self/status VmHWM; before each part, freed
+  heap memory is given back with malloc_trim and the peak reset through /proc/self/clear_refs) over its resident
+  set then: the edit's from before its objective is built (set-up, evaluations and solver), the encoder pass's
+  with the objective built.
+swap: jennifer/01 onto angelina's 8 photos (the K closest in shape, as the swap picks them); 16 photos are
+angelina's 8 followed by tony_blair's 8. swap-quality: the quality preset at its own size (512, 8 photos).
+makeup: plain/01 with makeup/01. stylize: jennifer/01 in the medium of styles/01. invert: the W+ projector on
+the FFHQ-256 StyleGAN2 architecture with random weights (no download), Adam, its rendering resized to the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import FACES, REPO
+
+EDITS = ("swap", "swap-quality", "makeup", "stylize", "invert")
+SOURCE = FACES / "identities" / "jennifer" / "01.jpg"
+TARGET_FOLDERS = (FACES / "identities" / "angelina", FACES / "identities" / "tony_blair")
+INVERT_ITERS = 5  # Adam: one evaluation per step and nothing to amortise; a step of the generator is slow on CPU
+
+
+def rss_mib() -> float:
+    """This process's resident set now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM) since it started or since the last ``reset_peak``. (Not getrusage's
+    ru_maxrss: a child inherits its parent's peak at the fork.)"""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB
+
+
+def reset_peak() -> float:
+    """Start a new peak at the resident set now (Linux: /proc/self/clear_refs); returns it. Freed heap memory goes
+    back to the system first, so that what the next part allocates shows as growth."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_mib()
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after a warm-up call (first-call allocations stay out)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+# ---------------------------------------------------------------- the edits at one level
+
+
+def target_cache(out: Path, size: int) -> Path:
+    return out / "cache" / f"swap-targets-{size}.pt"
+
+
+def prepare_swap_targets(out: Path, size: int) -> None:
+    """Frame and warped target photos at ``size``, once for every photo count: angelina's best-first, then
+    tony_blair's (the first K of angelina's are the swap's own choice of K)."""
+    from optimswap.edits.swap import SWAP, prepare_targets
+    from optimswap.face import find_face
+    from optimswap.io import list_images, read_image, to_tensor
+    from optimswap.pipeline import make_frame
+
+    path = target_cache(out, size)
+    if path.is_file():
+        return
+    cfg = SWAP.preset().replace(size=size, device="cpu")
+    photo = read_image(SOURCE)
+    frame = make_frame(to_tensor(photo), find_face(photo), cfg, SWAP.mask)
+    sets = [prepare_targets(list_images(folder), frame, cfg.replace(n_targets=1000), torch.device("cpu"))
+            for folder in TARGET_FOLDERS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"frame": frame, "images": torch.cat([s.images for s in sets]),
+                "valid": torch.cat([s.valid for s in sets])}, path)
+
+
+def swap_case(case: dict, out: Path):
+    from optimswap.edits.swap import SWAP, TargetSet, swap_objective
+    from optimswap.pipeline import Level, MaskedPixels
+
+    cfg = SWAP.preset(case["preset"]).replace(size=case["size"], n_targets=case["photos"], device="cpu")
+    saved = torch.load(target_cache(out, case["size"]), weights_only=False)
+    k = case["photos"]
+    if saved["images"].shape[0] < k:
+        raise SystemExit(f"{k} photos asked, {saved['images'].shape[0]} prepared")
+    frame = saved["frame"]
+    targets = TargetSet(saved["images"][:k], saved["valid"][:k], [], [], None, None, None)
+    level = Level(cfg.size, frame.image, frame.mask, frame.image)
+    return cfg, level, swap_objective(targets, cfg, torch.device("cpu")), MaskedPixels()
+
+
+def makeup_case(case: dict, out: Path):
+    from optimswap.edits.makeup import MAKEUP, align_reference, makeup_objective
+    from optimswap.face import find_face
+    from optimswap.io import read_image, to_tensor
+    from optimswap.pipeline import Level, MaskedPixels, make_frame
+
+    cfg = MAKEUP.preset().replace(size=case["size"], device="cpu")
+    plain, reference = read_image(FACES / "makeup" / "plain" / "01.jpg"), read_image(FACES / "makeup" / "makeup" /
+                                                                                     "01.jpg")
+    frame = make_frame(to_tensor(plain), find_face(plain), cfg, MAKEUP.mask)
+    ref, inside = align_reference(reference, find_face(reference), frame, cfg, "cpu")
+    level = Level(cfg.size, frame.image, frame.mask, frame.image)
+    return cfg, level, makeup_objective(ref, inside, frame, cfg, torch.device("cpu")), MaskedPixels()
+
+
+def stylize_case(case: dict, out: Path):
+    from optimswap.edits.stylize import STYLIZE, make_guides, preview, stylize_objective
+    from optimswap.face import find_face
+    from optimswap.io import read_image, to_tensor
+    from optimswap.pipeline import Level, MaskedPixels, make_frame
+
+    cfg = STYLIZE.preset().replace(size=case["size"], device="cpu")
+    photo, style = read_image(SOURCE), read_image(FACES / "styles" / "01.jpg")
+    frame = make_frame(to_tensor(photo), find_face(photo), cfg, STYLIZE.mask)
+    guides = make_guides(style, find_face(style), frame, cfg)
+    level = Level(cfg.size, frame.image, frame.mask, preview(guides, cfg))
+    return cfg, level, stylize_objective(guides, frame, cfg, torch.device("cpu")), MaskedPixels()
+
+
+def invert_case(case: dict, out: Path):
+    from optimswap.gan import Architecture, Generator
+    from optimswap.gan.edit import INVERT_PRESETS
+    from optimswap.gan.invert import projection, projection_objective
+    from optimswap.pipeline import Level
+
+    torch.manual_seed(0)
+    # NVlabs paper256 FFHQ config (bench/stylegan_step.py): channel_base 16384, 8 mapping layers of 512.
+    g = Generator(Architecture.nvlabs(256, 16384)).eval().requires_grad_(False)
+    cfg = INVERT_PRESETS["default"].replace(size=case["size"], iters=INVERT_ITERS, w_avg_samples=1000, device="cpu")
+    target = torch.rand(1, 3, cfg.size, cfg.size)
+    parameterization, render = projection(g, cfg, torch.device("cpu"))
+    level = Level(cfg.size, target, torch.ones_like(target[:, :1]), target)
+    return cfg, level, projection_objective(cfg, torch.device("cpu"), target, parameterization, render), \
+        parameterization
+
+
+CASES = {"swap": swap_case, "swap-quality": swap_case, "makeup": makeup_case, "stylize": stylize_case,
+         "invert": invert_case}
+
+
+def measure(case: dict, out: Path, repeats: int) -> dict:
+    """One case in this (fresh) process."""
+    from optimswap.features import load_encoder
+    from optimswap.optim import make_solver
+
+    cfg, level, build, parameterization = CASES[case["edit"]](case, out)
+    encoder = load_encoder(cfg.encoder, "cpu")
+    base = reset_peak()
+    objective = build(level)
+    build_peak = peak_rss_mib() - base
+    bare = encoder_pass(encoder, level.size, objective.layers)
+    before_encoder = reset_peak()
+    encoder_times = timed(bare, repeats)
+    encoder_peak = peak_rss_mib() - before_encoder
+    reset_peak()
+    params = parameterization.start(level)
+    for p in params:
+        p.requires_grad_(True)
+
+    def evaluation():
+        for p in params:
+            p.grad = None
+        total, _ = objective(parameterization.render())
+        total.backward()
+
+    evaluation_s = statistics.median(timed(evaluation, repeats))  # the warm-up evaluation makes the first matches
+    iters = case["iters"]
+    params = parameterization.start(level)  # afresh; the solver re-matches the patches first, as a level does
+    t = time.perf_counter()
+    history = make_solver(cfg).run(params, parameterization.render, objective, iters, progress=False)
+    iteration_s = (time.perf_counter() - t) / iters
+    encoder_s = statistics.median(encoder_times + timed(bare, repeats))  # before and after: the same conditions
+    return {**case, "layers": "+".join(objective.layers), "encoder_s": encoder_s,
+            "evaluation_s": evaluation_s, "iteration_s": iteration_s, "evals_per_iteration": len(history) / iters,
+            "ratio_evaluation": evaluation_s / encoder_s, "ratio_iteration": iteration_s / encoder_s,
+            "edit_peak_mib": max(build_peak, peak_rss_mib() - base), "encoder_peak_mib": encoder_peak,
+            "threads": torch.get_num_threads()}
+
+
+def encoder_pass(encoder, size: int, layers: list[str]):
+    """The floor of an evaluation: the encoder's forward to ``layers`` and backward to the image."""
+    x = torch.rand(1, 3, size, size, requires_grad=True)
+
+    def run():
+        x.grad = None
+        sum(f.mean() for f in encoder(x, layers).values()).backward()
+
+    return run
+
+
+# ---------------------------------------------------------------- the run
+
+
+def plan(args) -> list[dict]:
+    cases = []
+    for edit in args.edits:
+        if edit == "swap-quality":
+            from optimswap.edits.swap import SWAP
+
+            quality = SWAP.preset("quality")
+            cases.append({"edit": edit, "preset": "quality", "size": quality.size, "photos": quality.n_targets,
+                          "iters": args.iters})
+            continue
+        for size in args.sizes:
+            if edit == "swap":
+                cases += [{"edit": edit, "preset": "default", "size": size, "photos": k, "iters": args.iters}
+                          for k in args.photos]
+            else:
+                cases.append({"edit": edit, "size": size, "photos": 0,
+                              "iters": INVERT_ITERS if edit == "invert" else args.iters})
+    return cases
+
+
+def run_case(case: dict, args) -> dict:
+    """``case`` in a subprocess (its own peak memory); its result is the last line it prints."""
+    command = [sys.executable, str(Path(__file__)), "--case", json.dumps(case), "--out", str(args.out),
+               "--repeats", str(args.repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"case {case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def swap_slopes(rows: list[dict]) -> dict[int, float]:
+    """Per size: least-squares slope of seconds per iteration against photos, as a share of the encoder pass."""
+    slopes = {}
+    for size in sorted({r["size"] for r in rows if r["edit"] == "swap"}):
+        points = [(r["photos"], r["iteration_s"], r["encoder_s"]) for r in rows if r["edit"] == "swap" and
+                  r["size"] == size]
+        if len(points) < 2:
+            continue
+        ks, ts = [p[0] for p in points], [p[1] for p in points]
+        mean_k, mean_t = statistics.mean(ks), statistics.mean(ts)
+        slope = sum((k - mean_k) * (t - mean_t) for k, t in zip(ks, ts, strict=True)) / \
+            sum((k - mean_k) ** 2 for k in ks)
+        slopes[size] = slope / statistics.median(p[2] for p in points)
+    return slopes
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_size, by_photos) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for edit in EDITS:
+        points = sorted((r["size"], r["iteration_s"], r["encoder_s"]) for r in rows if r["edit"] == edit and
+                        r["photos"] in (0, 8))
+        if not points:
+            continue
+        line, = by_size.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"{edit} iteration")
+        by_size.plot([p[0] for p in points], [p[2] for p in points], "x:", color=line.get_color(),
+                     label=f"{edit} encoder pass")
+    by_size.set(xscale="log", yscale="log", xlabel="frame side (px)", ylabel="seconds",
+                title="cost against size (swap: 8 photos)")
+    sizes = sorted({r["size"] for r in rows})
+    by_size.minorticks_off()
+    by_size.set_xticks(sizes, [str(s) for s in sizes])
+    by_size.legend(fontsize=7)
+    swap_sizes = sorted({r["size"] for r in rows if r["edit"] == "swap"})
+    for size in swap_sizes:
+        points = sorted((r["photos"], r["ratio_iteration"], r["ratio_evaluation"]) for r in rows
+                        if r["edit"] == "swap" and r["size"] == size)
+        line, = by_photos.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"{size} px iteration")
+        by_photos.plot([p[0] for p in points], [p[2] for p in points], "x:", color=line.get_color(),
+                       label=f"{size} px evaluation")
+    by_photos.set(xlabel="target photos", ylabel="time / encoder pass", title="swap: cost against photos")
+    if swap_sizes:
+        by_photos.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--edits", nargs="+", default=list(EDITS), choices=EDITS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--photos", type=int, nargs="+", default=[1, 4, 8, 16], help="swap's target photo counts (<= 16)")
+    ap.add_argument("--iters", type=int, default=20, help=f"solver iterations per case (invert: {INVERT_ITERS})")
+    ap.add_argument("--repeats", type=int, default=5, help="timed encoder passes and evaluations per case")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "edit_cost")
+    ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in the subprocess
+    args = ap.parse_args()
+    if args.case:
+        print(json.dumps(measure(json.loads(args.case), args.out, args.repeats)))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = plan(args)
+    for size in sorted({c["size"] for c in cases if c["edit"].startswith("swap")}):
+        prepare_swap_targets(args.out, size)
+    print(f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads; iterations per case: "
+          f"{args.iters} (invert {INVERT_ITERS}); medians of {args.repeats}")
+    print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s | "
+          "ratio / evaluation | ratio / iteration | peak MiB edit | peak MiB encoder |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for case in cases:
+        r = run_case(case, args)
+        rows.append(r)
+        print(f"| {r['edit']} | {r['size']} | {r['photos'] or '-'} | {r['evaluation_s']:.3f} | {r['iteration_s']:.3f} "
+              f"| {r['evals_per_iteration']:.2f} | {r['encoder_s']:.3f} | {r['ratio_evaluation']:.2f} | "
+              f"{r['ratio_iteration']:.2f} | {r['edit_peak_mib']:.0f} | {r['encoder_peak_mib']:.0f} |", flush=True)
+    for size, slope in swap_slopes(rows).items():
+        print(f"swap {size} px: +{100 * slope:.1f} % of the encoder pass per iteration per added photo")
+    with open(args.out / "edit_cost.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out / "edit_cost.png")
+    print(f"wrote {args.out / 'edit_cost.csv'} and {args.out / 'edit_cost.png'}")
+
+
+if __name__ == "__main__":
+    main()
