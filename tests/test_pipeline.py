@@ -61,6 +61,7 @@ class RefreshingProbe(Probe):
         self.refreshed = []
 
     def refresh(self, x):
+        assert not torch.is_grad_enabled()
         self.refreshed.append(x)
 
 
@@ -82,14 +83,8 @@ def test_objective_total_inputs_and_skipped_terms():
         Term("early", 2.0, early, "relu1_1"), Term("also_early", 4.0, plain, "relu1_1")])
     image = torch.rand(1, 3, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
-    objective.refresh(image)
-    assert encoder.calls == [["relu1_1", "relu3_1"]]  # one pass, each layer once, not relu4_1
-    assert pixel.refreshed[0] is image
-    assert torch.equal(early.refreshed[0], 2.0 * image)
-    assert not late.seen and not plain.seen  # refresh evaluates no loss
-
     total, parts = objective(image)
-    assert len(encoder.calls) == 2
+    assert encoder.calls == [["relu1_1", "relu3_1"]]  # one pass, each layer once, not relu4_1
     assert pixel.seen[0] is image
     assert torch.equal(early.seen[0], 2.0 * image) and torch.equal(plain.seen[0], 2.0 * image)
     assert torch.equal(late.seen[0], 0.5 * image)
@@ -103,11 +98,28 @@ def test_objective_total_inputs_and_skipped_terms():
     assert float(total) == pytest.approx(float(sum(by_hand.values())), rel=1e-12)
 
 
+def test_objective_refreshes_on_the_features_of_the_next_evaluation_only():
+    """The first evaluation, and the first after each ``refresh()``, refreshes the refreshable terms on its own
+    encoder pass (no extra one), before their losses."""
+    encoder = RecordingEncoder()
+    early, plain = RefreshingProbe(1.0), Probe(1.0)
+    objective = Objective(encoder, [Term("early", 1.0, early, "relu1_1"), Term("plain", 1.0, plain, "relu2_1")])
+    images = [torch.full((1, 3, 2, 2), float(i)) for i in range(4)]
+    objective(images[0])
+    objective(images[1])
+    objective.refresh()
+    objective(images[2])
+    objective(images[3])
+    assert len(encoder.calls) == 4
+    assert [float(x[0, 0, 0, 0]) for x in early.refreshed] == [0.0, 4.0]  # relu1_1 = 2 x the image
+    assert early.refreshed[1] is early.seen[2]
+
+
 def test_objective_without_encoder_layers_never_calls_the_encoder():
     encoder = RecordingEncoder()
     objective = Objective(encoder, [Term("pixel", 1.0, Probe(1.0), None), Term("off", 0, Exploding(), "relu2_1")])
     image = torch.ones(1, 3, 4, 4, requires_grad=True)
-    objective.refresh(image)
+    objective.refresh()
     total, _ = objective(image)
     total.backward()
     assert encoder.calls == []
@@ -124,7 +136,7 @@ class Counting:
         self.evaluations = 0
         self.refresh_at: list[int] = []
 
-    def refresh(self, image):
+    def refresh(self):
         self.refresh_at.append(self.evaluations)
 
 

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class Refreshable(Protocol):
-    def refresh(self, image: torch.Tensor) -> None: ...
+    def refresh(self) -> None:
+        """What depends on the image but is held fixed between refreshes (patch matches) is recomputed at the next
+        evaluation."""
+
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
@@ -154,8 +157,7 @@ class LBFGS:
 
         done = 0
         while done < iters:
-            with torch.no_grad():
-                objective.refresh(render())
+            objective.refresh()
             guard.refreshed()
             opt.param_groups[0]["max_iter"] = min(self.refresh_every, iters - done)
             before = opt.state[params[0]].get("n_iter", 0)
@@ -201,8 +203,7 @@ class Adam:
         self.recoveries = guard.recoveries
         for step in range(iters):
             if step % self.refresh_every == 0:
-                with torch.no_grad():
-                    objective.refresh(render())
+                objective.refresh()
                 guard.refreshed()
             for group in opt.param_groups:
                 group["lr"] = ramped_lr(peak, step / iters, self.rampup, self.rampdown)
