@@ -4,15 +4,17 @@ import torch.nn.functional as F
 
 from optimswap.losses import (
     PatchStyleLoss,
+    WindowSearch,
     content_loss,
     nearest_patches,
     nearest_patches_global,
     principal_projection,
     project,
+    target_rows,
     tv_loss,
     vote,
-    voted_patch_loss,
 )
+from optimswap.losses.patch import _mean3
 
 
 def explicit_patch_loss(x, targets, m, weight):
@@ -65,9 +67,9 @@ def test_voted_loss_equals_explicit_patch_loss_and_gradient():
     targets = torch.randn(3, 5, 9, 9, generator=g, dtype=torch.float64)
     weight = torch.rand(9, 9, generator=g, dtype=torch.float64)
     m = nearest_patches(x.float(), targets.float(), torch.ones(3, 1, 9, 9), radius=1)
-    voted, vw, const = vote(targets, m, weight)
+    voted = vote(target_rows(targets), m, weight)
     y = x.clone().requires_grad_(True)
-    fast = voted_patch_loss(y, voted, vw, const)
+    fast = voted.loss(y)
     z = x.clone().requires_grad_(True)
     slow = explicit_patch_loss(z, targets, m, weight)
     assert torch.allclose(fast, slow, rtol=1e-9)
@@ -138,9 +140,10 @@ def test_projected_search_finds_the_planted_match():
     assert (m.k[inner] == 1).all() and (m.dy[inner] == -1).all() and (m.dx[inner] == 2).all()
 
 
-def brute_force_global(x, targets, valid, region=None):
+def brute_force_global(x, targets, valid, region=None, radius=None):
     """CNNMRF search written out: for every inner position (in ``region``), the NCC of its 3x3 patch with every inner
-    target patch whose 9 cells are all valid, in every target; returns {(y, x): (score, k, dy, dx)}."""
+    target patch whose 9 cells are all valid (within ``radius`` cells if given), in every target; returns
+    {(y, x): (score, k, dy, dx)}."""
     k_n, _, h, w = targets.shape
     candidates = []
     for k in range(k_n):
@@ -155,6 +158,8 @@ def brute_force_global(x, targets, valid, region=None):
                 continue
             patch = x[0, :, y - 1 : y + 2, x_ - 1 : x_ + 2].reshape(-1)
             for k, ty, tx, t in candidates:
+                if radius is not None and max(abs(ty - y), abs(tx - x_)) > radius:
+                    continue
                 ncc = float(patch @ t / (patch.norm() * t.norm()))
                 if (y, x_) not in best or ncc > best[(y, x_)][0]:
                     best[(y, x_)] = (ncc, k, ty - y, tx - x_)
@@ -231,3 +236,77 @@ def test_global_search_never_chooses_an_invalid_patch():
     assert (m.k[exact] == 0).all() and (m.dy[exact] == 0).all() and (m.dx[exact] == 0).all()
     copied = (m.k == 0) & (m.dy == 0) & (m.dx == 0)
     assert not copied[~exact & m.found].any()  # where the copy's patch touches the hole, something else is chosen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_box_mean_is_avg_pool_to_the_bit(dtype):
+    g = torch.Generator().manual_seed(11)
+    for shape in [(1, 1, 5, 7), (8, 1, 31, 20), (3, 1, 64, 65)]:
+        x = (100 * torch.rand(shape, generator=g)).to(dtype)
+        assert torch.equal(_mean3(x), F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True))
+
+
+def test_window_search_equals_brute_force_and_can_be_repeated():
+    """The restricted search with its targets prepared once: the written-out search within the window, for every
+    image searched against them."""
+    g = torch.Generator().manual_seed(12)
+    h, w, radius = 11, 9, 2
+    targets = torch.randn(3, 5, h, w, generator=g, dtype=torch.float64)
+    valid = (torch.rand(3, 1, h, w, generator=g) > 0.15).double()
+    region = torch.zeros(h, w, dtype=torch.bool)
+    region[2:8, 1:6] = torch.rand(6, 5, generator=g) > 0.2
+    search = WindowSearch(targets, valid, radius, region)
+    for _ in range(2):
+        x = torch.randn(1, 5, h, w, generator=g, dtype=torch.float64)
+        m = search(x)
+        expected = brute_force_global(x, targets, valid, region, radius)
+        assert {(int(y), int(x_)) for y, x_ in m.found.nonzero()} == set(expected)
+        for (y, x_), (score, k, dy, dx) in expected.items():
+            assert (int(m.k[y, x_]), int(m.dy[y, x_]), int(m.dx[y, x_])) == (k, dy, dx), (y, x_)
+            assert float(m.score[y, x_]) == pytest.approx(score, abs=1e-6)
+
+
+def whole_map_vote(targets, m, weight):
+    """The vote over every position of the map, as it was written before it was cropped: (A, W, constant)."""
+    k_n, c, h, w = targets.shape
+    flat = targets.permute(1, 0, 2, 3).reshape(c, -1)
+    wp = weight.to(targets.dtype) * m.found
+    acc, acc_sq, total = targets.new_zeros(c, h * w), targets.new_zeros(h * w), targets.new_zeros(h * w)
+    qy, qx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    for uy in (-1, 0, 1):
+        for ux in (-1, 0, 1):
+            py, px = qy - uy, qx - ux
+            inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+            pyc, pxc = py.clamp(0, h - 1), px.clamp(0, w - 1)
+            wv = torch.where(inside, wp[pyc, pxc], torch.zeros_like(wp)).reshape(-1)
+            ty, tx = (qy + m.dy[pyc, pxc]).clamp(0, h - 1), (qx + m.dx[pyc, pxc]).clamp(0, w - 1)
+            vals = flat[:, (m.k[pyc, pxc] * h + ty) * w + tx].reshape(c, -1)
+            acc += vals * wv
+            acc_sq += (vals**2).sum(0) * wv
+            total += wv
+    mean = acc / total.clamp_min(1e-8)
+    return mean.reshape(1, c, h, w), total.reshape(1, 1, h, w), (acc_sq - (mean**2).sum(0) * total).sum()
+
+
+def test_cropped_vote_and_loss_are_the_whole_map_ones_to_the_bit():
+    """Vote and loss computed on the crop around the weighted patches only: the same mean, weight and constant, and
+    the same loss value and gradient, to the bit, as over the whole map."""
+    g = torch.Generator().manual_seed(13)
+    h, w = 23, 19
+    targets = torch.rand(4, 6, h, w, generator=g)
+    weight = torch.zeros(h, w)
+    weight[5:15, 4:12] = torch.rand(10, 8, generator=g)
+    m = nearest_patches(torch.rand(1, 6, h, w, generator=g), targets, torch.ones(4, 1, h, w), 2, weight > 0)
+    mean, vote_weight, constant = whole_map_vote(targets, m, weight)
+    voted = vote(target_rows(targets), m, weight)
+    assert voted.mean[0, 0].numel() < mean[0, 0].numel()  # a proper crop
+    for cropped, whole in ((voted.mean, mean), (voted.weight, vote_weight)):
+        assert torch.equal(cropped, whole[:, :, voted.crop[0], voted.crop[1]])
+        outside = torch.ones_like(whole, dtype=torch.bool)
+        outside[:, :, voted.crop[0], voted.crop[1]] = False
+        assert (whole[outside] == 0).all()
+    assert torch.equal(voted.constant, constant)
+    x = torch.rand(1, 6, h, w, generator=g, requires_grad=True)
+    fast, slow = voted.loss(x), (vote_weight * (x - mean) ** 2).sum() + constant
+    assert torch.equal(fast, slow)
+    assert torch.equal(*(torch.autograd.grad(loss, x)[0] for loss in (fast, slow)))

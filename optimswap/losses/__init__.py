@@ -7,16 +7,18 @@ from optimswap.losses.luminance import LuminanceLoss, luminance_loss
 from optimswap.losses.patch import (
     Matches,
     PatchStyleLoss,
+    Voted,
+    WindowSearch,
     nearest_patches,
     nearest_patches_global,
     principal_projection,
     project,
+    target_rows,
     vote,
-    voted_patch_loss,
 )
 from optimswap.losses.tv import TVLoss, tv_loss
 
 __all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss", "TVLoss",
-           "content_loss", "histogram_loss", "histogram_targets", "lighting_loss", "luminance_loss", "nearest_patches",
-           "nearest_patches_global", "principal_projection", "project", "region_pixels", "tv_loss", "vote",
-           "voted_patch_loss"]
+           "Voted", "WindowSearch", "content_loss", "histogram_loss", "histogram_targets", "lighting_loss",
+           "luminance_loss", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
+           "region_pixels", "target_rows", "tv_loss", "vote"]
