@@ -5,11 +5,14 @@ python bench/edit_cost.py [--edits swap swap-quality makeup stylize invert] [--s
                           [--photos 1 4 8 16] [--iters 20] [--out out/edit_cost]
 
 Each case runs in a fresh subprocess at one pyramid level of the given size (as the finest level of a run):
-- evaluation: the objective's forward + backward at fixed patch matches (median of ``--repeats``);
+- evaluation: the objective's forward + backward at fixed patch matches (median of ``--repeats``, alternated with
+  the encoder passes);
 - iteration: a run of the edit's own solver for ``--iters`` iterations (L-BFGS: ~1.2-1.3 evaluations per
-  iteration with its line search, the refreshes of the patch matches amortised), total time / iterations;
-- encoder: ``encoder(x, objective.layers)`` forward + backward to the image (median of ``--repeats`` before
-  and as many after the edit's timings);
+  iteration with its line search, the refreshes of the patch matches amortised), total time / iterations, after a
+  run of 2 iterations (first-run allocations);
+- set-up: building the level's objective (encoding the targets, the patch losses' preparation), once per level;
+- encoder: ``encoder(x, objective.layers)`` forward + backward to the image (median of ``--repeats`` alternated
+  with the evaluations and as many after the solver's run);
 - peak memory: growth of the subprocess's peak resident set (/proc/self/status VmHWM; before each part, freed
   heap memory is given back with malloc_trim and the peak reset through /proc/self/clear_refs) over its resident
   set then: the edit's from before its objective is built (set-up, evaluations and solver), the encoder pass's
@@ -65,15 +68,10 @@ def reset_peak() -> float:
     return rss_mib()
 
 
-def timed(fn, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls after a warm-up call (first-call allocations stay out)."""
+def seconds(fn) -> float:
+    t = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
+    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- the edits at one level
@@ -177,11 +175,13 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     cfg, level, build, parameterization = CASES[case["edit"]](case, out)
     encoder = load_encoder(cfg.encoder, "cpu")
     base = reset_peak()
+    t = time.perf_counter()
     objective = build(level)
+    setup_s = time.perf_counter() - t
     build_peak = peak_rss_mib() - base
     bare = encoder_pass(encoder, level.size, objective.layers)
     before_encoder = reset_peak()
-    encoder_times = timed(bare, repeats)
+    bare()  # also the warm-up: first-call allocations stay out of the timings
     encoder_peak = peak_rss_mib() - before_encoder
     reset_peak()
     params = parameterization.start(level)
@@ -194,14 +194,21 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
         total, _ = objective(parameterization.render())
         total.backward()
 
-    evaluation_s = statistics.median(timed(evaluation, repeats))  # the warm-up evaluation makes the first matches
+    evaluation()  # the warm-up, which also makes the first patch matches
+    encoder_times, evaluation_times = [], []
+    for _ in range(repeats):  # alternated, so that both see the same conditions
+        encoder_times.append(seconds(bare))
+        evaluation_times.append(seconds(evaluation))
     iters = case["iters"]
+    # A short run first: the solver's own first-run allocations stay out, as for the evaluations.
+    make_solver(cfg).run(parameterization.start(level), parameterization.render, objective, 2, progress=False)
     params = parameterization.start(level)  # afresh; the solver re-matches the patches first, as a level does
     t = time.perf_counter()
     history = make_solver(cfg).run(params, parameterization.render, objective, iters, progress=False)
     iteration_s = (time.perf_counter() - t) / iters
-    encoder_s = statistics.median(encoder_times + timed(bare, repeats))  # before and after: the same conditions
-    return {**case, "layers": "+".join(objective.layers), "encoder_s": encoder_s,
+    encoder_s = statistics.median(encoder_times + [seconds(bare) for _ in range(repeats)])  # and after the run
+    evaluation_s = statistics.median(evaluation_times)
+    return {**case, "layers": "+".join(objective.layers), "setup_s": setup_s, "encoder_s": encoder_s,
             "evaluation_s": evaluation_s, "iteration_s": iteration_s, "evals_per_iteration": len(history) / iters,
             "ratio_evaluation": evaluation_s / encoder_s, "ratio_iteration": iteration_s / encoder_s,
             "edit_peak_mib": max(build_peak, peak_rss_mib() - base), "encoder_peak_mib": encoder_peak,
@@ -309,7 +316,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--photos", type=int, nargs="+", default=[1, 4, 8, 16], help="swap's target photo counts (<= 16)")
     ap.add_argument("--iters", type=int, default=20, help=f"solver iterations per case (invert: {INVERT_ITERS})")
-    ap.add_argument("--repeats", type=int, default=5, help="timed encoder passes and evaluations per case")
+    ap.add_argument("--repeats", type=int, default=7, help="timed encoder passes and evaluations per case")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "edit_cost")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in the subprocess
     args = ap.parse_args()
@@ -323,15 +330,16 @@ def main() -> None:
     print(f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads; iterations per case: "
           f"{args.iters} (invert {INVERT_ITERS}); medians of {args.repeats}")
     print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s | "
-          "ratio / evaluation | ratio / iteration | peak MiB edit | peak MiB encoder |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "ratio / evaluation | ratio / iteration | set-up s | peak MiB edit | peak MiB encoder |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for case in cases:
         r = run_case(case, args)
         rows.append(r)
         print(f"| {r['edit']} | {r['size']} | {r['photos'] or '-'} | {r['evaluation_s']:.3f} | {r['iteration_s']:.3f} "
               f"| {r['evals_per_iteration']:.2f} | {r['encoder_s']:.3f} | {r['ratio_evaluation']:.2f} | "
-              f"{r['ratio_iteration']:.2f} | {r['edit_peak_mib']:.0f} | {r['encoder_peak_mib']:.0f} |", flush=True)
+              f"{r['ratio_iteration']:.2f} | {r['setup_s']:.2f} | {r['edit_peak_mib']:.0f} | "
+              f"{r['encoder_peak_mib']:.0f} |", flush=True)
     for size, slope in swap_slopes(rows).items():
         print(f"swap {size} px: +{100 * slope:.1f} % of the encoder pass per iteration per added photo")
     with open(args.out / "edit_cost.csv", "w", newline="") as f:
