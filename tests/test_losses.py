@@ -288,15 +288,18 @@ def whole_map_vote(targets, m, weight):
     return mean.reshape(1, c, h, w), total.reshape(1, 1, h, w), (acc_sq - (mean**2).sum(0) * total).sum()
 
 
-def test_cropped_vote_and_loss_are_the_whole_map_ones_to_the_bit():
+@pytest.mark.parametrize("h, w, c, box", [(23, 19, 6, (5, 15, 4, 12)), (16, 16, 64, (3, 12, 2, 11)),
+                                           (32, 24, 128, (4, 29, 3, 20))])
+def test_cropped_vote_and_loss_are_the_whole_map_ones_to_the_bit(h, w, c, box):
     """Vote and loss computed on the crop around the weighted patches only: the same mean, weight and constant, and
-    the same loss value and gradient, to the bit, as over the whole map."""
+    the same loss value and gradient, to the bit, as over the whole map (also where the crop's cell count is no
+    multiple of the reduction's blocks and the map's is)."""
     g = torch.Generator().manual_seed(13)
-    h, w = 23, 19
-    targets = torch.rand(4, 6, h, w, generator=g)
+    targets = torch.rand(4, c, h, w, generator=g)
     weight = torch.zeros(h, w)
-    weight[5:15, 4:12] = torch.rand(10, 8, generator=g)
-    m = nearest_patches(torch.rand(1, 6, h, w, generator=g), targets, torch.ones(4, 1, h, w), 2, weight > 0)
+    y0, y1, x0, x1 = box
+    weight[y0:y1, x0:x1] = torch.rand(y1 - y0, x1 - x0, generator=g)
+    m = nearest_patches(torch.rand(1, c, h, w, generator=g), targets, torch.ones(4, 1, h, w), 2, weight > 0)
     mean, vote_weight, constant = whole_map_vote(targets, m, weight)
     voted = vote(target_rows(targets), m, weight)
     assert voted.mean[0, 0].numel() < mean[0, 0].numel()  # a proper crop
@@ -306,7 +309,7 @@ def test_cropped_vote_and_loss_are_the_whole_map_ones_to_the_bit():
         outside[:, :, voted.crop[0], voted.crop[1]] = False
         assert (whole[outside] == 0).all()
     assert torch.equal(voted.constant, constant)
-    x = torch.rand(1, 6, h, w, generator=g, requires_grad=True)
+    x = torch.rand(1, c, h, w, generator=g, requires_grad=True)
     fast, slow = voted.loss(x), (vote_weight * (x - mean) ** 2).sum() + constant
     assert torch.equal(fast, slow)
     assert torch.equal(*(torch.autograd.grad(loss, x)[0] for loss in (fast, slow)))

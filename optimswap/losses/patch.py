@@ -206,6 +206,19 @@ def nearest_patches_global(x: torch.Tensor, targets: torch.Tensor, valid: torch.
     return out
 
 
+def _channel_sums(columns: torch.Tensor) -> torch.Tensor:
+    """(C, N) -> (N,): each column's sum, to the bit as in a whole feature map's (C, H*W) sum.
+
+    The CPU reduction takes each thread's columns in blocks of 64 and sums what is left over in another order;
+    H*W (a multiple of 64 for sides divisible by 8) leaves nothing over, and neither may N: it is padded with zero
+    columns to whole blocks for every thread."""
+    c, n = columns.shape
+    block = 64 * torch.get_num_threads()
+    padded = columns.new_zeros(c, -(-n // block) * block)
+    padded[:, :n] = columns
+    return padded.sum(0)[:n]
+
+
 def target_rows(targets: torch.Tensor) -> torch.Tensor:
     """(K*H*W, C): each target cell's features as a row, the layout :func:`vote` gathers from."""
     return targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1])
@@ -280,12 +293,11 @@ def vote(rows: torch.Tensor, matches: Matches, weight: torch.Tensor) -> Voted:
             vals = rows.index_select(0, ((k_pad[centres] * h + ty) * w + tx).reshape(-1))
             wv = wp_pad[centres].reshape(-1)
             acc += vals * wv[:, None]
-            # Channel sums over a (C, N) tensor, as over the whole map: the order of the additions is the same.
-            acc_sq += (vals.T.contiguous() ** 2).sum(0) * wv
+            acc_sq += _channel_sums(vals.T**2) * wv
             total += wv
     mean = (acc / total.clamp_min(_EPS)[:, None]).T.contiguous()
     spread = rows.new_zeros(h * w)
-    spread.view(h, w)[crop] = (acc_sq - (mean**2).sum(0) * total).view(qy.shape)
+    spread.view(h, w)[crop] = (acc_sq - _channel_sums(mean**2) * total).view(qy.shape)
     return Voted(crop, mean.view(1, c, *qy.shape), total.view(1, 1, *qy.shape), spread.sum())
 
 
