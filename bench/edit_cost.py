@@ -43,7 +43,7 @@ from common import FACES, REPO
 EDITS = ("swap", "swap-quality", "makeup", "stylize", "invert")
 SOURCE = FACES / "identities" / "jennifer" / "01.jpg"
 TARGET_FOLDERS = (FACES / "identities" / "angelina", FACES / "identities" / "tony_blair")
-INVERT_ITERS = 5  # Adam: one evaluation per step and nothing to amortise; a step of the generator is slow on CPU
+INVERT_ITERS = 3  # Adam: one evaluation per step and nothing to amortise; a step of the generator is slow on CPU
 
 
 def rss_mib() -> float:
@@ -295,7 +295,8 @@ def plot(rows: list[dict], path: Path) -> None:
     sizes = sorted({r["size"] for r in rows})
     by_size.minorticks_off()
     by_size.set_xticks(sizes, [str(s) for s in sizes])
-    by_size.legend(fontsize=7)
+    if by_size.lines:
+        by_size.legend(fontsize=7)
     swap_sizes = sorted({r["size"] for r in rows if r["edit"] == "swap"})
     for size in swap_sizes:
         points = sorted((r["photos"], r["ratio_iteration"], r["ratio_evaluation"]) for r in rows
@@ -316,7 +317,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--photos", type=int, nargs="+", default=[1, 4, 8, 16], help="swap's target photo counts (<= 16)")
     ap.add_argument("--iters", type=int, default=20, help=f"solver iterations per case (invert: {INVERT_ITERS})")
-    ap.add_argument("--repeats", type=int, default=7, help="timed encoder passes and evaluations per case")
+    ap.add_argument("--repeats", type=int, default=3, help="timed encoder passes and evaluations per case")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "edit_cost")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in the subprocess
     args = ap.parse_args()
