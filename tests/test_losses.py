@@ -266,6 +266,17 @@ def test_window_search_equals_brute_force_and_can_be_repeated():
             assert float(m.score[y, x_]) == pytest.approx(score, abs=1e-6)
 
 
+def test_window_search_in_groups_of_targets_is_the_same_to_the_bit(monkeypatch):
+    g = torch.Generator().manual_seed(14)
+    targets, x = torch.rand(5, 12, 20, 18, generator=g), torch.rand(1, 12, 20, 18, generator=g)
+    valid, region = torch.ones(5, 1, 20, 18), torch.rand(20, 18, generator=g) > 0.2
+    whole = WindowSearch(targets, valid, 2, region)(x)
+    monkeypatch.setattr(WindowSearch, "PRODUCT", 2 * 12 * 20 * 18)  # targets two at a time
+    grouped = WindowSearch(targets, valid, 2, region)(x)
+    for name in ("k", "dy", "dx", "found", "score"):
+        assert torch.equal(getattr(grouped, name), getattr(whole, name)), name
+
+
 def whole_map_vote(targets, m, weight):
     """The vote over every position of the map, as it was written before it was cropped: (A, W, constant)."""
     k_n, c, h, w = targets.shape

@@ -90,8 +90,12 @@ def _bounds(region: torch.Tensor | None, h: int, w: int) -> tuple[int, int, int,
 class WindowSearch:
     """:func:`nearest_patches` against fixed targets and region, with what does not change between searches done
     once: the targets' crop around the searched region (padded by the window), their inverse patch norms and the
-    penalty that keeps invalid candidates out.
+    penalty that keeps invalid candidates out. An offset's products are taken for a few targets at a time, so that
+    they stay in the CPU's cache (the crop itself is the one of the region: its shape decides the order in which
+    the channels are summed, and so the scores' last bits).
     """
+
+    PRODUCT = 2**20  # elements of one offset's products taken at once
 
     def __init__(self, targets: torch.Tensor, valid: torch.Tensor, radius: int, region: torch.Tensor | None = None):
         if targets.ndim != 4 or valid.shape != (targets.shape[0], 1, *targets.shape[2:]):
@@ -130,10 +134,15 @@ class WindowSearch:
         xc = x[:, :, cy0:cy1, cx0:cx1]
         best = torch.full((k_n, hh, ww), -torch.inf, device=x.device)
         best_offset = torch.zeros_like(best, dtype=torch.long)  # index into the (2r+1)^2 offsets, row-major
+        group = max(1, self.PRODUCT // (c * hh * ww))
+        cells = x.new_empty(k_n, 1, hh, ww)
         for i in range(side * side):
             dy, dx = divmod(i, side)
             window = (slice(None), slice(dy, dy + hh), slice(dx, dx + ww))
-            dot = _mean3((xc * self.targets[:, :, dy : dy + hh, dx : dx + ww]).sum(1, keepdim=True))[:, 0]
+            for k in range(0, k_n, group):
+                torch.sum(xc * self.targets[k : k + group, :, dy : dy + hh, dx : dx + ww], 1, keepdim=True,
+                          out=cells[k : k + group])
+            dot = _mean3(cells)[:, 0]
             score = torch.addcmul(self.penalty[window], dot, self.inv_norm[window])
             better = score > best
             best = torch.maximum(best, score)
