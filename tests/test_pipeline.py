@@ -231,8 +231,6 @@ class Rosenbrock(Counting):
         return value, {"rosenbrock": value.detach()}
 
 
-@pytest.mark.xfail(strict=True, reason="a round of LBFGS.run also ends at torch.optim.LBFGS's default max_eval "
-                                       "(1.25 x max_iter evaluations), so long line searches bring refreshes early")
 def test_lbfgs_refreshes_every_n_iterations_even_with_long_line_searches():
     """20 iterations, refresh every 5: 4 refreshes, however many evaluations the line searches take."""
     p = torch.tensor([-1.2, 1.0], dtype=torch.float64)
@@ -240,6 +238,26 @@ def test_lbfgs_refreshes_every_n_iterations_even_with_long_line_searches():
     LBFGS(refresh_every=5).run([p], lambda: p, objective, 20, progress=False)
     assert objective.evaluations > 25  # the line searches did take extra evaluations
     assert len(objective.refresh_at) == 4
+
+
+class Recording(Quadratic):
+    """The quadratic, keeping the point of every evaluation."""
+
+    def __call__(self, p):
+        self.points = [*getattr(self, "points", []), p.detach().clone()]
+        return super().__call__(p)
+
+
+def test_lbfgs_refreshes_cost_no_evaluation_of_their_own():
+    """A refresh takes effect at the next line search's first trial point: the point last evaluated is never
+    evaluated again (torch.optim.LBFGS re-evaluates it at every refresh, one evaluation in ``refresh_every``)."""
+    a, c = spd(40, 1e6, seed=2), torch.randn(40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    objective = Recording(a, c)
+    p = torch.zeros(40, dtype=torch.float64)
+    LBFGS(refresh_every=5).run([p], lambda: p, objective, 23, progress=False)
+    assert len(objective.refresh_at) == 5
+    for at in objective.refresh_at[1:]:
+        assert not torch.equal(objective.points[at], objective.points[at - 1])
 
 
 def test_lbfgs_stops_when_converged():

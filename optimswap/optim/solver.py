@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 import torch
+from torch.optim.lbfgs import _strong_wolfe  # torch.optim.LBFGS's own line search (private; torch pinned)
 from tqdm.auto import tqdm
 
 from optimswap.errors import OptimizationError
@@ -108,8 +110,9 @@ class _History:
         self.rows: list[dict] = []
         self.start = time.perf_counter()
         self.bar = tqdm(total=iters, desc=desc, disable=not progress, leave=True, unit="it")
+        self.shown = 0
 
-    def evaluate(self, render: Render, objective: Refreshable, guard: _Guard) -> torch.Tensor:
+    def evaluate(self, render: Render, objective: Refreshable, guard: _Guard) -> float:
         """One evaluation with its gradient; a faulty one raises ``_Fault`` and stays out of the history."""
         total, parts = objective(render())
         total.backward()
@@ -117,10 +120,12 @@ class _History:
         guard.check(value)
         self.rows.append({"eval": len(self.rows), "total": value, **{k: float(v) for k, v in parts.items()},
                           "seconds": time.perf_counter() - self.start})
-        return total
+        return value
 
-    def advance(self, steps: int) -> None:
-        self.bar.update(steps)
+    def advance_to(self, iterations: int) -> None:
+        """The bar shows ``iterations`` completed."""
+        self.bar.update(iterations - self.shown)
+        self.shown = iterations
         if self.rows:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in self.rows[-1].items() if k not in ("eval", "seconds")})
 
@@ -129,53 +134,115 @@ class _History:
         return self.rows
 
 
+def _flat(tensors: list[torch.Tensor | None], like: list[torch.Tensor]) -> torch.Tensor:
+    """One vector of ``tensors`` (None: zeros shaped as its counterpart in ``like``)."""
+    return torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1)
+                      for t, p in zip(tensors, like, strict=True)])
+
+
+def _assign(params: list[torch.Tensor], flat: torch.Tensor) -> None:
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
 class LBFGS:
-    """torch.optim.LBFGS with strong Wolfe line search; its memory is kept across refreshes, since the objective
-    changes little between them. Only non-finite evaluations are faults: the line search itself rejects a step
-    that raises the loss."""
+    """L-BFGS with the strong Wolfe line search of torch.optim.LBFGS, run over a level's iterations at once.
+
+    The objective is refreshed at the first evaluation of every ``refresh_every``-th iteration, inside its line
+    search: a refresh costs no evaluation of its own (torch.optim.LBFGS would re-evaluate the current point, one
+    evaluation in ten). The curvature pair of that iteration is left out of the memory, since its two gradients
+    belong to different objectives; the rest of the memory is kept, since the objective changes little. Only
+    non-finite evaluations are faults: the line search itself rejects a step that raises the loss."""
+
+    TOLERANCE_GRAD, TOLERANCE_CHANGE = 1e-9, 1e-12  # converged: no gradient, or no change of step or loss
 
     def __init__(self, refresh_every: int = 10, history_size: int = 50, lr: float = 1.0):
         self.refresh_every, self.history_size, self.lr = refresh_every, history_size, lr
         self.recoveries: list[dict] = []
-
-    def _optimizer(self, params: list[torch.Tensor], lr: float) -> torch.optim.LBFGS:
-        return torch.optim.LBFGS(params, lr=lr, max_iter=self.refresh_every, history_size=self.history_size,
-                                 tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def run(self, params: list[torch.Tensor], render: Render, objective: Refreshable, iters: int, desc: str = "",
             progress: bool = True) -> list[dict]:
         for p in params:
             p.requires_grad_(True)
         lr = self.lr
-        opt = self._optimizer(params, lr)
         history, guard = _History(iters, desc, progress), _Guard(params, desc, diverge=False)
         self.recoveries = guard.recoveries
+        refresh = True  # the next evaluation refreshes the objective first
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            return history.evaluate(render, objective, guard)
+        def evaluate(x: torch.Tensor, t: float, d: torch.Tensor) -> tuple[float, torch.Tensor]:
+            nonlocal refresh
+            _assign(params, x + t * d)
+            if refresh:
+                objective.refresh()
+                guard.refreshed()
+                refresh = False
+            for p in params:
+                p.grad = None
+            loss = history.evaluate(render, objective, guard)
+            return loss, _flat([p.grad for p in params], params)
 
-        done = 0
-        while done < iters:
-            objective.refresh()
-            guard.refreshed()
-            opt.param_groups[0]["max_iter"] = min(self.refresh_every, iters - done)
-            before = opt.state[params[0]].get("n_iter", 0)
-            fault = None
+        x = _flat([p.detach() for p in params], params)
+        memory: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=self.history_size)  # (s, y, 1/y.s)
+        loss = gradient = None
+        scale = 1.0  # the initial inverse Hessian's, y.s / y.y of the newest pair
+        it = 0
+        while it < iters:
             try:
-                opt.step(closure)
-            except _Fault as err:
-                fault = err
-            ran = opt.state[params[0]].get("n_iter", 0) - before
-            history.advance(min(max(ran, 1), iters - done))
-            done += max(ran, 1)
-            if fault is not None:
+                if gradient is None:  # the start, or after a fault
+                    loss, gradient = evaluate(x, 0.0, torch.zeros_like(x))
+                if gradient.abs().max() <= self.TOLERANCE_GRAD:
+                    break
+                direction = self._direction(gradient, memory, scale)
+                step = lr if memory else min(1.0, 1.0 / float(gradient.abs().sum())) * lr
+                slope = float(gradient.dot(direction))
+                if slope > -self.TOLERANCE_CHANGE:
+                    break
+                refresh = refresh or (it > 0 and it % self.refresh_every == 0)
+                refreshed = refresh
+                new_loss, new_gradient, step, _ = _strong_wolfe(evaluate, x, step, direction, loss, gradient, slope)
+            except _Fault as fault:
                 lr = guard.step_back(fault, lr, len(history.rows))
-                opt = self._optimizer(params, lr)  # its history holds the faulty steps
-            elif ran == 0:  # converged: L-BFGS made no step
+                x = _flat([p.detach() for p in params], params)
+                memory.clear()  # it holds the faulty steps
+                loss, gradient, scale = None, None, 1.0
+                it += 1
+                history.advance_to(it)
+                continue
+            s = step * direction
+            x = x + s
+            _assign(params, x)
+            if not refreshed:
+                y = new_gradient - gradient
+                ys = float(y.dot(s))
+                if ys > 1e-10:
+                    memory.append((s, y, 1.0 / ys))
+                    scale = ys / float(y.dot(y))
+            converged = float(s.abs().max()) <= self.TOLERANCE_CHANGE or abs(new_loss - loss) < self.TOLERANCE_CHANGE
+            loss, gradient = new_loss, new_gradient
+            it += 1
+            history.advance_to(it)
+            if converged:
                 break
         guard.finish(len(history.rows), lr)
         return history.close()
+
+    @staticmethod
+    def _direction(gradient: torch.Tensor, memory: deque[tuple[torch.Tensor, torch.Tensor, float]],
+                   scale: float) -> torch.Tensor:
+        """-H gradient by the two-loop recursion over the memory."""
+        q = gradient.neg()
+        alphas = []
+        for s, y, rho in reversed(memory):
+            alpha = float(s.dot(q)) * rho
+            q.add_(y, alpha=-alpha)
+            alphas.append(alpha)
+        r = q.mul_(scale)
+        for (s, y, rho), alpha in zip(memory, reversed(alphas), strict=True):
+            r.add_(s, alpha=alpha - float(y.dot(r)) * rho)
+        return r
 
 
 def ramped_lr(peak: float, t: float, rampup: float, rampdown: float) -> float:
@@ -214,7 +281,7 @@ class Adam:
             except _Fault as fault:
                 peak = guard.step_back(fault, peak, len(history.rows))
                 opt = torch.optim.Adam(params, lr=peak)  # its moments hold the faulty steps
-            history.advance(1)
+            history.advance_to(step + 1)
         guard.finish(len(history.rows), peak)
         return history.close()
 
