@@ -116,10 +116,10 @@ def align_reference(reference: np.ndarray, face: Face, frame: Frame, cfg: Makeup
     one's, and smeared the reference's lower lip into streaks across the plain's teeth (plain 02 x makeup 05)."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
     framed = warp_photo_to_frame(to_tensor(reference), matrix, cfg.size)[0].permute(1, 2, 0).numpy()
-    warped, defined = piecewise_affine_warp(framed, face_points(apply_matrix(matrix, face.landmarks)),
+    pixels, defined = piecewise_affine_warp(framed, face_points(apply_matrix(matrix, face.landmarks)),
                                             face_points(frame.landmarks), (cfg.size, cfg.size),
                                             face_triangles(frame.landmarks))
-    warped = torch.as_tensor(warped, device=device).permute(2, 0, 1)[None]
+    warped = torch.as_tensor(pixels, device=device).permute(2, 0, 1)[None]
     return warped[:, :3], warped[:, 3:] * torch.as_tensor(defined, device=device)[None, None]
 
 
