@@ -25,12 +25,7 @@ from optimswap.registry import face_region
 FAST = ["--size", "32", "--w-avg-samples", "100", "--perceptual-weight", "0", "-q"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -190,3 +190,31 @@ def test_cli_makeup_writes_result_and_record(tmp_path, makeup_dir):
     assert (tmp_path / "eval.csv").exists()
     res = CliRunner().invoke(main, [*args[:5], "--lips-weight", "-1", "-q"])
     assert res.exit_code != 0 and "lips_weight" in str(res.exception)
+
+
+def test_a_closed_reference_mouth_lands_lip_for_lip_on_an_open_one(makeup_dir):
+    """plain 02 smiles with teeth, makeup 05's lips are closed: the reference's lower lip, painted green, must land on
+    the plain's lower lip and not on its upper lip (a thin-plate spline smeared it across the teeth)."""
+    from skimage.draw import polygon2mask
+
+    from optimswap.edits.makeup import align_reference
+    from optimswap.pipeline import make_frame
+    from optimswap.registry import face_region
+
+    plain = read_image(makeup_dir / "plain" / "02.jpg")
+    reference = read_image(makeup_dir / "makeup" / "05.jpg").copy()
+    ref_face = find_face(reference)
+    lower_lip = np.concatenate([ref_face.landmarks[54:60], ref_face.landmarks[[48, 60, 67, 66, 65, 64]]])
+    reference[polygon2mask(reference.shape[:2], lower_lip[:, ::-1])] = (0, 255, 0)
+    cfg = MAKEUP.preset(size=256)
+    frame = make_frame(to_tensor(plain), find_face(plain), cfg, face_region)
+    warped, inside = align_reference(reference, ref_face, frame, cfg, "cpu")
+    lm = frame.landmarks
+
+    def share_green(points):
+        region = torch.as_tensor(polygon2mask((256, 256), points[:, ::-1])) & (inside[0, 0] > 0.5)
+        pixels = warped[0][:, region]
+        return float(((pixels[1] > 0.8) & (pixels[0] < 0.3)).float().mean())
+
+    assert share_green(np.concatenate([lm[54:60], lm[[48, 60, 67, 66, 65, 64]]])) > 0.8
+    assert share_green(np.concatenate([lm[48:55], lm[[64, 63, 62, 61, 60]]])) < 0.15

@@ -41,14 +41,7 @@ from optimswap.gan.scorers import eye_aspect, landmark_scorer
 from optimswap.io import read_image, to_tensor
 from optimswap.registry import run_edit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: two threads on a shared machine spend their time waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the official NVlabs .pkl layout, written here without NVlabs code ---------------------------------------------

@@ -17,10 +17,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from optimswap.compose.classic import face_points, face_triangles, piecewise_affine_warp
 from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import border_gradient, histogram_distance, spatial_color_distance
-from optimswap.face import Face, find_face, frame_matrix, tps_warp
+from optimswap.face import Face, find_face, frame_matrix
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.face.mask import soften
 from optimswap.face.regions import eye_shadow_mask, lips_mask, lower_lid_mask, skin_mask, union
@@ -109,12 +110,17 @@ def editable_mask(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: A
 
 def align_reference(reference: np.ndarray, face: Face, frame: Frame, cfg: MakeupConfig,
                     device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference photo in the plain's frame and landmark geometry, and where it is inside the photo."""
+    """Reference photo in the plain's frame and landmark geometry, and where it is defined (inside the photo and the
+    warp's mesh). Piecewise affine on the classic swap's mesh, whose fixed lip triangles take upper lip to upper lip
+    and lower to lower: a thin-plate spline cannot map a closed mouth's coincident inner-lip points onto an open
+    one's, and smeared the reference's lower lip into streaks across the plain's teeth (plain 02 x makeup 05)."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
-    landmarks = apply_matrix(matrix, face.landmarks)
-    warped = tps_warp(warp_photo_to_frame(to_tensor(reference, device), matrix, cfg.size), landmarks[None],
-                      frame.landmarks)
-    return warped[:, :3], warped[:, 3:]
+    framed = warp_photo_to_frame(to_tensor(reference), matrix, cfg.size)[0].permute(1, 2, 0).numpy()
+    pixels, defined = piecewise_affine_warp(framed, face_points(apply_matrix(matrix, face.landmarks)),
+                                            face_points(frame.landmarks), (cfg.size, cfg.size),
+                                            face_triangles(frame.landmarks))
+    warped = torch.as_tensor(pixels, device=device).permute(2, 0, 1)[None]
+    return warped[:, :3], warped[:, 3:] * torch.as_tensor(defined, device=device)[None, None]
 
 
 def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg: MakeupConfig, device: torch.device):
