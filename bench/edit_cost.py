@@ -2,14 +2,15 @@
 at the same size (the same layers the objective reads), and peak memory; a table, a CSV and a plot.
 
 python bench/edit_cost.py [--edits swap swap-quality makeup stylize invert] [--sizes 128 256 512]
-                          [--photos 1 4 8 16] [--iters 20] [--out out/edit_cost]
+                          [--photos 1 4 8 16] [--iters N] [--out out/edit_cost]
 
 Each case runs in a fresh subprocess at one pyramid level of the given size (as the finest level of a run):
 - evaluation: the objective's forward + backward at fixed patch matches (median of ``--repeats``, alternated with
   the encoder passes);
-- iteration: a run of the edit's own solver for ``--iters`` iterations (L-BFGS: ~1.2-1.3 evaluations per
-  iteration with its line search, the refreshes of the patch matches amortised), total time / iterations, after a
-  run of 2 iterations (first-run allocations);
+- iteration: a run of the edit's own solver over a level's iterations (the preset's ``iters``, or ``--iters``),
+  from the level's start as a run makes it (L-BFGS: ~1.05-1.15 evaluations per iteration with its line search, the
+  refreshes of the patch matches amortised), total time / iterations, after a run of 2 iterations (first-run
+  allocations);
 - set-up: building the level's objective (encoding the targets, the patch losses' preparation), once per level;
 - encoder: ``encoder(x, objective.layers)`` forward + backward to the image (median of ``--repeats`` alternated
   with the evaluations and as many after the solver's run);
@@ -199,7 +200,7 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     for _ in range(repeats):  # alternated, so that both see the same conditions
         encoder_times.append(seconds(bare))
         evaluation_times.append(seconds(evaluation))
-    iters = case["iters"]
+    iters = case["iters"] or cfg.iters
     # A short run first: the solver's own first-run allocations stay out, as for the evaluations.
     make_solver(cfg).run(parameterization.start(level), parameterization.render, objective, 2, progress=False)
     params = parameterization.start(level)  # afresh; the solver re-matches the patches first, as a level does
@@ -208,7 +209,7 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     iteration_s = (time.perf_counter() - t) / iters
     encoder_s = statistics.median(encoder_times + [seconds(bare) for _ in range(repeats)])  # and after the run
     evaluation_s = statistics.median(evaluation_times)
-    return {**case, "layers": "+".join(objective.layers), "setup_s": setup_s, "encoder_s": encoder_s,
+    return {**case, "iters": iters, "layers": "+".join(objective.layers), "setup_s": setup_s, "encoder_s": encoder_s,
             "evaluation_s": evaluation_s, "iteration_s": iteration_s, "evals_per_iteration": len(history) / iters,
             "ratio_evaluation": evaluation_s / encoder_s, "ratio_iteration": iteration_s / encoder_s,
             "edit_peak_mib": max(build_peak, peak_rss_mib() - base), "encoder_peak_mib": encoder_peak,
@@ -316,7 +317,8 @@ def main() -> None:
     ap.add_argument("--edits", nargs="+", default=list(EDITS), choices=EDITS)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--photos", type=int, nargs="+", default=[1, 4, 8, 16], help="swap's target photo counts (<= 16)")
-    ap.add_argument("--iters", type=int, default=20, help=f"solver iterations per case (invert: {INVERT_ITERS})")
+    ap.add_argument("--iters", type=int, help=f"solver iterations per case (default: a level's, the preset's iters; "
+                                              f"invert: {INVERT_ITERS})")
     ap.add_argument("--repeats", type=int, default=3, help="timed encoder passes and evaluations per case")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "edit_cost")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in the subprocess
@@ -329,7 +331,7 @@ def main() -> None:
     for size in sorted({c["size"] for c in cases if c["edit"].startswith("swap")}):
         prepare_swap_targets(args.out, size)
     print(f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads; iterations per case: "
-          f"{args.iters} (invert {INVERT_ITERS}); medians of {args.repeats}")
+          f"{args.iters or 'a level of the preset'} (invert {INVERT_ITERS}); medians of {args.repeats}")
     print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s | "
           "ratio / evaluation | ratio / iteration | set-up s | peak MiB edit | peak MiB encoder |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -342,7 +344,7 @@ def main() -> None:
               f"{r['ratio_iteration']:.2f} | {r['setup_s']:.2f} | {r['edit_peak_mib']:.0f} | "
               f"{r['encoder_peak_mib']:.0f} |", flush=True)
     for size, slope in swap_slopes(rows).items():
-        print(f"swap {size} px: +{100 * slope:.1f} % of the encoder pass per iteration per added photo")
+        print(f"swap {size} px: {100 * slope:+.1f} % of the encoder pass per iteration per added photo")
     with open(args.out / "edit_cost.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
