@@ -12,8 +12,10 @@ Each case runs in a fresh subprocess at one pyramid level of the given size (as 
   refreshes of the patch matches amortised), total time / iterations, after a run of 2 iterations (first-run
   allocations);
 - set-up: building the level's objective (encoding the targets, the patch losses' preparation), once per level;
-- encoder: ``encoder(x, objective.layers)`` forward + backward to the image (median of ``--repeats`` alternated
-  with the evaluations and as many after the solver's run);
+- encoder: ``encoder(x, objective.layers)`` forward + backward to the image: for the evaluations, the median of
+  ``--repeats`` alternated with them; for the iterations, the mean of two blocks of passes right before and after the
+  solver's run, each a quarter of its iterations long (the machine's speed varies over seconds, a single pass's
+  does not show it);
 - peak memory: growth of the subprocess's peak resident set (/proc/self/status VmHWM; before each part, freed
   heap memory is given back with malloc_trim and the peak reset through /proc/self/clear_refs) over its resident
   set then: the edit's from before its objective is built (set-up, evaluations and solver), the encoder pass's
@@ -204,14 +206,23 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     # A short run first: the solver's own first-run allocations stay out, as for the evaluations.
     make_solver(cfg).run(parameterization.start(level), parameterization.render, objective, 2, progress=False)
     params = parameterization.start(level)  # afresh; the solver re-matches the patches first, as a level does
+
+    def encoder_block() -> float:
+        """Mean seconds of a block of bare passes, a quarter of the run's length: the machine's speed around it."""
+        n = max(repeats, iters // 4)
+        return seconds(lambda: [bare() for _ in range(n)]) / n
+
+    encoder_before = encoder_block()
     t = time.perf_counter()
     history = make_solver(cfg).run(params, parameterization.render, objective, iters, progress=False)
     iteration_s = (time.perf_counter() - t) / iters
-    encoder_s = statistics.median(encoder_times + [seconds(bare) for _ in range(repeats)])  # and after the run
+    encoder_run_s = (encoder_before + encoder_block()) / 2
+    encoder_s = statistics.median(encoder_times)
     evaluation_s = statistics.median(evaluation_times)
     return {**case, "iters": iters, "layers": "+".join(objective.layers), "setup_s": setup_s, "encoder_s": encoder_s,
-            "evaluation_s": evaluation_s, "iteration_s": iteration_s, "evals_per_iteration": len(history) / iters,
-            "ratio_evaluation": evaluation_s / encoder_s, "ratio_iteration": iteration_s / encoder_s,
+            "encoder_run_s": encoder_run_s, "evaluation_s": evaluation_s, "iteration_s": iteration_s,
+            "evals_per_iteration": len(history) / iters, "ratio_evaluation": evaluation_s / encoder_s,
+            "ratio_iteration": iteration_s / encoder_run_s,
             "edit_peak_mib": max(build_peak, peak_rss_mib() - base), "encoder_peak_mib": encoder_peak,
             "threads": torch.get_num_threads()}
 
@@ -264,7 +275,7 @@ def swap_slopes(rows: list[dict]) -> dict[int, float]:
     """Per size: least-squares slope of seconds per iteration against photos, as a share of the encoder pass."""
     slopes = {}
     for size in sorted({r["size"] for r in rows if r["edit"] == "swap"}):
-        points = [(r["photos"], r["iteration_s"], r["encoder_s"]) for r in rows if r["edit"] == "swap" and
+        points = [(r["photos"], r["iteration_s"], r["encoder_run_s"]) for r in rows if r["edit"] == "swap" and
                   r["size"] == size]
         if len(points) < 2:
             continue
@@ -284,7 +295,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, (by_size, by_photos) = plt.subplots(1, 2, figsize=(11, 4.2))
     for edit in EDITS:
-        points = sorted((r["size"], r["iteration_s"], r["encoder_s"]) for r in rows if r["edit"] == edit and
+        points = sorted((r["size"], r["iteration_s"], r["encoder_run_s"]) for r in rows if r["edit"] == edit and
                         r["photos"] in (0, 8))
         if not points:
             continue
@@ -332,15 +343,16 @@ def main() -> None:
         prepare_swap_targets(args.out, size)
     print(f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads; iterations per case: "
           f"{args.iters or 'a level of the preset'} (invert {INVERT_ITERS}); medians of {args.repeats}")
-    print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s | "
-          "ratio / evaluation | ratio / iteration | set-up s | peak MiB edit | peak MiB encoder |")
+    print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s (beside evaluations "
+          "/ run) | ratio / evaluation | ratio / iteration | set-up s | peak MiB edit | peak MiB encoder |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for case in cases:
         r = run_case(case, args)
         rows.append(r)
         print(f"| {r['edit']} | {r['size']} | {r['photos'] or '-'} | {r['evaluation_s']:.3f} | {r['iteration_s']:.3f} "
-              f"| {r['evals_per_iteration']:.2f} | {r['encoder_s']:.3f} | {r['ratio_evaluation']:.2f} | "
+              f"| {r['evals_per_iteration']:.2f} | {r['encoder_s']:.3f} / {r['encoder_run_s']:.3f} | "
+              f"{r['ratio_evaluation']:.2f} | "
               f"{r['ratio_iteration']:.2f} | {r['setup_s']:.2f} | {r['edit_peak_mib']:.0f} | "
               f"{r['encoder_peak_mib']:.0f} |", flush=True)
     for size, slope in swap_slopes(rows).items():
