@@ -243,8 +243,12 @@ def test_lbfgs_refreshes_every_n_iterations_even_with_long_line_searches():
 class Recording(Quadratic):
     """The quadratic, keeping the point of every evaluation."""
 
+    def __init__(self, a: torch.Tensor, c: torch.Tensor):
+        super().__init__(a, c)
+        self.points: list[torch.Tensor] = []
+
     def __call__(self, p):
-        self.points = [*getattr(self, "points", []), p.detach().clone()]
+        self.points.append(p.detach().clone())
         return super().__call__(p)
 
 

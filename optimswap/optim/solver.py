@@ -35,7 +35,6 @@ class Refreshable(Protocol):
         """What depends on the image but is held fixed between refreshes (patch matches) is recomputed at the next
         evaluation."""
 
-
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
