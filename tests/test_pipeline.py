@@ -273,6 +273,35 @@ def test_lbfgs_stops_when_converged():
     assert len(history) == 1 and objective.refresh_at == [0]
 
 
+class Separable(Counting):
+    """0.5 sum h (p - c)^2 over an image-sized parameter, curvatures h in [0.2, 1]: the gradient is spread thin over
+    many coordinates, as an image objective's is."""
+
+    def __init__(self, shape: tuple[int, ...], scale: float):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.h = 0.2 + 0.8 * torch.rand(shape, generator=g, dtype=torch.float64)
+        self.c = torch.randn(shape, generator=g, dtype=torch.float64)
+        self.c *= scale / float((self.h * self.c).norm())  # |gradient| at 0 is scale
+
+    def __call__(self, p):
+        self.evaluations += 1
+        value = 0.5 * (self.h * (p - self.c) ** 2).sum()
+        return value, {"separable": value.detach()}
+
+
+def test_lbfgs_first_step_needs_no_stretching_on_an_image_sized_problem():
+    """With no memory the first trial step has unit length (as in L-BFGS-B), and is taken: one evaluation for the
+    first iteration. torch.optim.LBFGS's 1/|g|_1 is ~1/sqrt(n) of that here and its line search stretched it over
+    two or more further evaluations."""
+    objective = Separable((3, 64, 64), scale=2.0)
+    p = torch.zeros(3, 64, 64, dtype=torch.float64)
+    history = LBFGS(refresh_every=5).run([p], lambda: p, objective, 1, progress=False)
+    assert objective.evaluations == 2  # the start and the first trial point
+    assert history[1]["total"] < history[0]["total"]
+    assert float(p.detach().norm()) == pytest.approx(1.0)
+
+
 class Faulty(Quadratic):
     """The quadratic, with a planted fault at the given evaluations (1-based; all when None): a NaN or infinite
     loss, a NaN gradient under a finite loss, or a finite loss 1000 times too large."""

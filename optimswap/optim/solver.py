@@ -195,7 +195,9 @@ class LBFGS:
                 if gradient.abs().max() <= self.TOLERANCE_GRAD:
                     break
                 direction = self._direction(gradient, memory, scale)
-                step = lr if memory else min(1.0, 1.0 / float(gradient.abs().sum())) * lr
+                # With no memory, a step of unit length along -gradient, as L-BFGS-B begins: torch's 1/|g|_1 is
+                # so short on an image that the line search spent two more evaluations stretching it.
+                step = lr if memory else min(1.0, 1.0 / float(gradient.norm())) * lr
                 slope = float(gradient.dot(direction))
                 if slope > -self.TOLERANCE_CHANGE:
                     break
