@@ -7,6 +7,7 @@ from optimswap.losses.luminance import LuminanceLoss, luminance_loss
 from optimswap.losses.patch import (
     Matches,
     PatchStyleLoss,
+    TargetRows,
     Voted,
     WindowSearch,
     nearest_patches,
@@ -19,6 +20,6 @@ from optimswap.losses.patch import (
 from optimswap.losses.tv import TVLoss, tv_loss
 
 __all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss", "TVLoss",
-           "Voted", "WindowSearch", "content_loss", "histogram_loss", "histogram_targets", "lighting_loss",
-           "luminance_loss", "nearest_patches", "nearest_patches_global", "principal_projection", "project",
-           "region_pixels", "target_rows", "tv_loss", "vote"]
+           "TargetRows", "Voted", "WindowSearch", "content_loss", "histogram_loss", "histogram_targets",
+           "lighting_loss", "luminance_loss", "nearest_patches", "nearest_patches_global", "principal_projection",
+           "project", "region_pixels", "target_rows", "tv_loss", "vote"]

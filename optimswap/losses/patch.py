@@ -15,15 +15,15 @@ the targets' second moment (``search_energy``): dot products and norms of 3x3 pa
 while the per-offset cost falls with the channel count (relu1_1: 64 -> ~12 channels at 98 %).
 
 What is fixed for a pyramid level is prepared once (the targets' windows, norms and validity; their cells as rows
-to gather votes from), and search, vote and loss work on the crop of the map around the weighted region only,
-each value computed in the same order of operations as over the whole map: the same bits, at a fraction of the
-cost (issue #16).
+to gather votes from, with their squared norms), and search, vote and loss work on the crop of the map around the
+weighted region only (issue #16).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,18 @@ def _mean3(x: torch.Tensor) -> torch.Tensor:
     for dy, dx in [(dy, dx) for dy in range(3) for dx in range(3)][1:]:
         total += padded[..., dy : dy + h, dx : dx + w]
     return total / 9
+
+
+def _box_sum(x: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 neighbourhood (zero padding) of x (B, 1, h, w), in two separable passes through
+    ``padded`` (B, 1, h + 2, w + 2), whose border must be zero: the search's inner loop, 4 additions instead of 8."""
+    h, w = x.shape[-2:]
+    padded[..., 1 : h + 1, 1 : w + 1] = x
+    rows = padded[..., :, :w] + padded[..., :, 1 : w + 1]
+    rows += padded[..., :, 2 : w + 2]
+    total = rows[..., :h, :] + rows[..., 1 : h + 1, :]
+    total += rows[..., 2 : h + 2, :]
+    return total
 
 
 def _check(x: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> None:
@@ -91,8 +103,7 @@ class WindowSearch:
     """:func:`nearest_patches` against fixed targets and region, with what does not change between searches done
     once: the targets' crop around the searched region (padded by the window), their inverse patch norms and the
     penalty that keeps invalid candidates out. An offset's products are taken for a few targets at a time, so that
-    they stay in the CPU's cache (the crop itself is the one of the region: its shape decides the order in which
-    the channels are summed, and so the scores' last bits).
+    they stay in the CPU's cache; the best offset so far is kept as int16 (a quarter of long's memory traffic).
     """
 
     PRODUCT = 2**20  # elements of one offset's products taken at once
@@ -102,6 +113,8 @@ class WindowSearch:
             raise ValueError(f"targets must be (K, C, H, W) and valid (K, 1, H, W), got {tuple(targets.shape)} and "
                              f"{tuple(valid.shape)}")
         _, _, h, w = targets.shape
+        if (2 * radius + 1) ** 2 > 2**15:
+            raise ValueError(f"radius {radius} is too large for the search (at most 90 cells)")
         self.shape, self.radius, self.region = targets.shape[1:], radius, region
         self.inner = _bounds(region, h, w)
         y0, y1, x0, x1 = self.inner
@@ -113,9 +126,10 @@ class WindowSearch:
         # invalid.
         window = (slice(None), slice(cy0 + pad - r, cy1 + pad + r), slice(cx0 + pad - r, cx1 + pad + r))
         with torch.no_grad():
-            # Per candidate patch: 1 / |t| where all 9 cells are valid, else 0 with a -inf penalty (never chosen).
+            # Per candidate patch: 1 / (9 |t|_rms) where all 9 cells are valid (the 9 turns the box sum of the
+            # products into their mean), else 0 with a -inf penalty (never chosen).
             ok = _whole_patch_valid(valid)
-            inv_norm = torch.where(ok, 1.0 / (_mean3((targets**2).sum(1, keepdim=True)).sqrt() + _EPS), 0.0)
+            inv_norm = torch.where(ok, 1.0 / (9 * (_mean3((targets**2).sum(1, keepdim=True)).sqrt() + _EPS)), 0.0)
             self.targets = F.pad(targets, (pad, pad, pad, pad))[:, :, window[1], window[2]].contiguous()
             self.inv_norm = F.pad(inv_norm[:, 0], (pad, pad, pad, pad))[window].contiguous()
             self.penalty = F.pad(torch.where(ok, 0.0, -torch.inf)[:, 0], (pad, pad, pad, pad),
@@ -133,23 +147,23 @@ class WindowSearch:
         k_n, c = self.targets.shape[:2]
         xc = x[:, :, cy0:cy1, cx0:cx1]
         best = torch.full((k_n, hh, ww), -torch.inf, device=x.device)
-        best_offset = torch.zeros_like(best, dtype=torch.long)  # index into the (2r+1)^2 offsets, row-major
+        best_offset = torch.zeros_like(best, dtype=torch.int16)  # index into the (2r+1)^2 offsets, row-major
+        score, better = torch.empty_like(best), torch.empty_like(best, dtype=torch.bool)
         group = max(1, self.PRODUCT // (c * hh * ww))
-        cells = x.new_empty(k_n, 1, hh, ww)
+        cells, padded = x.new_empty(k_n, 1, hh, ww), x.new_zeros(k_n, 1, hh + 2, ww + 2)
         for i in range(side * side):
             dy, dx = divmod(i, side)
             window = (slice(None), slice(dy, dy + hh), slice(dx, dx + ww))
             for k in range(0, k_n, group):
                 torch.sum(xc * self.targets[k : k + group, :, dy : dy + hh, dx : dx + ww], 1, keepdim=True,
                           out=cells[k : k + group])
-            dot = _mean3(cells)[:, 0]
-            score = torch.addcmul(self.penalty[window], dot, self.inv_norm[window])
-            better = score > best
-            best = torch.maximum(best, score)
+            torch.addcmul(self.penalty[window], _box_sum(cells, padded)[:, 0], self.inv_norm[window], out=score)
+            torch.gt(score, best, out=better)
+            torch.maximum(best, score, out=best)
             best_offset.masked_fill_(better, i)
         x_norm = _mean3((xc**2).sum(1, keepdim=True))[0, 0].sqrt() + _EPS  # turns dot/|t| into NCC
         score_c, k_c = best.max(0)
-        offset_c = best_offset.gather(0, k_c[None])[0]
+        offset_c = best_offset.gather(0, k_c[None])[0].long()
         found_c = score_c > -torch.inf
         out = Matches.none(h, w, x.device)
         inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
@@ -215,38 +229,30 @@ def nearest_patches_global(x: torch.Tensor, targets: torch.Tensor, valid: torch.
     return out
 
 
-def _channel_sums(columns: torch.Tensor) -> torch.Tensor:
-    """(C, N) -> (N,): each column's sum, to the bit as in a whole feature map's (C, H*W) sum.
+class TargetRows(NamedTuple):
+    """The targets' cells as rows, the layout :func:`vote` gathers from, with their squared norms."""
 
-    The CPU reduction takes each thread's columns in blocks of 64 and sums what is left over in another order;
-    H*W (a multiple of 64 for sides divisible by 8) leaves nothing over, and neither may N: it is padded with zero
-    columns to whole blocks for every thread."""
-    c, n = columns.shape
-    block = 64 * torch.get_num_threads()
-    padded = columns.new_zeros(c, -(-n // block) * block)
-    padded[:, :n] = columns
-    return padded.sum(0)[:n]
+    values: torch.Tensor  # (K*H*W, C)
+    squares: torch.Tensor  # (K*H*W,)
 
 
-def target_rows(targets: torch.Tensor) -> torch.Tensor:
-    """(K*H*W, C): each target cell's features as a row, the layout :func:`vote` gathers from."""
-    return targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1])
+def target_rows(targets: torch.Tensor) -> TargetRows:
+    """Each target cell's features as a row, once per level."""
+    values = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1])
+    return TargetRows(values, (values**2).sum(1))
 
 
 class _WeightedSquares(torch.autograd.Function):
-    """sum W |x - A|^2 for x (1, C, H, W), with W and A (zero elsewhere) given on a crop: summed as the whole-map
-    tensor (zeros outside the crop), and the gradient formed as autograd forms that of the whole-map expression, so
-    both are the same to the bit, without the passes over the zeros."""
+    """sum W |x - A|^2 for x (1, C, H, W), with W and A given on a crop: autograd's own graph of the cropped
+    expression (slice, subtract, square, weight, sum) costs twice as much per evaluation."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, mean: torch.Tensor, weight: torch.Tensor,
                 crop: tuple[slice, slice]) -> torch.Tensor:
         diff = x[:, :, crop[0], crop[1]] - mean
-        squares = x.new_zeros(x.shape)
-        torch.mul(weight, diff**2, out=squares[:, :, crop[0], crop[1]])
         ctx.save_for_backward(diff, weight)
         ctx.crop, ctx.shape = crop, x.shape
-        return squares.sum()
+        return (weight * diff**2).sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -272,26 +278,26 @@ class Voted:
 
 
 @torch.no_grad()
-def vote(rows: torch.Tensor, matches: Matches, weight: torch.Tensor) -> Voted:
+def vote(rows: TargetRows, matches: Matches, weight: torch.Tensor) -> Voted:
     """Average target value each position receives from the 3x3 matched patches that cover it.
 
     rows: the targets as :func:`target_rows`; weight: (H, W) per-patch weight. Only the crop around the weighted
-    patches is computed (elsewhere W and A are zero), each value in the same order of operations as over the
-    whole map, so that it is the same to the bit.
+    patches is computed (elsewhere W and A are zero).
     """
-    c, (h, w) = rows.shape[1], weight.shape
-    wp = weight.to(rows.dtype) * matches.found
+    values = rows.values
+    c, (h, w) = values.shape[1], weight.shape
+    wp = weight.to(values.dtype) * matches.found
     y0, y1, x0, x1 = _bounds(wp > 0, h, w)
     crop = (slice(max(y0 - 1, 0), min(y1 + 1, h)), slice(max(x0 - 1, 0), min(x1 + 1, w)))
-    qy, qx = torch.meshgrid(torch.arange(h, device=rows.device)[crop[0]], torch.arange(w, device=rows.device)[crop[1]],
-                            indexing="ij")
+    qy, qx = torch.meshgrid(torch.arange(h, device=values.device)[crop[0]],
+                            torch.arange(w, device=values.device)[crop[1]], indexing="ij")
     pad = (1, 1, 1, 1)  # patch centres one cell outside the crop (or the map) weigh 0
     wp_pad = F.pad(wp, pad)
     k_pad, dy_pad, dx_pad = (F.pad(m, pad) for m in (matches.k, matches.dy, matches.dx))
     size = qy.numel()
-    acc = rows.new_zeros(size, c)
-    acc_sq = rows.new_zeros(size)
-    total = rows.new_zeros(size)
+    acc = values.new_zeros(size, c)
+    acc_sq = values.new_zeros(size)
+    total = values.new_zeros(size)
     for uy in (-1, 0, 1):
         for ux in (-1, 0, 1):
             # Patch centred at p = q - u contributes t(p + d + u) = t(q + d_p) to position q.
@@ -299,15 +305,14 @@ def vote(rows: torch.Tensor, matches: Matches, weight: torch.Tensor) -> Voted:
                        slice(crop[1].start + 1 - ux, crop[1].stop + 1 - ux))
             ty = (qy + dy_pad[centres]).clamp(0, h - 1)
             tx = (qx + dx_pad[centres]).clamp(0, w - 1)
-            vals = rows.index_select(0, ((k_pad[centres] * h + ty) * w + tx).reshape(-1))
+            index = ((k_pad[centres] * h + ty) * w + tx).reshape(-1)
             wv = wp_pad[centres].reshape(-1)
-            acc += vals * wv[:, None]
-            acc_sq += _channel_sums(vals.T**2) * wv
+            acc += values.index_select(0, index) * wv[:, None]
+            acc_sq += rows.squares.index_select(0, index) * wv
             total += wv
-    mean = (acc / total.clamp_min(_EPS)[:, None]).T.contiguous()
-    spread = rows.new_zeros(h * w)
-    spread.view(h, w)[crop] = (acc_sq - _channel_sums(mean**2) * total).view(qy.shape)
-    return Voted(crop, mean.view(1, c, *qy.shape), total.view(1, 1, *qy.shape), spread.sum())
+    mean = acc / total.clamp_min(_EPS)[:, None]
+    spread = (acc_sq - (mean**2).sum(1) * total).sum()
+    return Voted(crop, mean.T.contiguous().view(1, c, *qy.shape), total.view(1, 1, *qy.shape), spread)
 
 
 @torch.no_grad()
