@@ -12,6 +12,7 @@ from optimswap.eval.metrics import spatial_color_distance
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
+from optimswap.face.mask import polygon_mask
 from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask, lower_lid_mask
 from optimswap.io import read_image, to_numpy, to_tensor
 from optimswap.losses import HistogramLoss, histogram_targets
@@ -152,6 +153,10 @@ def test_regions_follow_the_landmarks(makeup_dir):
     opened[[55, 56, 57, 58, 59, 65, 66, 67]] += [0, 0.1 * np.linalg.norm(lm[45] - lm[36])]
     assert at(lips_mask(opened, 128), opened[60:68].mean(0)) == 0  # the mouth opening is not lip
     assert at(lips_mask(opened, 128), (opened[57] + opened[66]) / 2) == 1  # the lower lip is
+    feathered, opening = lips_mask(opened, 128, feather=2.0), polygon_mask(opened[60:68], 128)
+    assert float(feathered[opening > 0].max()) == 0  # feathered outwards only: the teeth never take the lip colour
+    below_chin_side = opened[57] + [0, 2]  # two pixels below the outer lower lip: the feather reaches the skin
+    assert 0 < at(feathered, below_chin_side) < at(feathered, (opened[57] + opened[66]) / 2)
     assert at(shadow, (lm[19] + lm[37]) / 2) > 0.9  # the lid between brow and eye
     assert at(shadow, lm[36:42].mean(0)) < 0.15 and at(shadow, lm[19]) < 0.15  # not the eye, not the brow
     inside_eye = ((shadow > 0.5) & (eyes > 0)).sum() / (eyes > 0).sum()  # the region used for the histogram

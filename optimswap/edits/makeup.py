@@ -23,7 +23,6 @@ from optimswap.errors import OptionError
 from optimswap.eval.metrics import border_gradient, histogram_distance, spatial_color_distance
 from optimswap.face import Face, find_face, frame_matrix
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
-from optimswap.face.mask import soften
 from optimswap.face.regions import eye_shadow_mask, lips_mask, lower_lid_mask, skin_mask, union
 from optimswap.features import load_encoder
 from optimswap.io import to_tensor
@@ -94,13 +93,12 @@ class MakeupConfig(EditConfig):
 
 def region_masks(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> dict[str, torch.Tensor]:
     """Soft (1, 1, S, S) masks of the regions taking part, for frame landmarks at ``size``."""
-    make = {"lips": lambda: lips_mask(landmarks, size, device),
+    # Lips are feathered like the other regions so that no region has a hard edge, but outwards only: feathered into
+    # an open mouth, they gave the teeth the lip colour (plain 02's smile).
+    make = {"lips": lambda: lips_mask(landmarks, size, device, max(cfg.feather * size, 0.5)),
             "eyes": lambda: eye_shadow_mask(landmarks, size, cfg.feather, device),
             "skin": lambda: skin_mask(landmarks, size, cfg.forehead, cfg.feather, device)}
-    masks = {name: make[name]() for name in cfg.region_weights}
-    if "lips" in masks:  # lips are a hard polygon: soften like the others so no region has a hard edge
-        masks["lips"] = soften(masks["lips"], max(cfg.feather * size, 0.5))
-    return masks
+    return {name: make[name]() for name in cfg.region_weights}
 
 
 def editable_mask(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> torch.Tensor:

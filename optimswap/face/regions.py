@@ -37,10 +37,12 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
     return union(bands)
 
 
-def lips_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
-    """Outer lip polygon minus the inner mouth opening; hard."""
+def lips_mask(landmarks: np.ndarray, size: int, device="cpu", feather: float = 0.0) -> torch.Tensor:
+    """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (a sigma in pixels) softened outwards
+    into the skin only: the opening (teeth, tongue) is never lips, however thin the lip beside it."""
     outer, inner = polygon_mask(landmarks[OUTER_LIPS], size, device), polygon_mask(landmarks[INNER_LIPS], size, device)
-    return (outer - inner).clamp(0, 1)
+    lips = (outer - inner).clamp(0, 1)
+    return soften(lips, feather) * (1 - inner) if feather > 0 else lips
 
 
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
