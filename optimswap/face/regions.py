@@ -38,11 +38,12 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
 
 
 def lips_mask(landmarks: np.ndarray, size: int, device="cpu", feather: float = 0.0) -> torch.Tensor:
-    """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (a sigma in pixels) softened outwards
-    into the skin only: the opening (teeth, tongue) is never lips, however thin the lip beside it."""
+    """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (a sigma in pixels) feathered outwards
+    into the skin only: 1 on the lips however thin they are (softened, a 5-pixel lip peaked at ~0.5 and kept half
+    its colour), and the opening (teeth, tongue) never lips."""
     outer, inner = polygon_mask(landmarks[OUTER_LIPS], size, device), polygon_mask(landmarks[INNER_LIPS], size, device)
     lips = (outer - inner).clamp(0, 1)
-    return soften(lips, feather) * (1 - inner) if feather > 0 else lips
+    return union([lips, soften(lips, feather)]) * (1 - inner) if feather > 0 else lips
 
 
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
