@@ -153,7 +153,7 @@ def test_regions_follow_the_landmarks(makeup_dir):
     opened[[55, 56, 57, 58, 59, 65, 66, 67]] += [0, 0.1 * np.linalg.norm(lm[45] - lm[36])]
     assert at(lips_mask(opened, 128), opened[60:68].mean(0)) == 0  # the mouth opening is not lip
     assert at(lips_mask(opened, 128), (opened[57] + opened[66]) / 2) == 1  # the lower lip is
-    feathered, opening = lips_mask(opened, 128, feather=2.0), polygon_mask(opened[60:68], 128)
+    feathered, opening = lips_mask(opened, 128, feather=2.0 / 128), polygon_mask(opened[60:68], 128)
     assert float(feathered[opening > 0].max()) == 0  # feathered outwards only: the teeth never take the lip colour
     below_chin_side = opened[57] + [0, 2]  # two pixels below the outer lower lip: the feather reaches the skin
     assert 0 < at(feathered, below_chin_side) < 1

@@ -95,7 +95,7 @@ def region_masks(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: An
     """Soft (1, 1, S, S) masks of the regions taking part, for frame landmarks at ``size``."""
     # Lips are feathered like the other regions so that no region has a hard edge, but outwards only: feathered into
     # an open mouth, they gave the teeth the lip colour (plain 02's smile).
-    make = {"lips": lambda: lips_mask(landmarks, size, device, max(cfg.feather * size, 0.5)),
+    make = {"lips": lambda: lips_mask(landmarks, size, cfg.feather, device),
             "eyes": lambda: eye_shadow_mask(landmarks, size, cfg.feather, device),
             "skin": lambda: skin_mask(landmarks, size, cfg.forehead, cfg.feather, device)}
     return {name: make[name]() for name in cfg.region_weights}

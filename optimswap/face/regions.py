@@ -37,13 +37,15 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
     return union(bands)
 
 
-def lips_mask(landmarks: np.ndarray, size: int, device="cpu", feather: float = 0.0) -> torch.Tensor:
-    """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (a sigma in pixels) feathered outwards
-    into the skin only: 1 on the lips however thin they are (softened, a 5-pixel lip peaked at ~0.5 and kept half
-    its colour), and the opening (teeth, tongue) never lips."""
+def lips_mask(landmarks: np.ndarray, size: int, feather: float = 0.0, device="cpu") -> torch.Tensor:
+    """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (sigma as a fraction of ``size``, as for
+    the other regions) feathered outwards into the skin only: 1 on the lips however thin they are (softened, a
+    5-pixel lip peaked at ~0.5 and kept half its colour), and the opening (teeth, tongue) never lips."""
     outer, inner = polygon_mask(landmarks[OUTER_LIPS], size, device), polygon_mask(landmarks[INNER_LIPS], size, device)
     lips = (outer - inner).clamp(0, 1)
-    return union([lips, soften(lips, feather)]) * (1 - inner) if feather > 0 else lips
+    if feather <= 0:
+        return lips
+    return union([lips, soften(lips, max(feather * size, 0.5))]) * (1 - inner)
 
 
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:

@@ -36,7 +36,8 @@ def _mean3(x: torch.Tensor) -> torch.Tensor:
     """Mean over each 3x3 neighbourhood (zero padding), (B, 1, H, W) -> same. NCC is a ratio of such means.
 
     The nine shifted maps are added in avg_pool2d's order (row by row), which gives its bits at a fraction of its
-    cost on CPU (a tenth for the search's (K, 1, H, W) maps)."""
+    cost on CPU: the targets' norms and validity once per level, the query's norm once per search (the search's
+    per-offset sums use the cheaper ``_box_sum``)."""
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1))
     total = padded[..., :h, :w].clone()
