@@ -46,22 +46,25 @@ class Frame:
     image: torch.Tensor  # (1, 3, S, S) in [0, 1]
     landmarks: np.ndarray  # (68, 2) frame pixels
     mask: torch.Tensor  # (1, 1, S, S) soft editable mask
+    dense: np.ndarray | None = None  # (478, 2) frame pixels: the MediaPipe mesh, when the face has one
 
     @property
     def size(self) -> int:
         return self.image.shape[-1]
 
 
-# (frame landmarks, frame size, config, device) -> (1, 1, S, S) soft mask of what the edit may change
-MaskFn = Callable[[np.ndarray, int, Any, torch.device], torch.Tensor]
+# (frame landmarks, frame size, config, device, frame mesh or None) -> (1, 1, S, S) soft mask of what the edit may
+# change
+MaskFn = Callable[[np.ndarray, int, Any, torch.device, np.ndarray | None], torch.Tensor]
 
 
 def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn) -> Frame:
     """The aligned frame of ``face`` in ``photo`` (1, 3, H, W) with the edit's editable mask."""
     matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
     landmarks = apply_matrix(matrix, face.landmarks)
+    dense = None if face.dense is None else apply_matrix(matrix, face.dense[:, :2])
     image = warp_to_frame(photo, matrix, cfg.size)
-    return Frame(matrix, image, landmarks, mask_fn(landmarks, cfg.size, cfg, photo.device))
+    return Frame(matrix, image, landmarks, mask_fn(landmarks, cfg.size, cfg, photo.device, dense), dense)
 
 
 @dataclass

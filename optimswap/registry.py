@@ -78,7 +78,8 @@ class Scoring:
     identities_root: Path | None
 
 
-def face_region(landmarks: np.ndarray, size: int, cfg: Any, device: torch.device) -> torch.Tensor:
+def face_region(landmarks: np.ndarray, size: int, cfg: Any, device: torch.device,
+                dense: np.ndarray | None = None) -> torch.Tensor:
     """The default editable mask: the soft face mask (jaw line plus a raised forehead)."""
     return face_mask(landmarks, size, cfg.forehead, cfg.feather, device=device)
 

@@ -5,15 +5,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from kornia.color import rgb_to_lab
+from kornia.morphology import dilation
 
 from optimswap.cli import main
-from optimswap.edits.makeup import MAKEUP, makeup
+from optimswap.edits.makeup import MAKEUP, makeup, region_masks
 from optimswap.eval.metrics import spatial_color_distance
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix
 from optimswap.face.mask import polygon_mask
-from optimswap.face.regions import eye_shadow_mask, eyes_mask, lips_mask, lower_lid_mask
+from optimswap.face.regions import brows_mask, eye_shadow_mask, eyes_mask, lips_mask, lower_lid_mask
 from optimswap.io import read_image, to_numpy, to_tensor
 from optimswap.losses import HistogramLoss, histogram_targets
 from optimswap.losses.spatial_color import SpatialColorLoss, lab
@@ -224,3 +225,46 @@ def test_a_closed_reference_mouth_lands_lip_for_lip_on_an_open_one(makeup_dir):
 
     assert share_green(np.concatenate([lm[54:60], lm[[48, 60, 67, 66, 65, 64]]])) > 0.8
     assert share_green(np.concatenate([lm[48:55], lm[[64, 63, 62, 61, 60]]])) < 0.15
+
+
+def test_mesh_regions_lie_near_the_dlib_ones_and_leave_out_the_iris(makeup_dir):
+    """``--landmarks mediapipe``: the regions come from the 478-point mesh. Each lies within a small neighbourhood of
+    its 68-point counterpart, the eye region leaves the iris (and the eyeball between the lid margins) out, and
+    the brows are left out."""
+    photo = read_image(makeup_dir / "plain" / "01.jpg")
+    mesh_face, dlib_face = find_face(photo, backend="mediapipe"), find_face(photo)
+    size = 256
+    matrix = frame_matrix(dlib_face.landmarks, size)
+    lm, dense = apply_matrix(matrix, dlib_face.landmarks), apply_matrix(matrix, mesh_face.dense[:, :2])
+    mesh_lm = apply_matrix(matrix, mesh_face.landmarks)
+    cfg = MAKEUP.preset(size=size)
+    near = 0.1 * np.linalg.norm(lm[45] - lm[36])  # a tenth of the eye distance
+    kernel = torch.ones(2 * round(near) + 1, 2 * round(near) + 1)
+    dlib_regions = region_masks(lm, size, cfg, "cpu")
+    mesh_regions = region_masks(mesh_lm, size, cfg, "cpu", dense)
+    for name, mesh_region in mesh_regions.items():
+        neighbourhood = dilation((dlib_regions[name] > 0.05).float(), kernel)
+        inside = float(((mesh_region > 0.5) & (neighbourhood > 0)).sum() / (mesh_region > 0.5).sum())
+        assert inside > 0.97, (name, inside)
+    eyes = mesh_regions["eyes"][0, 0]
+    opening = eyes_mask(mesh_lm, size, 0.0, dense=dense)[0, 0] > 0
+    for centre, rim in ((468, [469, 470, 471, 472]), (473, [474, 475, 476, 477])):
+        radius = np.linalg.norm(dense[rim] - dense[centre], axis=1).mean()
+        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        iris = ((xs - dense[centre, 0]) ** 2 + (ys - dense[centre, 1]) ** 2) <= radius**2
+        visible = iris & opening  # below the lids
+        assert visible.sum() > 20 and float(eyes[visible].max()) < 0.1
+    brows = brows_mask(mesh_lm, size, 0.0, dense=dense)[0, 0] > 0
+    assert float(eyes[brows].mean()) < 0.2
+    assert float(mesh_regions["skin"][0, 0][brows | opening].max()) < 0.05
+
+
+def test_a_mediapipe_makeup_run_is_scored_in_its_own_regions(makeup_dir, tmp_path):
+    """The edit's mask and eval's come from the same mesh: nothing outside them changes (PSNR inf)."""
+    out = tmp_path / "mesh.png"
+    cfg = MAKEUP.preset(landmarks="mediapipe", **TINY)
+    run_to_files("makeup", makeup_dir / "plain" / "01.jpg", {"reference": makeup_dir / "makeup" / "01.jpg"}, out, cfg,
+                 progress=False)
+    row = evaluate_record(out.with_suffix(".json"))
+    assert row["psnr_outside"] == float("inf")
+    assert row["lips_spatial_after"] < row["lips_spatial_before"]

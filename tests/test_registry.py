@@ -35,7 +35,7 @@ class CheekConfig(EditConfig):
     ALIASES: ClassVar[dict[str, str]] = {"g": "gain"}
 
 
-def cheek_mask(landmarks: np.ndarray, size: int, cfg: CheekConfig, device) -> torch.Tensor:
+def cheek_mask(landmarks: np.ndarray, size: int, cfg: CheekConfig, device, dense=None) -> torch.Tensor:
     """Two discs between the jaw and the nose wings, a quarter eye distance wide, feathered."""
     ys, xs = torch.meshgrid(torch.arange(size, device=device), torch.arange(size, device=device), indexing="ij")
     radius = 0.25 * interocular(landmarks)

@@ -91,19 +91,23 @@ class MakeupConfig(EditConfig):
         return {name: w for name, w in weights.items() if w > 0}
 
 
-def region_masks(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> dict[str, torch.Tensor]:
-    """Soft (1, 1, S, S) masks of the regions taking part, for frame landmarks at ``size``."""
+def region_masks(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any,
+                 dense: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Soft (1, 1, S, S) masks of the regions taking part, for frame landmarks at ``size``: from the 478-point mesh
+    when ``dense`` is given (``--landmarks mediapipe``: the eyeball and brows cut out exactly, the skin up to the
+    mesh's face oval), else from the 68 points."""
     # Lips are feathered like the other regions so that no region has a hard edge, but outwards only: feathered into
     # an open mouth, they gave the teeth the lip colour (plain 02's smile).
-    make = {"lips": lambda: lips_mask(landmarks, size, cfg.feather, device),
-            "eyes": lambda: eye_shadow_mask(landmarks, size, cfg.feather, device),
-            "skin": lambda: skin_mask(landmarks, size, cfg.forehead, cfg.feather, device)}
+    make = {"lips": lambda: lips_mask(landmarks, size, cfg.feather, device, dense),
+            "eyes": lambda: eye_shadow_mask(landmarks, size, cfg.feather, device, dense),
+            "skin": lambda: skin_mask(landmarks, size, cfg.forehead, cfg.feather, device, dense)}
     return {name: make[name]() for name in cfg.region_weights}
 
 
-def editable_mask(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any) -> torch.Tensor:
+def editable_mask(landmarks: np.ndarray, size: int, cfg: MakeupConfig, device: Any,
+                  dense: np.ndarray | None = None) -> torch.Tensor:
     """The pipeline's mask: union of the makeup regions."""
-    return union(list(region_masks(landmarks, size, cfg, device).values()))
+    return union(list(region_masks(landmarks, size, cfg, device, dense).values()))
 
 
 def align_reference(reference: np.ndarray, face: Face, frame: Frame, cfg: MakeupConfig,
@@ -128,12 +132,13 @@ def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg:
     weights = cfg.region_weights
 
     def level_objective(level: Level) -> Objective:
-        landmarks = frame.landmarks * (level.size / frame.size)
+        ratio = level.size / frame.size
+        landmarks, dense = frame.landmarks * ratio, None if frame.dense is None else frame.dense * ratio
         ref_l, inside_l = resize_to(ref, level.size), resize_to(inside, level.size)
         with torch.no_grad():
             content = encoder(level.image, [cfg.content_layer])[cfg.content_layer]
         terms = [Term("content", cfg.content_weight, ContentLoss(content), cfg.content_layer)]
-        for name, region in region_masks(landmarks, level.size, cfg, device).items():
+        for name, region in region_masks(landmarks, level.size, cfg, device, dense).items():
             ref_pixels, plain_pixels = region_pixels(ref_l, region, inside_l), region_pixels(level.image, region)
             if len(ref_pixels) == 0 or len(plain_pixels) == 0:
                 raise OptionError("size", f"the {name} region is empty at {level.size} px; use a larger size")
@@ -173,9 +178,9 @@ def score(s: Scoring) -> dict:
     reference = load_photo(s.record["inputs"]["reference"], "reference")
     ref_frame, inside = align_reference(reference.image, _reference_face(reference, s.cfg), s.frame, s.cfg, "cpu")
     row: dict[str, Any] = {"reference": reference.name, "degree": s.cfg.degree}
-    regions = region_masks(s.frame.landmarks, s.frame.size, s.cfg, "cpu")
+    regions = region_masks(s.frame.landmarks, s.frame.size, s.cfg, "cpu", s.frame.dense)
     if "eyes" in regions:
-        lower = lower_lid_mask(s.frame.landmarks, s.frame.size)
+        lower = lower_lid_mask(s.frame.landmarks, s.frame.size, dense=s.frame.dense)
         regions |= {"eyes_upper": regions["eyes"] * (1 - lower), "eyes_lower": regions["eyes"] * lower}
     sigma = SCORE_SIGMA * s.frame.size
     for name, region in regions.items():

@@ -115,7 +115,8 @@ def head_polygon(landmarks: np.ndarray) -> np.ndarray:
     return grow(face_polygon(landmarks, forehead=2.6), 0.6 * interocular(landmarks))
 
 
-def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any) -> torch.Tensor:
+def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any,
+                   dense: np.ndarray | None = None) -> torch.Tensor:
     """The editable mask: the face, the head outline (the background in it is kept by the person segmentation,
     see ``background_keep``) or the whole frame, feathered inwards from the frame border."""
     if cfg.region == "face":

@@ -147,10 +147,14 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
         raise OptimswapError(f"{path}: field 'output': the picture is {output.shape[1]}x{output.shape[0]} but the "
                              f"source is {source.shape[1]}x{source.shape[0]}")
     try:
-        face = find_face(source, face_index=record.get("face_index", 0), name=record["source"])
+        face_index = record.get("face_index", 0)
+        face = find_face(source, face_index=face_index, name=record["source"])
+        # A MediaPipe run is scored in the frame and regions its mesh gave it; NME and the output's face stay dlib's.
+        edit_face = (find_face(source, "mediapipe", face_index, record["source"]) if cfg.landmarks == "mediapipe"
+                     else face)
     except OptimswapError as err:
         raise OptimswapError(f"{path}: field 'source': {err}") from None
-    frame = make_frame(to_tensor(source), face, cfg, edit.mask)  # a CPU photo, so a CPU mask
+    frame = make_frame(to_tensor(source), edit_face, cfg, edit.mask)  # a CPU photo, so a CPU mask
     output_frame = warp_to_frame(to_tensor(output), frame.matrix, cfg.size)
     h, w = source.shape[:2]
     outside = warp_from_frame(frame.mask, frame.matrix, h, w)[0, 0].numpy() == 0  # never touched by the edit

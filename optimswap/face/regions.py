@@ -1,4 +1,9 @@
-"""Facial regions from the 68 landmarks as soft masks in the aligned frame: eyes, brows, lips, skin."""
+"""Facial regions as soft masks in the aligned frame: eyes, brows, lips, skin.
+
+Each region is drawn from the 68 iBUG landmarks, or, when the face's 478-point MediaPipe mesh is given
+(``dense``, frame pixels), from the mesh's own contours: the lid margins (the eyeball, iris included, exactly),
+the brow outlines, the lip lines and the face oval (``optimswap.face.mesh``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,43 @@ from scipy.spatial import ConvexHull
 
 from optimswap.face.align import LEFT_EYE, RIGHT_EYE, interocular
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
+from optimswap.face.mesh import (
+    FACE_OVAL,
+    LEFT_BROW_LOWER,
+    LEFT_BROW_UPPER,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
+    RIGHT_BROW_LOWER,
+    RIGHT_BROW_UPPER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+)
 
 OUTER_LIPS = slice(48, 60)
 INNER_LIPS = slice(60, 68)
 LEFT_BROW, RIGHT_BROW = slice(17, 22), slice(22, 27)
 LOWER_LID = [0, 5, 4, 3]  # of an eye's six points: outer corner, lower lid, inner corner
 LOWER_BAND = 0.2  # eye distances below the lower lid that the eye makeup region reaches
+# Per eye on the mesh, image left (the subject's right) first: lid margins and brow outlines, corner to corner.
+MESH_EYES = ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_BROW_UPPER, RIGHT_BROW_LOWER),
+             (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_BROW_UPPER, LEFT_BROW_LOWER))
+
+
+def _outline(dense: np.ndarray, upper: list[int], lower: list[int]) -> np.ndarray:
+    """Closed polygon (M, 2) of two mesh contours that share their end points (upper, then lower walked back)."""
+    return dense[upper + lower[-2:0:-1], :2]
+
+
+def _eye_openings(dense: np.ndarray) -> list[np.ndarray]:
+    return [_outline(dense, upper, lower) for upper, lower, _, _ in MESH_EYES]
+
+
+def _brow_outlines(dense: np.ndarray) -> list[np.ndarray]:
+    return [_outline(dense, upper, lower) for _, _, upper, lower in MESH_EYES]
 
 
 def union(masks: list[torch.Tensor]) -> torch.Tensor:
@@ -22,13 +58,19 @@ def union(masks: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(masks)).amax(0)
 
 
-def eyes_mask(landmarks: np.ndarray, size: int, margin: float = 0.0, device="cpu") -> torch.Tensor:
-    """Both eye openings, grown by ``margin`` pixels; hard (1, 1, S, S)."""
-    return union([polygon_mask(grow(landmarks[s], margin), size, device) for s in (LEFT_EYE, RIGHT_EYE)])
+def eyes_mask(landmarks: np.ndarray, size: int, margin: float = 0.0, device="cpu",
+              dense: np.ndarray | None = None) -> torch.Tensor:
+    """Both eye openings (between the lid margins), grown by ``margin`` pixels; hard (1, 1, S, S)."""
+    openings = [landmarks[s] for s in (LEFT_EYE, RIGHT_EYE)] if dense is None else _eye_openings(dense)
+    return union([polygon_mask(grow(opening, margin), size, device) for opening in openings])
 
 
-def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu") -> torch.Tensor:
-    """Both brows as bands ``thickness`` pixels thick around their 5-point centre lines; hard."""
+def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu",
+               dense: np.ndarray | None = None) -> torch.Tensor:
+    """Both brows as bands ``thickness`` pixels thick around their 5-point centre lines, or, from the mesh, the
+    brows' own outlines (``thickness`` unused); hard."""
+    if dense is not None:
+        return union([polygon_mask(brow, size, device) for brow in _brow_outlines(dense)])
     bands = []
     for s in (LEFT_BROW, RIGHT_BROW):
         line = landmarks[s]
@@ -37,47 +79,68 @@ def brows_mask(landmarks: np.ndarray, size: int, thickness: float, device="cpu")
     return union(bands)
 
 
-def lips_mask(landmarks: np.ndarray, size: int, feather: float = 0.0, device="cpu") -> torch.Tensor:
+def lips_mask(landmarks: np.ndarray, size: int, feather: float = 0.0, device="cpu",
+              dense: np.ndarray | None = None) -> torch.Tensor:
     """Outer lip polygon minus the mouth opening; hard, or with ``feather`` (sigma as a fraction of ``size``, as for
     the other regions) feathered outwards into the skin only: 1 on the lips however thin they are (softened, a
     5-pixel lip peaked at ~0.5 and kept half its colour), and the opening (teeth, tongue) never lips."""
-    outer, inner = polygon_mask(landmarks[OUTER_LIPS], size, device), polygon_mask(landmarks[INNER_LIPS], size, device)
+    if dense is None:
+        outer_line, inner_line = landmarks[OUTER_LIPS], landmarks[INNER_LIPS]
+    else:
+        outer_line = _outline(dense, LIPS_OUTER_UPPER, LIPS_OUTER_LOWER)
+        inner_line = _outline(dense, LIPS_INNER_UPPER, LIPS_INNER_LOWER)
+    outer, inner = polygon_mask(outer_line, size, device), polygon_mask(inner_line, size, device)
     lips = (outer - inner).clamp(0, 1)
     if feather <= 0:
         return lips
     return union([lips, soften(lips, max(feather * size, 0.5))]) * (1 - inner)
 
 
-def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu") -> torch.Tensor:
+def _lower_lids(landmarks: np.ndarray, dense: np.ndarray | None) -> list[np.ndarray]:
+    """Each eye's lower lid, corner to corner (image left eye first)."""
+    if dense is None:
+        return [landmarks[eye][LOWER_LID] for eye in (LEFT_EYE, RIGHT_EYE)]
+    return [dense[lower, :2] for _, lower, _, _ in MESH_EYES]
+
+
+def _brow_points(landmarks: np.ndarray, dense: np.ndarray | None) -> list[np.ndarray]:
+    if dense is None:
+        return [landmarks[brow] for brow in (LEFT_BROW, RIGHT_BROW)]
+    return _brow_outlines(dense)
+
+
+def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu",
+                    dense: np.ndarray | None = None) -> torch.Tensor:
     """Band around each eye below the brow: from the brow line down to a fifth of the eye distance below the
-    lower lid, minus the brows and the eye itself (each with a small margin); soft."""
+    lower lid, minus the brows and the eye itself (dlib's feathered; the mesh's eyeball between the lid margins
+    exactly); soft."""
     eye_distance = interocular(landmarks)
     sigma = max(feather * size, 0.5)
     bands = []
-    for brow, eye in ((LEFT_BROW, LEFT_EYE), (RIGHT_BROW, RIGHT_EYE)):
-        lower_lid = landmarks[eye][LOWER_LID] + [0, LOWER_BAND * eye_distance]
-        outline = np.concatenate([landmarks[brow], lower_lid])
+    for brow, lower_lid in zip(_brow_points(landmarks, dense), _lower_lids(landmarks, dense), strict=True):
+        outline = np.concatenate([brow, lower_lid + [0, LOWER_BAND * eye_distance]])
         bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
     # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
     # by half the usual width to keep its full strength there.
-    cut = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.12 * eye_distance, device)])
-    return soften(union(bands) * (1 - cut), sigma / 2)
+    eyes = eyes_mask(landmarks, size, 0.0, device, dense)
+    band = soften(union(bands) * (1 - union([eyes, brows_mask(landmarks, size, 0.12 * eye_distance, device, dense)])),
+                  sigma / 2)
+    # The mesh's lid margins are exact, so its eyeball is cut hard: the feather would tint the white and the iris.
+    return band if dense is None else band * (1 - eyes)
 
 
-def lower_lid_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tensor:
+def lower_lid_mask(landmarks: np.ndarray, size: int, device="cpu", dense: np.ndarray | None = None) -> torch.Tensor:
     """Band under each eye from the lower lid (corner to corner) down LOWER_BAND eye distances, the lower part of
     ``eye_shadow_mask``; hard."""
     drop = [0, LOWER_BAND * interocular(landmarks)]
-    bands = []
-    for eye in (LEFT_EYE, RIGHT_EYE):
-        lid = landmarks[eye][LOWER_LID]
-        bands.append(polygon_mask(np.concatenate([lid, (lid + drop)[::-1]]), size, device))
-    return union(bands)
+    return union([polygon_mask(np.concatenate([lid, (lid + drop)[::-1]]), size, device)
+                  for lid in _lower_lids(landmarks, dense)])
 
 
 def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: float = 0.015,
-              device="cpu") -> torch.Tensor:
-    """Face hull (jaw + lifted brows) minus eyes, brows and mouth, each excluded with a margin; soft.
+              device="cpu", dense: np.ndarray | None = None) -> torch.Tensor:
+    """Face hull (jaw + lifted brows, or the mesh's face oval; ``forehead`` is dlib's) minus eyes, brows and mouth,
+    each excluded with a margin; soft.
 
     The margin (a twentieth of the eye distance, to keep lashes, brow hair and lip edges out, plus two feather
     widths) is a morphological dilation of the features and erosion of the hull, so the softened skin is ~0
@@ -87,9 +150,11 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     sigma = max(feather * size, 0.5)
     radius = int(round(0.05 * eye_distance + 2 * sigma))
     kernel = torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
-    hull = erosion(polygon_mask(face_polygon(landmarks, forehead), size, device), kernel)
-    features = union([eyes_mask(landmarks, size, 0.0, device), brows_mask(landmarks, size, 0.2 * eye_distance, device),
-                       polygon_mask(landmarks[OUTER_LIPS], size, device)])
+    outline = face_polygon(landmarks, forehead) if dense is None else dense[FACE_OVAL, :2]
+    lips = landmarks[OUTER_LIPS] if dense is None else _outline(dense, LIPS_OUTER_UPPER, LIPS_OUTER_LOWER)
+    hull = erosion(polygon_mask(outline, size, device), kernel)
+    features = union([eyes_mask(landmarks, size, 0.0, device, dense),
+                      brows_mask(landmarks, size, 0.2 * eye_distance, device, dense), polygon_mask(lips, size, device)])
     return soften(hull * (1 - dilation(features, kernel)), sigma)
 
 
