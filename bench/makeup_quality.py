@@ -1,7 +1,7 @@
 """Issue #13 acceptance figures on ../shared/faces/makeup: every plain photo with two references, degrees 0.5 and
 1, against BeautyGAN's global histogram objective; and makeup removal (makeup photos with plain references).
 
-python bench/makeup_quality.py [--size 256] [--out runs/makeup]
+python bench/makeup_quality.py [--size 256] [--landmarks dlib|mediapipe] [--out runs/makeup]
 Each run is written as OUT.png + OUT.json (a run whose record exists is kept, so the bench resumes) and scored by
 ``optimswap eval``'s makeup metrics: per region, histogram distance (earth mover's, 0-255) and spatial distance
 (CIELAB Delta-E at the same place) to the reference, plain (before) and output (after); identity distance
@@ -70,11 +70,11 @@ def removal_acceptance(rows: list[dict]) -> list[str]:
     return [f"{name}: {sum(ok)}/{len(ok)}" for name, ok in checks.items()]
 
 
-def run(source: Path, reference: Path, output: Path, preset: str, size: int, degree: float) -> Path:
+def run(source: Path, reference: Path, output: Path, preset: str, degree: float, args: argparse.Namespace) -> Path:
     """Record of the run (made unless it exists)."""
     if not output.with_suffix(".json").exists():
-        run_to_files("makeup", source, {"reference": reference}, output,
-                     MAKEUP.preset(preset, size=size, degree=degree), progress=False, overwrite=True)
+        cfg = MAKEUP.preset(preset, size=args.size, landmarks=args.landmarks, degree=degree)
+        run_to_files("makeup", source, {"reference": reference}, output, cfg, progress=False, overwrite=True)
     return output.with_suffix(".json")
 
 
@@ -96,6 +96,7 @@ def save_sheet(sheet: list[list[np.ndarray]], path: Path) -> None:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--landmarks", default="dlib", help="Landmark backend: mediapipe draws the regions from its mesh.")
     ap.add_argument("--out", type=Path, default=Path("runs/makeup"))
     args = ap.parse_args()
     root = FACES / "makeup"
@@ -107,7 +108,7 @@ def main():
             pictures = [thumbnail(plain), thumbnail(ref)]
             for preset, degree in [("default", d) for d in DEGREES] + [("beautygan", 1.0)]:
                 output = args.out / f"{plain.stem}_{ref.stem}_{preset}_{degree:g}.png"
-                records.append(run(plain, ref, output, preset, args.size, degree))
+                records.append(run(plain, ref, output, preset, degree, args))
                 presets.append(preset)
                 pictures.append(thumbnail(output))
             sheet.append(pictures)
@@ -120,7 +121,7 @@ def main():
     removal, removal_sheet = [], []
     for made_up, bare in zip(refs[:REMOVALS], plains[:REMOVALS], strict=True):
         output = args.out / f"removal_{made_up.stem}_{bare.stem}.png"
-        removal.append(run(made_up, bare, output, "default", args.size, 1.0))
+        removal.append(run(made_up, bare, output, "default", 1.0, args))
         removal_sheet.append([thumbnail(made_up), thumbnail(bare), thumbnail(output)])
     removal_rows = scored(removal, ["default"] * len(removal))
     print(format_table(removal_rows, COLUMNS))
