@@ -17,7 +17,7 @@ import numpy as np
 from optimswap.config import EditConfig
 from optimswap.errors import OptimswapError, OptionError
 from optimswap.eval.metrics import high_frequency_ratio, identity_distance, psnr
-from optimswap.face import Face, detect_faces, face_descriptor, find_face, warp_from_frame, warp_to_frame
+from optimswap.face import face_at, face_descriptor, find_face, warp_from_frame, warp_to_frame
 from optimswap.io import IMAGE_SUFFIXES, read_image, to_tensor
 from optimswap.io.image import json_file, write_files
 from optimswap.pipeline import make_frame
@@ -27,19 +27,6 @@ COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "
            "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error",
            "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
            "seconds", "evaluations", "recoveries", "peak_memory_mb", "error"]
-
-
-def _match_face(image: np.ndarray, box: tuple) -> Face | None:
-    """The face in ``image`` overlapping ``box`` most (IoU >= 0.3), or None."""
-    def iou(a, b):
-        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        inter = ix * iy
-        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-    scored = [(iou(f.box, box), f) for f in detect_faces(image)]
-    best = max(scored, key=lambda s: s[0], default=(0.0, None))
-    return best[1] if best[0] >= 0.3 else None
 
 
 JSON_KINDS = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
@@ -160,7 +147,7 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
     outside = warp_from_frame(frame.mask, frame.matrix, h, w)[0, 0].numpy() == 0  # never touched by the edit
     row["psnr_outside"] = psnr(output, source, outside)
     row["hf_ratio"] = high_frequency_ratio(output_frame, frame.image, frame.mask)
-    output_face = _match_face(output, face.box)
+    output_face = face_at(output, face.box)
     if output_face is None:
         row["error"] = "no face found in the output at the source face's place"
     else:
