@@ -72,6 +72,9 @@ def choose_target(source_landmarks: np.ndarray, candidates: Sequence[np.ndarray]
     return int(np.argmin(shape_distances(source_landmarks, candidates)))
 
 
+OUTER_RING = slice(78, 105)  # of face_points: the ring around the face (after the 68 landmarks and the forehead line)
+
+
 def face_points(landmarks: np.ndarray) -> np.ndarray:
     """(105, 2) warp points: the 68 landmarks, the brows lifted to the blended forehead line and an outer ring."""
     landmarks = _check_landmarks(landmarks, "landmarks")

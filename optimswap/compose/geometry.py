@@ -1,0 +1,46 @@
+"""Moving a face's drifted landmarks back: a thin-plate-spline warp of the image inside a region."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_pixel_coordinates
+from scipy.interpolate import RBFInterpolator
+
+
+def clipped_goal(found: np.ndarray, reference: np.ndarray, tolerance: float, eye_distance: float) -> np.ndarray:
+    """``found`` (N, 2) with every point farther than ``tolerance`` x ``eye_distance`` from its reference point moved
+    along the line between them to exactly that distance; the others stay."""
+    offset = found - reference
+    length = np.linalg.norm(offset, axis=1, keepdims=True)
+    limit = tolerance * eye_distance
+    return reference + offset * np.minimum(1.0, limit / np.maximum(length, 1e-9))
+
+
+def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed: np.ndarray,
+                region: torch.Tensor) -> torch.Tensor:
+    """``image`` (1, C, H, W) warped so that its content at ``found`` (N, 2, pixels) lands on ``goal``, with the
+    ``fixed`` points (M, 2, e.g. a ring around the face) unmoved: a thin-plate spline through the displacements,
+    scaled by ``region`` (1, 1, H, W) in [0, 1]. Pixels where ``region`` is 0 are returned bit for bit."""
+    _, _, h, w = image.shape
+    points = np.concatenate([goal, fixed])
+    displacement = np.concatenate([found - goal, np.zeros_like(fixed)])
+    spline = RBFInterpolator(points, displacement, kernel="thin_plate_spline")
+    inside = region[0, 0] > 0
+    ys, xs = torch.nonzero(inside, as_tuple=True)
+    if len(ys) == 0:
+        return image
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
+    moved = spline(np.stack([grid_x.ravel(), grid_y.ravel()], 1)).reshape(y1 - y0, x1 - x0, 2)
+    # Between its points a spline can overshoot; no pixel moves farther than the farthest point does.
+    largest = np.linalg.norm(displacement, axis=1).max()
+    moved *= np.minimum(1.0, largest / np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-9))
+    moved = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
+    base = torch.stack(torch.meshgrid(torch.arange(h, device=image.device, dtype=image.dtype),
+                                      torch.arange(w, device=image.device, dtype=image.dtype), indexing="ij")[::-1], -1)
+    base[y0:y1, x0:x1] += moved
+    warped = F.grid_sample(image, normalize_pixel_coordinates(base[None], h, w), mode="bilinear",
+                           padding_mode="border", align_corners=True)
+    return torch.where(inside, warped, image)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from optimswap.compose.geometry import clipped_goal, warp_points
+from optimswap.edits.swap import SWAP, with_landmarks_kept
+from optimswap.face import find_face, interocular
+from optimswap.io import to_numpy, to_tensor
+
+
+def _dots(points: np.ndarray, size: int) -> torch.Tensor:
+    ys, xs = np.mgrid[:size, :size]
+    image = sum(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / 8.0) for x, y in points)
+    return torch.as_tensor(image, dtype=torch.float32)[None, None]
+
+
+def _peak(image: torch.Tensor, near: np.ndarray, radius: int = 6) -> np.ndarray:
+    x0, y0 = (int(v) - radius for v in near)
+    window = image[0, 0, y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1]
+    y, x = np.unravel_index(int(window.argmax()), window.shape)
+    return np.array([x0 + x, y0 + y])
+
+
+def test_warp_carries_points_onto_their_goals_and_leaves_the_outside_bit_exact():
+    size = 200
+    found = np.array([[80.0, 90.0], [120.0, 100.0], [100.0, 130.0]])
+    goal = found + [[3, -2], [-4, 1], [2, 3]]
+    fixed = np.array([[20, 20], [180, 20], [180, 180], [20, 180], [100, 10], [100, 190], [10, 100], [190, 100.0]])
+    region = torch.zeros(1, 1, size, size)
+    region[..., 40:170, 40:170] = 1
+    image = _dots(found, size)
+    out = warp_points(image, found, goal, fixed, region)
+    for g in goal:
+        assert np.abs(_peak(out, g) - g).max() <= 0.5
+    assert torch.equal(out[region == 0], image[region == 0])
+    assert torch.allclose(warp_points(image, found, found, fixed, region), image, atol=1e-5)  # no drift: no change
+
+
+def test_clipped_goal_moves_only_the_points_beyond_the_tolerance(jennifer):
+    reference = find_face(jennifer).landmarks
+    eye = interocular(reference)
+    found = reference.copy()
+    found[8] += [0, 0.1 * eye]  # the chin 0.1 eye distances down
+    found[30] += [0.01 * eye, 0]  # the nose tip a little
+    goal = clipped_goal(found, reference, 0.04, eye)
+    assert np.allclose(goal[8], reference[8] + [0, 0.04 * eye])
+    assert np.allclose(np.delete(goal, 8, 0), np.delete(found, 8, 0))
+
+
+def test_drifted_landmarks_are_pulled_back_to_the_tolerance(jennifer):
+    """A face whose jaw and brows were pushed 0.08 eye distances outwards: after with_landmarks_kept (tolerance
+    0.04), the landmarks found again lie within about the tolerance of the source's, and pixels outside the region
+    are the image's."""
+    face = find_face(jennifer)
+    lm, eye = face.landmarks, interocular(face.landmarks)
+    centre = lm.mean(0)
+    pushed = lm.copy()
+    outline = np.r_[0:27]
+    direction = (lm[outline] - centre) / np.linalg.norm(lm[outline] - centre, axis=1, keepdims=True)
+    pushed[outline] += 0.08 * eye * direction
+    photo = to_tensor(jennifer)
+    region = torch.zeros_like(photo[:, :1])
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    pad = int(0.6 * eye)
+    region[..., max(y0 - pad, 0):y1 + pad, max(x0 - pad, 0):x1 + pad] = 1
+    from optimswap.compose.classic import OUTER_RING, face_points
+    drifted = warp_points(photo, lm, pushed, face_points(lm)[OUTER_RING], region)  # content at lm moves to pushed
+    before = find_face(to_numpy(drifted)).landmarks
+    assert np.linalg.norm(before - lm, axis=1)[outline].mean() > 0.06 * eye
+    kept = with_landmarks_kept(drifted, face, region, SWAP.preset(landmark_tolerance=0.04))
+    after = find_face(to_numpy(kept)).landmarks
+    assert np.linalg.norm(after - lm, axis=1)[outline].mean() < 0.045 * eye
+    assert torch.equal(kept[region.expand_as(kept) == 0], drifted[region.expand_as(kept) == 0])
+
+
+@pytest.mark.parametrize("tolerance", [-0.1, 2.0])
+def test_tolerance_out_of_range_is_an_option_error(tolerance):
+    from optimswap.errors import OptionError
+
+    with pytest.raises(OptionError, match="landmark_tolerance"):
+        SWAP.preset(landmark_tolerance=tolerance)
+
+
+def test_nearly_coincident_points_with_opposite_moves_do_not_tear_the_image():
+    """Two points a hair apart asked to move apart (a closed mouth's inner lips): the spline overshoots by orders
+    of magnitude between them; no pixel may move farther than the farthest point is asked to."""
+    size = 100
+    ramp = torch.linspace(0, 1, size).expand(1, 1, size, size).contiguous()  # 0.01 per pixel along x
+    found = np.array([[50.0, 50.0], [50.0, 50.0001], [40.0, 40.0], [60.0, 60.0]])
+    goal = found + [[2, 0], [-2, 0], [0, 0], [0, 0]]
+    fixed = np.array([[5, 5], [95, 5], [95, 95], [5, 95.0]])
+    region = torch.ones(1, 1, size, size)
+    out = warp_points(ramp, found, goal, fixed, region)
+    assert float((out - ramp).abs().max()) <= 2 * 0.0101 + 1e-5
