@@ -109,6 +109,44 @@ def test_without_lightness_only_the_chroma_follows_the_reference():
     assert torch.allclose(chroma.target[:, 1:], both.target[:, 1:])
 
 
+def test_skin_tone_share_keeps_the_plains_tone_and_follows_the_blush():
+    """A reference that is the plain face tanned all over (a uniform colour shift) plus a pink blush on one cheek:
+    with mean_share 0 only the blush follows; with 1 the tan follows too."""
+    size = 32
+    region = torch.ones(1, 1, size, size)
+    plain = torch.full((1, 3, size, size), 0.75)
+    reference = plain * torch.tensor([0.95, 0.75, 0.6])[None, :, None, None]  # tanned
+    cheek = torch.zeros(1, 1, size, size)
+    cheek[..., 8:16, 4:12] = 1
+    reference = reference + 0.15 * cheek * torch.tensor([0.3, -0.3, -0.1])[None, :, None, None]
+    kwargs = dict(chroma_sigma=1.0, lightness_sigma=1.0, follow_lightness=False)
+    tone = SpatialColorLoss(region, reference, plain, mean_share=0.0, **kwargs).target - lab(plain)
+    full = SpatialColorLoss(region, reference, plain, **kwargs).target - lab(plain)
+    far = tone[..., 24:, 20:].norm(dim=1)  # away from the blush: the plain's own colour
+    assert float(far.max()) < 0.01 and float(full[..., 24:, 20:].norm(dim=1).min()) > 0.1
+    blush = tone[..., 10:14, 6:10] - tone[..., 24:28, 20:24].mean((2, 3), keepdim=True)
+    assert float(blush[:, 1].mean()) > 0.05  # redder (a*) on the cheek
+
+
+def test_darkening_cap_bounds_the_darkening_only_and_leaves_the_chroma():
+    """A reference with black smoke on the left half of the region and white on the right: the capped target
+    darkens by at most the cap on the left, the uncapped one by more; the lightening on the right (as in makeup
+    removal) and the chroma targets are the same."""
+    size = 24
+    region = torch.ones(1, 1, size, size)
+    plain = torch.full((1, 3, size, size), 0.8)
+    reference = plain.clone()
+    plain[..., :, 12:] = 0.3
+    reference[..., :, :12] = torch.tensor([0.15, 0.1, 0.12])[None, :, None, None]
+    reference[..., :, 12:] = 0.95
+    kwargs = dict(chroma_sigma=0.5, lightness_sigma=0.5, lightness_quantiles=(0.0, 1.0))
+    free = SpatialColorLoss(region, reference, plain, **kwargs).target - lab(plain)
+    capped = SpatialColorLoss(region, reference, plain, darkening_cap=0.3, **kwargs).target - lab(plain)
+    assert float(free[:, 0].min()) < -0.5 and abs(float(capped[:, 0].min()) + 0.3) < 1e-6
+    assert float(capped[:, 0].max()) > 0.5 and torch.allclose(free[..., 16:], capped[..., 16:])
+    assert torch.allclose(free[:, 1:], capped[:, 1:])
+
+
 def test_spatial_distance_is_zero_for_identical_images_and_grows_with_colour():
     g = torch.Generator().manual_seed(4)
     image = torch.rand(1, 3, 32, 32, generator=g)

@@ -42,13 +42,14 @@ def masked_blur(image: torch.Tensor, weight: torch.Tensor, sigma: float) -> torc
     return gaussian_blur(image * weight, sigma) / gaussian_blur(weight, sigma).clamp_min(1e-6)
 
 
-def clip_lightness(lab_image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Lightness clipped to the LIGHTNESS_QUANTILES of its values where ``weight`` > 0.5."""
+def clip_lightness(lab_image: torch.Tensor, weight: torch.Tensor,
+                   quantiles: tuple[float, float] = LIGHTNESS_QUANTILES) -> torch.Tensor:
+    """Lightness clipped to the ``quantiles`` of its values where ``weight`` > 0.5."""
     lightness = lab_image[:, :1]
     inside = lightness[weight > 0.5]
     if inside.numel() == 0:
         return lab_image
-    low, high = inside.quantile(torch.tensor(LIGHTNESS_QUANTILES, dtype=inside.dtype, device=inside.device))
+    low, high = inside.quantile(torch.tensor(quantiles, dtype=inside.dtype, device=inside.device))
     return torch.cat([lightness.clamp(float(low), float(high)), lab_image[:, 1:]], 1)
 
 
@@ -58,11 +59,17 @@ class SpatialColorLoss(nn.Module):
     (where the warped reference has pixels). ``chroma_sigma`` / ``lightness_sigma``: low-pass widths in pixels.
     ``follow_lightness`` False: the lightness stays the plain's and only the chroma follows (blush, tint): on skin
     the reference's lightness is mostly its lighting and exposure, not makeup, and copying it leaves pale patches
-    with edges at the region's border."""
+    with edges at the region's border. ``mean_share`` < 1: the reference's mean colour over the region is first moved
+    towards the plain's, so that only that share of the difference of the two faces' overall tones follows, while
+    the reference's local deviations from its own tone (blush, contour) follow in full. ``darkening_cap``: the
+    largest darkening of a target (CIELAB L / 100; lightening, as in makeup removal, is not capped).
+    ``lightness_quantiles``: where the reference's lightness is clipped (see LIGHTNESS_QUANTILES)."""
 
     def __init__(self, region: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor,
                  inside: torch.Tensor | None = None, degree: float = 1.0, chroma_sigma: float = 2.0,
-                 lightness_sigma: float = 4.0, follow_lightness: bool = True):
+                 lightness_sigma: float = 4.0, follow_lightness: bool = True,
+                 mean_share: float = 1.0, darkening_cap: float | None = None,
+                 lightness_quantiles: tuple[float, float] = LIGHTNESS_QUANTILES):
         super().__init__()
         if not 0.0 <= degree <= 1.0:
             raise ValueError(f"degree must be in [0, 1], got {degree}")
@@ -72,8 +79,17 @@ class SpatialColorLoss(nn.Module):
         self.weight, self.chroma_sigma, self.lightness_sigma = weight, chroma_sigma, lightness_sigma
         self.follow_lightness = follow_lightness
         with torch.no_grad():
-            reference_lab, plain_lab = clip_lightness(lab(reference.detach()), weight), lab(plain.detach())
-            self.target = plain_lab + degree * (self.low_pass(reference_lab) - self.low_pass(plain_lab))
+            reference_lab = clip_lightness(lab(reference.detach()), weight, lightness_quantiles)
+            plain_lab = lab(plain.detach())
+            if mean_share < 1:
+                def mean(x: torch.Tensor) -> torch.Tensor:
+                    return (x * weight).sum((2, 3), keepdim=True) / weight.sum()
+
+                reference_lab = reference_lab + (1 - mean_share) * (mean(plain_lab) - mean(reference_lab))
+            change = degree * (self.low_pass(reference_lab) - self.low_pass(plain_lab))
+            if darkening_cap is not None:
+                change = torch.cat([change[:, :1].clamp(min=-darkening_cap), change[:, 1:]], 1)
+            self.target = plain_lab + change
 
     def low_pass(self, lab_image: torch.Tensor) -> torch.Tensor:
         lightness = lab_image[:, :1]
