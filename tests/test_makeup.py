@@ -201,6 +201,11 @@ def test_regions_follow_the_landmarks(makeup_dir):
     assert at(shadow, lm[36:42].mean(0)) < 0.15 and at(shadow, lm[19]) < 0.15  # not the eye, not the brow
     inside_eye = ((shadow > 0.5) & (eyes > 0)).sum() / (eyes > 0).sum()  # the region used for the histogram
     assert inside_eye < 0.25
+    # Below the eye the region fades out, no edge: falling steadily from the lower lid to 0 a fifth of the eye
+    # distance below it.
+    eye_distance = np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))
+    below = [at(shadow, (lm[40] + lm[41]) / 2 + [0, f * eye_distance]) for f in (0.05, 0.1, 0.15, 0.2)]
+    assert below[0] > 0.6 and all(a > b for a, b in zip(below, below[1:], strict=False)) and below[-1] < 0.1, below
 
 
 def test_degree_zero_returns_the_input(makeup_dir):

@@ -109,11 +109,24 @@ def _brow_points(landmarks: np.ndarray, dense: np.ndarray | None) -> list[np.nda
     return _brow_outlines(dense)
 
 
+def _fade_below_lids(lids: list[np.ndarray], drop: float, size: int, device) -> torch.Tensor:
+    """(1, 1, S, S): 1 down to the lower lid of the nearer eye, falling linearly to 0 ``drop`` pixels below it."""
+    xs, ys = np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64)[:, None]
+    middle = np.mean([lid[:, 0].mean() for lid in lids])
+    lid_y = np.empty(size)
+    for lid in lids:
+        order = np.argsort(lid[:, 0])
+        side = xs < middle if lid[:, 0].mean() < middle else xs >= middle
+        lid_y[side] = np.interp(xs[side], lid[order, 0], lid[order, 1])
+    fade = np.clip(1 - (ys - lid_y[None]) / drop, 0, 1)
+    return torch.as_tensor(fade, dtype=torch.float32, device=device)[None, None]
+
+
 def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu",
                     dense: np.ndarray | None = None) -> torch.Tensor:
-    """Band around each eye below the brow: from the brow line down to a fifth of the eye distance below the
-    lower lid, minus the brows and the eye itself (dlib's feathered; the mesh's eyeball between the lid margins
-    exactly); soft."""
+    """Band around each eye below the brow: from the brow line down to the lower lid, then fading out over a fifth of
+    the eye distance below it, minus the brows and the eye itself (dlib's feathered; the mesh's eyeball between the
+    lid margins exactly); soft."""
     eye_distance = interocular(landmarks)
     sigma = max(feather * size, 0.5)
     bands = []
@@ -125,6 +138,9 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
     eyes = eyes_mask(landmarks, size, 0.0, device, dense)
     band = soften(union(bands) * (1 - union([eyes, brows_mask(landmarks, size, 0.12 * eye_distance, device, dense)])),
                   sigma / 2)
+    # Under the eye the band fades out instead of ending: a tinted under-eye (a tanned or blushed reference) ended in
+    # an edge, an orange crescent (plain 06 x makeup 03, 05 x 05).
+    band = band * _fade_below_lids(_lower_lids(landmarks, dense), LOWER_BAND * eye_distance, size, device)
     # The mesh's lid margins are exact, so its eyeball is cut hard: the feather would tint the white and the iris.
     return band if dense is None else band * (1 - eyes)
 
