@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.geometry import create_meshgrid
 from kornia.geometry.conversions import normalize_pixel_coordinates
 from scipy.interpolate import RBFInterpolator
 
@@ -38,9 +39,8 @@ def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed:
     largest = np.linalg.norm(displacement, axis=1).max()
     moved *= np.minimum(1.0, largest / np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-9))
     moved = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
-    base = torch.stack(torch.meshgrid(torch.arange(h, device=image.device, dtype=image.dtype),
-                                      torch.arange(w, device=image.device, dtype=image.dtype), indexing="ij")[::-1], -1)
-    base[y0:y1, x0:x1] += moved
-    warped = F.grid_sample(image, normalize_pixel_coordinates(base[None], h, w), mode="bilinear",
-                           padding_mode="border", align_corners=True)
+    base = create_meshgrid(h, w, normalized_coordinates=False, device=image.device, dtype=image.dtype)  # (1, H, W, xy)
+    base[0, y0:y1, x0:x1] += moved
+    warped = F.grid_sample(image, normalize_pixel_coordinates(base, h, w), mode="bilinear", padding_mode="border",
+                           align_corners=True)
     return torch.where(inside, warped, image)

@@ -129,8 +129,9 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
     lid margins exactly); soft."""
     eye_distance = interocular(landmarks)
     sigma = max(feather * size, 0.5)
+    lids = _lower_lids(landmarks, dense)
     bands = []
-    for brow, lower_lid in zip(_brow_points(landmarks, dense), _lower_lids(landmarks, dense), strict=True):
+    for brow, lower_lid in zip(_brow_points(landmarks, dense), lids, strict=True):
         outline = np.concatenate([brow, lower_lid + [0, LOWER_BAND * eye_distance]])
         bands.append(polygon_mask(outline[ConvexHull(outline).vertices], size, device))
     # Brow hair is ~0.12 eye distances thick. The lid between brow and eye is narrow, so this band is feathered
@@ -140,7 +141,7 @@ def eye_shadow_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, de
                   sigma / 2)
     # Under the eye the band fades out instead of ending: a tinted under-eye (a tanned or blushed reference) ended in
     # an edge, an orange crescent (plain 06 x makeup 03, 05 x 05).
-    band = band * _fade_below_lids(_lower_lids(landmarks, dense), LOWER_BAND * eye_distance, size, device)
+    band = band * _fade_below_lids(lids, LOWER_BAND * eye_distance, size, device)
     # The mesh's lid margins are exact, so its eyeball is cut hard: the feather would tint the white and the iris.
     return band if dense is None else band * (1 - eyes)
 
