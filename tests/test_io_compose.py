@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from optimswap.compose import laplacian_blend, match_color
+from optimswap.compose import gaussian_blur, laplacian_blend, match_color, with_coarse_color
 from optimswap.io import ImageError, read_image, write_image
 from optimswap.io import image as image_module
 
@@ -54,6 +54,41 @@ def test_match_color_matches_masked_statistics():
     ref_lab = rgb_to_lab(ref)
     assert torch.allclose(out.mean((2, 3)), ref_lab.mean((2, 3)), atol=0.5)
     assert torch.allclose(out.std((2, 3)), ref_lab.std((2, 3)), rtol=0.05)
+
+
+def test_coarse_color_takes_the_base_colour_and_keeps_lightness_and_fine_detail():
+    """A planted colour blotch (coarse) on an image with fine colour speckle: inside the region the blotch is gone
+    (coarse chroma = the base's), the speckle and the lightness stay; outside the region nothing changes."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    g = torch.Generator().manual_seed(2)
+    size = 96
+    base_lab = torch.zeros(1, 3, size, size)
+    base_lab[:, 0], base_lab[:, 1], base_lab[:, 2] = 60.0, 15.0, 20.0  # skin-like
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    blotch = 25.0 * torch.exp(-((ys - 48.0) ** 2 + (xs - 44.0) ** 2) / (2 * 8.0**2))  # magenta, ~8 px wide
+    speckle = torch.randn(1, 2, size, size, generator=g) * 3.0
+    image_lab = base_lab.clone()
+    image_lab[:, 0] += torch.randn(1, size, size, generator=g) * 2.0
+    image_lab[:, 1] += blotch + speckle[:, 0]
+    image_lab[:, 2] += -0.5 * blotch + speckle[:, 1]
+    base, image = lab_to_rgb(base_lab), lab_to_rgb(image_lab)
+    region = torch.zeros(1, 1, size, size)
+    region[..., 16:80, 12:76] = 1.0
+    out = with_coarse_color(image, base, 2.0, region)
+    out_lab = rgb_to_lab(out)
+    inner = (slice(None), slice(None), slice(30, 66), slice(26, 62))
+    coarse_out, coarse_base = gaussian_blur(out_lab[:, 1:], 2.0), gaussian_blur(base_lab[:, 1:], 2.0)
+    assert (coarse_out - coarse_base)[inner].abs().max() < 1.5  # the blotch peaked at 25
+    assert (gaussian_blur(image_lab[:, 1:], 2.0) - coarse_base)[inner].abs().max() > 20
+    fine = out_lab[:, 1:] - coarse_out
+    expected_fine = speckle - gaussian_blur(speckle, 2.0)
+    assert torch.corrcoef(torch.stack([fine[inner].flatten(), expected_fine[inner].flatten()]))[0, 1] > 0.95
+    assert (out_lab[:, :1] - image_lab[:, :1])[inner].abs().max() < 0.5  # lightness kept
+    outside = region[0, 0] == 0
+    assert torch.equal(out[..., outside], image[..., outside])
+    with pytest.raises(ValueError, match="same"):
+        with_coarse_color(image, base[..., :50], 2.0, region)
 
 
 def grey_levels(photo: np.ndarray) -> np.ndarray:

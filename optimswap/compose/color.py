@@ -1,9 +1,12 @@
-"""Colour matching: per-channel mean/std transfer in CIELAB inside masks (Reinhard et al. 2001), via kornia."""
+"""Colour matching in CIELAB via kornia: per-channel mean/std transfer inside masks (Reinhard et al. 2001), and the
+coarse colour of one image given to another."""
 
 from __future__ import annotations
 
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
+
+from optimswap.compose.blend import gaussian_blur
 
 
 def _masked_stats(lab: torch.Tensor, mask: torch.Tensor):
@@ -24,3 +27,16 @@ def match_color(image: torch.Tensor, reference: torch.Tensor, image_mask: torch.
     ref_mean, ref_std = _masked_stats(ref_lab, reference_mask)
     matched = (lab - mean) * (ref_std / std.clamp_min(1e-3)) + ref_mean
     return lab_to_rgb(matched).clamp(0, 1)
+
+
+def with_coarse_color(image: torch.Tensor, base: torch.Tensor, sigma: float, region: torch.Tensor) -> torch.Tensor:
+    """``image`` (1, 3, H, W) whose chroma (CIELAB a, b) blurred at ``sigma`` pixels is ``base``'s inside ``region``
+    (1, 1, H, W), in proportion to it; the lightness and the chroma finer than ``sigma`` stay ``image``'s, and
+    pixels where ``region`` is 0 are returned unchanged, bit for bit."""
+    if image.shape != base.shape or image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image and base must be the same (B, 3, H, W) RGB, got {tuple(image.shape)} and "
+                         f"{tuple(base.shape)}")
+    lab, base_lab = rgb_to_lab(image.clamp(0, 1)), rgb_to_lab(base.clamp(0, 1))
+    shift = gaussian_blur(base_lab[:, 1:] - lab[:, 1:], sigma)  # blur(base) - blur(image): the blur is linear
+    recoloured = lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] + shift], 1)).clamp(0, 1)
+    return image + region * (recoloured - image)
