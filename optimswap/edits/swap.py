@@ -421,9 +421,7 @@ def prepare(setup: Setup) -> Plan:
             out = matched_detail(out, frame, editable)
         return out
 
-    finishing = cfg.landmark_tolerance or cfg.start_color_sigma or cfg.skin_texture or cfg.match_detail
-    return Plan(objective, start=start, keep=keep, finish=finish if finishing else None,
-                record=record, result={"targets": targets})
+    return Plan(objective, start=start, keep=keep, finish=finish, record=record, result={"targets": targets})
 
 
 def score(s: Scoring) -> dict:
