@@ -10,12 +10,14 @@ from kornia.geometry.conversions import normalize_pixel_coordinates
 from scipy.interpolate import RBFInterpolator
 
 
-def clipped_goal(found: np.ndarray, reference: np.ndarray, tolerance: float, eye_distance: float) -> np.ndarray:
-    """``found`` (N, 2) with every point farther than ``tolerance`` x ``eye_distance`` from its reference point moved
-    along the line between them to exactly that distance; the others stay."""
+def clipped_goal(found: np.ndarray, reference: np.ndarray, tolerance: float | np.ndarray,
+                 eye_distance: float) -> np.ndarray:
+    """``found`` (N, 2) with every point farther than ``tolerance`` (one for all, or (N,) one per point) x
+    ``eye_distance`` from its reference point moved along the line between them to exactly that distance; the
+    others stay."""
     offset = found - reference
     length = np.linalg.norm(offset, axis=1, keepdims=True)
-    limit = tolerance * eye_distance
+    limit = np.reshape(tolerance, (-1, 1)) * eye_distance
     return reference + offset * np.minimum(1.0, limit / np.maximum(length, 1e-9))
 
 
