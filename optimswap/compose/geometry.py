@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,25 +23,38 @@ def clipped_goal(found: np.ndarray, reference: np.ndarray, tolerance: float | np
     return reference + offset * np.minimum(1.0, limit / np.maximum(length, 1e-9))
 
 
-def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed: np.ndarray,
-                region: torch.Tensor) -> torch.Tensor:
-    """``image`` (1, C, H, W) warped so that its content at ``found`` (N, 2, pixels) lands on ``goal``, with the
-    ``fixed`` points (M, 2, e.g. a ring around the face) unmoved: a thin-plate spline through the displacements,
-    scaled by ``region`` (1, 1, H, W) in [0, 1]. Pixels where ``region`` is 0 are returned bit for bit."""
-    _, _, h, w = image.shape
+def point_displacement(found: np.ndarray, goal: np.ndarray, fixed: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The thin-plate spline that takes each ``goal`` point (N, 2, pixels) back to its ``found`` point and leaves
+    the ``fixed`` points (M, 2) where they are: a function from query points (Q, 2) to their displacements (Q, 2),
+    where a warped image samples the original (query + displacement)."""
     points = np.concatenate([goal, fixed])
     displacement = np.concatenate([found - goal, np.zeros_like(fixed)])
     spline = RBFInterpolator(points, displacement, kernel="thin_plate_spline")
+    largest = np.linalg.norm(displacement, axis=1).max()
+
+    def displace(query: np.ndarray) -> np.ndarray:
+        moved = spline(query)
+        # Between its points a spline can overshoot; no pixel moves farther than the farthest point does.
+        return moved * np.minimum(1.0, largest / np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-9))
+
+    return displace
+
+
+def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed: np.ndarray,
+                region: torch.Tensor) -> torch.Tensor:
+    """``image`` (1, C, H, W) warped so that its content at ``found`` (N, 2, pixels) lands on ``goal``, with the
+    ``fixed`` points (M, 2, e.g. a ring around the face) unmoved: a thin-plate spline through the displacements
+    (:func:`point_displacement`), scaled by ``region`` (1, 1, H, W) in [0, 1]. Pixels where ``region`` is 0 are
+    returned bit for bit."""
+    _, _, h, w = image.shape
+    displace = point_displacement(found, goal, fixed)
     inside = region[0, 0] > 0
     ys, xs = torch.nonzero(inside, as_tuple=True)
     if len(ys) == 0:
         return image
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
-    moved = spline(np.stack([grid_x.ravel(), grid_y.ravel()], 1)).reshape(y1 - y0, x1 - x0, 2)
-    # Between its points a spline can overshoot; no pixel moves farther than the farthest point does.
-    largest = np.linalg.norm(displacement, axis=1).max()
-    moved *= np.minimum(1.0, largest / np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-9))
+    moved = displace(np.stack([grid_x.ravel(), grid_y.ravel()], 1)).reshape(y1 - y0, x1 - x0, 2)
     moved = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
     base = create_meshgrid(h, w, normalized_coordinates=False, device=image.device, dtype=image.dtype)  # (1, H, W, xy)
     base[0, y0:y1, x0:x1] += moved

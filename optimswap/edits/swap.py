@@ -18,7 +18,7 @@ from skimage.draw import polygon2mask
 from optimswap.compose import gaussian_blur, match_color, with_coarse_color
 from optimswap.compose.classic import OUTER_RING, classic_swap, face_points
 from optimswap.compose.detail import detail_energy
-from optimswap.compose.geometry import clipped_goal, warp_points
+from optimswap.compose.geometry import clipped_goal, point_displacement, warp_points
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
@@ -343,17 +343,25 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     thin-plate-spline warp of the editable part (``editable``, photo-sized), the ring around the face fixed; found
     and pulled ``cfg.landmark_passes`` times."""
     # Not the inner lips: on a closed mouth they coincide and make the spline's system singular.
-    source_points = face.landmarks[TPS_POINTS]
+    source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW] = cfg.jaw_tolerance
+    composite, origin, goal = image, None, None
     for _ in range(cfg.landmark_passes):
         found = face_at(to_numpy(image), face.box, cfg.landmarks)
         if found is None:
             log.warning("landmarks not kept: no face found in the composite at the source face's place")
             return image
         found_points = found.landmarks[TPS_POINTS]
+        if origin is None:
+            origin = found_points
+        else:  # each pass warps the composite itself, once (every resampling softens it): where its content came from
+            h, w = editable.shape[-2:]
+            x, y = np.clip(found_points.round().astype(int), 0, [w - 1, h - 1]).T
+            share = editable[0, 0, y, x].cpu().numpy()
+            origin = found_points + share[:, None] * point_displacement(origin, goal, ring)(found_points)
         goal = clipped_goal(found_points, source_points, limits, interocular(face.landmarks))
-        image = warp_points(image, found_points, goal, face_points(face.landmarks)[OUTER_RING], editable)
+        image = warp_points(composite, origin, goal, ring, editable)
     return image
 
 
