@@ -99,8 +99,8 @@ class SwapConfig(EditConfig):
                                        low=0, high=1)
     # The jaw line is the face's outline against neck and background, where the composite blends into the source,
     # and its drift carries little of the identity: pulled to 0.03 in 2 passes (a warp moves what the detector then
-    # finds, so one pass leaves part of the drift), 20 shared pairs: NME 0.0308 -> 0.0282 (max 0.0400 -> 0.0382),
-    # mean id drop 0.339 -> 0.332, the same 17 pairs at or above classic; 3 passes: 16.
+    # finds, so one pass leaves part of the drift), 20 shared pairs: NME 0.0308 -> 0.0296 (max 0.0400 -> 0.0373),
+    # mean id drop 0.339 -> 0.332, the same 17 pairs at or above classic; 3 passes (chained warps): 16.
     jaw_tolerance: float = option(0.03, "Largest drift of the jaw line's landmarks kept (eye distances).", low=0,
                                   high=1, above=True)
     landmark_passes: int = option(2, "Times the landmarks are found again and pulled back.", low=1, high=5)
@@ -194,8 +194,10 @@ PRESETS = {
     "default": SwapConfig(),
     # Quick look / tests: 64 -> 128 px, the calibration setting of ../shared/notes/calibration.md.
     "fast": SwapConfig(size=128, iters=40),
-    # The working frame at about the face's own resolution (a 400-px face: a 512-px frame), issue #11.
-    "quality": SwapConfig(size=512, levels=3, iters=60),
+    # The working frame at about the face's own resolution (a 400-px face: a 512-px frame), issue #11. One pull-back
+    # pass at one tolerance: at the photo's resolution the jaw's and the second pass's warp cost detail and identity
+    # (5 shared pairs: mark->tony_blair's hf_ratio 0.88 -> 0.66, tony_blair->deepface_id29's id drop 0.312 -> 0.280).
+    "quality": SwapConfig(size=512, levels=3, iters=60, jaw_tolerance=0.06, landmark_passes=1),
 }
 
 
