@@ -55,9 +55,9 @@ def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed:
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
     moved = displace(np.stack([grid_x.ravel(), grid_y.ravel()], 1)).reshape(y1 - y0, x1 - x0, 2)
-    moved = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
+    shift = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
     base = create_meshgrid(h, w, normalized_coordinates=False, device=image.device, dtype=image.dtype)  # (1, H, W, xy)
-    base[0, y0:y1, x0:x1] += moved
+    base[0, y0:y1, x0:x1] += shift
     warped = F.grid_sample(image, normalize_pixel_coordinates(base, h, w), mode="bilinear", padding_mode="border",
                            align_corners=True)
     return torch.where(inside, warped, image)

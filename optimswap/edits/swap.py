@@ -348,21 +348,20 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW] = cfg.jaw_tolerance
-    composite, origin, goal = image, None, None
+    composite, displace = image, None
     for _ in range(cfg.landmark_passes):
         found = face_at(to_numpy(image), face.box, cfg.landmarks)
         if found is None:
             log.warning("landmarks not kept: no face found in the composite at the source face's place")
             return image
-        found_points = found.landmarks[TPS_POINTS]
-        if origin is None:
-            origin = found_points
-        else:  # each pass warps the composite itself, once (every resampling softens it): where its content came from
+        origin = found_points = found.landmarks[TPS_POINTS]
+        if displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
             h, w = editable.shape[-2:]
             x, y = np.clip(found_points.round().astype(int), 0, [w - 1, h - 1]).T
             share = editable[0, 0, y, x].cpu().numpy()
-            origin = found_points + share[:, None] * point_displacement(origin, goal, ring)(found_points)
+            origin = found_points + share[:, None] * displace(found_points)  # where the found content came from
         goal = clipped_goal(found_points, source_points, limits, interocular(face.landmarks))
+        displace = point_displacement(origin, goal, ring)
         image = warp_points(composite, origin, goal, ring, editable)
     return image
 
