@@ -124,12 +124,13 @@ def test_passes_resample_the_composite_once(pushed_out):
     assert two > 0.9 * one, (one, two)
 
 
-@pytest.mark.parametrize("tolerance", [-0.1, 2.0])
-def test_tolerance_out_of_range_is_an_option_error(tolerance):
+@pytest.mark.parametrize(("name", "value"), [("landmark_tolerance", -0.1), ("landmark_tolerance", 2.0),
+                                             ("jaw_tolerance", 0.0), ("landmark_passes", 0)])
+def test_pull_back_options_out_of_range_are_option_errors(name, value):
     from optimswap.errors import OptionError
 
-    with pytest.raises(OptionError, match="landmark_tolerance"):
-        SWAP.preset(landmark_tolerance=tolerance)
+    with pytest.raises(OptionError, match=name):
+        SWAP.preset(**{name: value})
 
 
 def test_nearly_coincident_points_with_opposite_moves_do_not_tear_the_image():
