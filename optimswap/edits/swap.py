@@ -348,6 +348,7 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW] = cfg.jaw_tolerance
+    eye = interocular(face.landmarks)
     composite, displace = image, None
     for _ in range(cfg.landmark_passes):
         found = face_at(to_numpy(image), face.box, cfg.landmarks)
@@ -360,7 +361,7 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
             x, y = np.clip(found_points.round().astype(int), 0, [w - 1, h - 1]).T
             share = editable[0, 0, y, x].cpu().numpy()
             origin = found_points + share[:, None] * displace(found_points)  # where the found content came from
-        goal = clipped_goal(found_points, source_points, limits, interocular(face.landmarks))
+        goal = clipped_goal(found_points, source_points, limits, eye)
         displace = point_displacement(origin, goal, ring)
         image = warp_points(composite, origin, goal, ring, editable)
     return image
