@@ -95,15 +95,17 @@ class SwapConfig(EditConfig):
     # composite, that drifted more than this from the source's are pulled back to this distance by a smooth warp.
     # 20 shared pairs: 0.06 moves a tenth of the points; NME 0.0309 -> 0.0297 (max 0.0403 -> 0.0369), mean id drop
     # 0.342 -> 0.336; 0.04: NME 0.0296 but id drop >= classic's on 13 of 17 pairs.
-    landmark_tolerance: float = option(0.06, "Largest landmark drift from the source kept (eye distances; 0 = any).",
+    landmark_tolerance: float = option(0.055, "Largest landmark drift from the source kept (eye distances; 0 = any).",
                                        low=0, high=1)
     # The jaw line is the face's outline against neck and background, where the composite blends into the source,
-    # and its drift carries little of the identity: pulled to 0.03 in 2 passes (a warp moves what the detector then
-    # finds, so one pass leaves part of the drift), 20 shared pairs: NME 0.0308 -> 0.0296 (max 0.0400 -> 0.0373),
-    # mean id drop 0.339 -> 0.332, the same 17 pairs at or above classic; 3 passes (chained warps): 16.
+    # and its drift carries little of the identity. A warp moves what the detector then finds, so the landmarks are
+    # found and pulled again; a pass the detector reads no closer to the limits is undone (on tony_blair's 80-px
+    # face it cost 0.06 of identity for no NME). 20 shared pairs, jaw 0.03, 2 passes: NME 0.0308 -> 0.0296, id drop
+    # 0.339 -> 0.332, 17 pairs at or above classic; with the undoing, at 0.06 / 0.055: 18 pairs, NME 0.0303 /
+    # 0.0298 (max 0.0424 / 0.0373); 3 passes: no better.
     jaw_tolerance: float = option(0.03, "Largest drift of the jaw line's landmarks kept (eye distances).", low=0,
                                   high=1, above=True)
-    landmark_passes: int = option(2, "Times the landmarks are found again and pulled back.", low=1, high=5)
+    landmark_passes: int = option(2, "Most times the landmarks are found again and pulled back.", low=1, high=5)
     # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail, read
     # in the working frame, is brought to the source face's, by a blur or an unsharp mask.
     match_detail: bool = option(True, "Match the swapped face's fine detail to the source photo's.")
@@ -343,27 +345,42 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
     eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``): the drifted ones are pulled back by a
     thin-plate-spline warp of the editable part (``editable``, photo-sized), the ring around the face fixed; found
-    and pulled ``cfg.landmark_passes`` times."""
+    and pulled up to ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to
+    their limits than before it."""
     # Not the inner lips: on a closed mouth they coincide and make the spline's system singular.
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW] = cfg.jaw_tolerance
     eye = interocular(face.landmarks)
+
+    def found_points(photo: torch.Tensor) -> np.ndarray | None:
+        found = face_at(to_numpy(photo), face.box, cfg.landmarks)
+        return None if found is None else found.landmarks[TPS_POINTS]
+
+    def excess(points: np.ndarray) -> float:
+        """Summed drift beyond the limits (eye distances)."""
+        return float(np.maximum(np.linalg.norm(points - source_points, axis=1) / eye - limits, 0).sum())
+
+    found = found_points(image)
+    if found is None:
+        log.warning("landmarks not kept: no face found in the composite at the source face's place")
+        return image
     composite, displace = image, None
     for _ in range(cfg.landmark_passes):
-        found = face_at(to_numpy(image), face.box, cfg.landmarks)
-        if found is None:
-            log.warning("landmarks not kept: no face found in the composite at the source face's place")
-            return image
-        origin = found_points = found.landmarks[TPS_POINTS]
+        origin = found
         if displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
             h, w = editable.shape[-2:]
-            x, y = np.clip(found_points.round().astype(int), 0, [w - 1, h - 1]).T
+            x, y = np.clip(found.round().astype(int), 0, [w - 1, h - 1]).T
             share = editable[0, 0, y, x].cpu().numpy()
-            origin = found_points + share[:, None] * displace(found_points)  # where the found content came from
-        goal = clipped_goal(found_points, source_points, limits, eye)
-        displace = point_displacement(origin, goal, ring)
-        image = warp_points(composite, origin, goal, ring, editable)
+            origin = found + share[:, None] * displace(found)  # where the found content came from
+        goal = clipped_goal(found, source_points, limits, eye)
+        warped = warp_points(composite, origin, goal, ring, editable)
+        # The detector reads a warped face only in part as the warp meant; a pass it reads no closer (a small face
+        # at a detector's precision) changes the face's shape, and identity, for nothing.
+        found_after = found_points(warped)
+        if found_after is None or excess(found_after) >= excess(found):
+            break
+        image, found, displace = warped, found_after, point_displacement(origin, goal, ring)
     return image
 
 
