@@ -124,7 +124,7 @@ def test_passes_resample_the_composite_once(pushed_out):
     assert two > 0.9 * one, (one, two)
 
 
-def test_a_pass_the_detector_reads_no_closer_is_undone(pushed_out, monkeypatch):
+def test_a_pass_the_detector_reads_no_closer_is_undone(pushed_out, monkeypatch, caplog):
     """A detector that reads the pulled-back face where it read the drifted one (as at the limit of its precision on
     a small face): the warp would change the face's shape for nothing, and the composite comes back unchanged."""
     import sys
@@ -134,7 +134,9 @@ def test_a_pass_the_detector_reads_no_closer_is_undone(pushed_out, monkeypatch):
     seen = swap_module.face_at(to_numpy(drifted), face.box, "dlib")
     monkeypatch.setattr(swap_module, "face_at", lambda *args, **kwargs: seen)
     cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, landmark_passes=2)
-    assert torch.equal(with_landmarks_kept(drifted, face, region, cfg), drifted)
+    with caplog.at_level("INFO"):
+        assert torch.equal(with_landmarks_kept(drifted, face, region, cfg), drifted)
+    assert "0 of 2 passes kept" in caplog.text
 
 
 @pytest.mark.parametrize(("name", "value"), [("landmark_tolerance", -0.1), ("landmark_tolerance", 2.0),

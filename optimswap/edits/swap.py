@@ -365,7 +365,7 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     if found is None:
         log.warning("landmarks not kept: no face found in the composite at the source face's place")
         return image
-    composite, displace = image, None
+    composite, displace, start, kept = image, None, excess(found), 0
     for _ in range(cfg.landmark_passes):
         origin = found
         if displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
@@ -381,6 +381,9 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
         if found_after is None or excess(found_after) >= excess(found):
             break
         image, found, displace = warped, found_after, point_displacement(origin, goal, ring)
+        kept += 1
+    log.info("landmark pull-back: %d of %d passes kept, drift beyond the limits %.3f -> %.3f eye distances", kept,
+             cfg.landmark_passes, start, excess(found))
     return image
 
 
