@@ -40,14 +40,12 @@ def point_displacement(found: np.ndarray, goal: np.ndarray, fixed: np.ndarray) -
     return displace
 
 
-def warp_points(image: torch.Tensor, found: np.ndarray, goal: np.ndarray, fixed: np.ndarray,
+def warp_points(image: torch.Tensor, displace: Callable[[np.ndarray], np.ndarray],
                 region: torch.Tensor) -> torch.Tensor:
-    """``image`` (1, C, H, W) warped so that its content at ``found`` (N, 2, pixels) lands on ``goal``, with the
-    ``fixed`` points (M, 2, e.g. a ring around the face) unmoved: a thin-plate spline through the displacements
-    (:func:`point_displacement`), scaled by ``region`` (1, 1, H, W) in [0, 1]. Pixels where ``region`` is 0 are
-    returned bit for bit."""
+    """``image`` (1, C, H, W) warped by ``displace`` (:func:`point_displacement`: its content at the found points
+    lands on their goals, the fixed points unmoved), the displacement scaled by ``region`` (1, 1, H, W) in [0, 1].
+    Pixels where ``region`` is 0 are returned bit for bit."""
     _, _, h, w = image.shape
-    displace = point_displacement(found, goal, fixed)
     inside = region[0, 0] > 0
     ys, xs = torch.nonzero(inside, as_tuple=True)
     if len(ys) == 0:

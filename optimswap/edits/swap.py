@@ -365,22 +365,22 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     if found is None:
         log.warning("landmarks not kept: no face found in the composite at the source face's place")
         return image
-    composite, displace, start, kept = image, None, excess(found), 0
+    h, w = editable.shape[-2:]
+    composite, kept_displace, start, kept = image, None, excess(found), 0
     for _ in range(cfg.landmark_passes):
         origin = found
-        if displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
-            h, w = editable.shape[-2:]
+        if kept_displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
             x, y = np.clip(found.round().astype(int), 0, [w - 1, h - 1]).T
             share = editable[0, 0, y, x].cpu().numpy()
-            origin = found + share[:, None] * displace(found)  # where the found content came from
-        goal = clipped_goal(found, source_points, limits, eye)
-        warped = warp_points(composite, origin, goal, ring, editable)
+            origin = found + share[:, None] * kept_displace(found)  # where the found content came from
+        displace = point_displacement(origin, clipped_goal(found, source_points, limits, eye), ring)
+        warped = warp_points(composite, displace, editable)
         # The detector reads a warped face only in part as the warp meant; a pass it reads no closer (a small face
         # at a detector's precision) changes the face's shape, and identity, for nothing.
         found_after = found_points(warped)
         if found_after is None or excess(found_after) >= excess(found):
             break
-        image, found, displace = warped, found_after, point_displacement(origin, goal, ring)
+        image, found, kept_displace = warped, found_after, displace
         kept += 1
     log.info("landmark pull-back: %d of %d passes kept, drift beyond the limits %.3f -> %.3f eye distances", kept,
              cfg.landmark_passes, start, excess(found))
