@@ -245,7 +245,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
         if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face
-            occluders.append(occlusion_mask(photo, face))
+            occluders.append(occlusion_mask(photo, face, outline_strands=True))
             usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
                                                  cfg.size))
         framed.append(torch.cat([image, usable], 1))

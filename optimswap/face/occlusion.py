@@ -41,12 +41,18 @@ SPECKLE = 0.03  # occluders thinner than 2x this many eye distances are dropped 
 MAX_HOLE = 0.05  # holes in the mask up to this many squared eye distances are filled (never over the features)
 MIN_BLOB = 0.15  # blobs smaller than this (squared eye distances) are dropped unless they come in across the
 MIN_DEPTH = 0.1  # outline and reach this many eye distances into the face (slivers along the outline are dropped)
+STRAND_BAND = 0.25  # with outline_strands: texture this many eye distances inside the outline is kept however thin ...
+MIN_STRAND = 0.02  # ... once joined up, in pieces of at least this many squared eye distances
 HAND_MARGIN = 0.1  # hand hulls are grown by this many eye distances
 FEATHER = 1.5  # soft edge in photo pixels
 
 
-def occlusion_mask(photo: np.ndarray, face: Face, hands: bool = True) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: 1 where a pixel inside the face outline occludes the face and must be kept."""
+def occlusion_mask(photo: np.ndarray, face: Face, hands: bool = True, outline_strands: bool = False) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 1 where a pixel inside the face outline occludes the face and must be kept.
+
+    ``outline_strands``: also flag thin hair strands along the outline, which are otherwise dropped as slivers (on a
+    photo to edit, a sliver there is as likely a misplaced outline). For target photos, where flagging too much only
+    costs a few patches while a strand missed is pasted onto the source's cheek."""
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) photo, got {photo.dtype} {photo.shape}")
     if face.landmarks.shape != (68, 2):
@@ -57,7 +63,8 @@ def occlusion_mask(photo: np.ndarray, face: Face, hands: bool = True) -> np.ndar
     matrix = frame_matrix(face.landmarks, size)
     landmarks = apply_matrix(matrix, face.landmarks)
     upsampling = size / (4 * eye_distance)
-    occluded = appearance_occlusion(warp_to_frame(to_tensor(photo), matrix, size), landmarks, upsampling)
+    occluded = appearance_occlusion(warp_to_frame(to_tensor(photo), matrix, size), landmarks, upsampling,
+                                    outline_strands)
     if hands:
         occluded |= hands_occlusion(photo, matrix, size, interocular(landmarks))
     outline = _bool(polygon_mask(face_polygon(landmarks), size))
@@ -69,10 +76,12 @@ def occlusion_mask(photo: np.ndarray, face: Face, hands: bool = True) -> np.ndar
     return warp_from_frame(soft, matrix, height, width)[0, 0].clamp(0, 1).numpy()
 
 
-def appearance_occlusion(frame: torch.Tensor, landmarks: np.ndarray, upsampling: float = 1.0) -> np.ndarray:
+def appearance_occlusion(frame: torch.Tensor, landmarks: np.ndarray, upsampling: float = 1.0,
+                         outline_strands: bool = False) -> np.ndarray:
     """(S, S) bool in the aligned frame: pixels unlike the skin, outside the face's own features, that are textured
     (hair) or belong to a sharp-edged blob (an object), cleaned up. Smooth, soft-edged departures from the skin
-    model (shadows, blush) are left alone. ``upsampling``: frame pixels per photo pixel (edges are that much wider)."""
+    model (shadows, blush) are left alone. ``upsampling``: frame pixels per photo pixel (edges are that much wider).
+    ``outline_strands``: see occlusion_mask."""
     size = frame.shape[-1]
     eye_distance = interocular(landmarks)
     brows, features = own_features(landmarks, size, eye_distance)
@@ -82,10 +91,14 @@ def appearance_occlusion(frame: torch.Tensor, landmarks: np.ndarray, upsampling:
     colour, brightness = skin_distances(values, landmarks, skin, outline & ~features)
     distance = np.maximum(colour / COLOUR_THRESHOLD, brightness / BRIGHTNESS_THRESHOLD)
     unlike = (distance > 1) & outline & ~features
-    hair = unlike & (fine_texture(values[..., 2], skin, eye_distance) > TEXTURE_THRESHOLD)
+    textured = (fine_texture(values[..., 2], skin, eye_distance) > TEXTURE_THRESHOLD) & ~features
+    hair = unlike & textured
     interior = _erode(outline, 3) & ~_dilate(features, 2)  # blob edges here are real, not cuts by the outline
     objects = sharp_blobs(unlike, distance, values[..., 2], interior, eye_distance, EDGE_BAND * max(1.0, upsampling))
-    return clean(hair | objects, outline, brows, features, eye_distance)
+    occluded = clean(hair | objects, outline, brows, features, eye_distance)
+    if outline_strands:
+        occluded |= strands_along(textured, outline, eye_distance)
+    return occluded
 
 
 def colour_values(rgb: np.ndarray) -> np.ndarray:
@@ -204,6 +217,19 @@ def clean(raw: np.ndarray, outline: np.ndarray, brows: np.ndarray, features: np.
     keep = (touches & (depth >= MIN_DEPTH * eye_distance)) | (area >= MIN_BLOB * eye_distance**2)
     keep[0] = False
     return keep[labels]
+
+
+def strands_along(textured: np.ndarray, outline: np.ndarray, eye_distance: float) -> np.ndarray:
+    """The ``textured`` pixels within ``STRAND_BAND`` of the outline, joined along the strands (a closing), in pieces
+    of at least ``MIN_STRAND``: strands beside the cheeks, too thin for ``clean``'s speckle opening and, blond, often
+    too close to the skin's colour to be unlike it. Sharp face edges just inside the outline come too."""
+    band = outline & ~_erode(outline, STRAND_BAND * eye_distance)
+    r = 2 * SPECKLE * eye_distance
+    strands = _erode(_dilate(textured & band, r), r) & band
+    labels, count = ndimage.label(strands)
+    big = np.bincount(labels.ravel(), minlength=count + 1) >= MIN_STRAND * eye_distance**2
+    big[0] = False
+    return big[labels]
 
 
 def hands_occlusion(photo: np.ndarray, matrix: np.ndarray, size: int, eye_distance: float) -> np.ndarray:
