@@ -164,3 +164,18 @@ def test_shape_checks(pair):
         choose_target(landmarks, [])
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         piecewise_affine_warp(source, landmarks, landmarks[:60], source.shape[:2])
+
+
+def test_forehead_sets_how_high_the_clone_reaches(pair, swapped):
+    source, landmarks, photos, target_landmarks = pair
+    _, low = swapped
+    result, high = classic_swap(source, landmarks, photos, target_landmarks, forehead=0.6)
+    assert (high["mask"] | ~low["mask"]).all()  # it only adds, at the top
+
+    def top(mask):
+        return np.nonzero(mask.any(1))[0][0]
+
+    lift = 0.3 * (landmarks[31, 1] - landmarks[27, 1])  # the extra 0.3 nose-bridge lengths, upright face
+    assert abs(top(low["mask"]) - top(high["mask"]) - lift) < 0.15 * lift
+    added = high["mask"] & ~low["mask"]
+    assert np.abs(result[added].astype(int) - source[added]).mean() > 4  # the target's forehead came with it

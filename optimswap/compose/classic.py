@@ -165,11 +165,12 @@ def piecewise_affine_warp(image: np.ndarray, points_from: np.ndarray, points_to:
     return warped, defined
 
 
-def clone_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: the face outline (jaw, brows lifted by ``FOREHEAD``) pulled ``ERODE`` eye distances inwards."""
+def clone_mask(landmarks: np.ndarray, shape: tuple[int, int], forehead: float = FOREHEAD) -> np.ndarray:
+    """(H, W) bool: the face outline (jaw, brows lifted by ``forehead`` nose-bridge lengths) pulled ``ERODE`` eye
+    distances inwards."""
     landmarks = _check_landmarks(landmarks, "landmarks")
     shift = 8
-    polygon = np.round(face_polygon(landmarks, FOREHEAD) * (1 << shift)).astype(np.int32)
+    polygon = np.round(face_polygon(landmarks, forehead) * (1 << shift)).astype(np.int32)
     mask = np.zeros(shape, np.uint8)
     cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=shift)
     radius = max(1, round(ERODE * interocular(landmarks)))
@@ -222,11 +223,13 @@ def poisson_blend(foreground: np.ndarray, background: np.ndarray, mask: np.ndarr
 
 def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_photos: Sequence[np.ndarray],
                  target_landmarks: Sequence[np.ndarray], keep: np.ndarray | None = None,
-                 target_keep: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
+                 target_keep: Sequence[np.ndarray] | None = None,
+                 forehead: float = FOREHEAD) -> tuple[np.ndarray, dict]:
     """Put the face of the best-matching target photo onto the source photo.
 
     ``keep``: optional (H, W) bool/float mask; source pixels where it is > 0 (occluders) stay as they are.
     ``target_keep``: optional masks (H', W') of each target photo's own occluders, which are never pasted.
+    ``forehead``: how far above the brows the pasted face reaches, in nose-bridge lengths (see ``FOREHEAD``).
     Returns the (H, W, 3) uint8 result and ``{"index", "shape_distances", "mask"}``: the chosen target, every
     candidate's shape distance to the source, and the (H, W) bool clone mask (outside it the result is the source).
     """
@@ -245,7 +248,7 @@ def classic_swap(source_photo: np.ndarray, source_landmarks: np.ndarray, target_
     warped, defined = piecewise_affine_warp(target_photos[index], face_points(target_landmarks[index]),
                                             face_points(source_landmarks), (height, width),
                                             face_triangles(source_landmarks))
-    mask = clone_mask(source_landmarks, (height, width)) & defined
+    mask = clone_mask(source_landmarks, (height, width), forehead) & defined
     if keep is not None:
         mask &= ~(np.asarray(keep) > 0)
     if target_keep is not None:

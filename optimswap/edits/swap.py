@@ -16,7 +16,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
 from optimswap.compose import gaussian_blur, match_color, with_coarse_color
-from optimswap.compose.classic import OUTER_RING, classic_swap, face_points
+from optimswap.compose.classic import FOREHEAD, OUTER_RING, classic_swap, face_points
 from optimswap.compose.detail import detail_energy
 from optimswap.compose.geometry import clipped_goal, point_displacement, warp_points
 from optimswap.config import EditConfig, option
@@ -441,8 +441,11 @@ def prepare(setup: Setup) -> Plan:
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
+        # A start for the optimization reaches as high up the forehead as the editable region: above the classic's
+        # own border it would start from the source's forehead, and leave it pale or grey beside the target's skin.
         image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
-                                kept, None if targets.best_occluders is None else [targets.best_occluders])
+                                kept, None if targets.best_occluders is None else [targets.best_occluders],
+                                forehead=FOREHEAD if cfg.method == "classic" else cfg.forehead)
         start = to_tensor(image, device)
         record["classic_target"] = targets.used[0]["path"]
     editable = frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
