@@ -366,7 +366,8 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
         log.warning("landmarks not kept: no face found in the composite at the source face's place")
         return image
     h, w = editable.shape[-2:]
-    composite, kept_displace, start, kept = image, None, excess(found), 0
+    composite, kept_displace, kept = image, None, 0
+    start = drift = excess(found)
     for _ in range(cfg.landmark_passes):
         origin = found
         if kept_displace is not None:  # each pass warps the composite itself, once (every resampling softens it)
@@ -378,12 +379,12 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
         # The detector reads a warped face only in part as the warp meant; a pass it reads no closer (a small face
         # at a detector's precision) changes the face's shape, and identity, for nothing.
         found_after = found_points(warped)
-        if found_after is None or excess(found_after) >= excess(found):
+        if found_after is None or (drift_after := excess(found_after)) >= drift:
             break
-        image, found, kept_displace = warped, found_after, displace
+        image, found, drift, kept_displace = warped, found_after, drift_after, displace
         kept += 1
     log.info("landmark pull-back: %d of %d passes kept, drift beyond the limits %.3f -> %.3f eye distances", kept,
-             cfg.landmark_passes, start, excess(found))
+             cfg.landmark_passes, start, drift)
     return image
 
 
@@ -439,19 +440,20 @@ def prepare(setup: Setup) -> Plan:
     keep = keep_mask(setup.photo, setup.face, cfg, device)
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
+    optimized = cfg.method != "classic"  # the classic method is its start as it is
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
         # A start for the optimization reaches as high up the forehead as the editable region: above the classic's
         # own border it would start from the source's forehead, and leave it pale or grey beside the target's skin.
         image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
                                 kept, None if targets.best_occluders is None else [targets.best_occluders],
-                                forehead=FOREHEAD if cfg.method == "classic" else cfg.forehead)
+                                forehead=cfg.forehead if optimized else FOREHEAD)
         start = to_tensor(image, device)
         record["classic_target"] = targets.used[0]["path"]
     editable = frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
     if keep is not None:
         record["kept_share_of_face"] = float(1 - editable.sum() / frame.mask.sum())
-    objective = None if cfg.method == "classic" else swap_objective(targets, cfg, device)
+    objective = swap_objective(targets, cfg, device) if optimized else None
     photo = to_tensor(setup.photo, device)
 
     def finish(out: torch.Tensor) -> torch.Tensor:
