@@ -56,6 +56,47 @@ def test_match_color_matches_masked_statistics():
     assert torch.allclose(out.std((2, 3)), ref_lab.std((2, 3)), rtol=0.05)
 
 
+def test_match_color_without_spread_shifts_the_means_and_keeps_the_contrast():
+    from kornia.color import rgb_to_lab
+
+    g = torch.Generator().manual_seed(3)
+    image = 0.2 + torch.rand(1, 3, 32, 32, generator=g) * 0.3
+    ref = 0.4 + torch.rand(1, 3, 32, 32, generator=g) * 0.5
+    mask = torch.ones(1, 1, 32, 32)
+    out, lab, ref_lab = (rgb_to_lab(x) for x in (match_color(image, ref, mask, mask, spread=False), image, ref))
+    assert torch.allclose(out.mean((2, 3)), ref_lab.mean((2, 3)), atol=0.5)
+    assert torch.allclose(out.std((2, 3)), lab.std((2, 3)), rtol=0.05)
+    assert not torch.allclose(lab.std((2, 3)), ref_lab.std((2, 3)), rtol=0.2)
+
+
+def test_coarse_color_with_lightness_takes_the_base_lightness_and_keeps_fine_detail():
+    """A planted highlight (coarse, in L) on an image with fine lightness speckle: with ``lightness`` the highlight
+    is gone inside the region and the speckle stays; without it the highlight stays."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    g = torch.Generator().manual_seed(4)
+    size = 96
+    base_lab = torch.zeros(1, 3, size, size)
+    base_lab[:, 0], base_lab[:, 1], base_lab[:, 2] = 55.0, 15.0, 20.0
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    highlight = 30.0 * torch.exp(-((ys - 48.0) ** 2 + (xs - 44.0) ** 2) / (2 * 8.0**2))
+    speckle = torch.randn(1, size, size, generator=g) * 3.0
+    image_lab = base_lab.clone()
+    image_lab[:, 0] += highlight + speckle
+    base, image = lab_to_rgb(base_lab), lab_to_rgb(image_lab)
+    region = torch.zeros(1, 1, size, size)
+    region[..., 16:80, 12:76] = 1.0
+    inner = (slice(None), slice(None), slice(30, 66), slice(26, 62))
+    kept_lab = rgb_to_lab(with_coarse_color(image, base, 2.0, region))
+    assert (gaussian_blur(kept_lab[:, :1], 2.0) - 55.0)[inner].max() > 25  # chroma only: the highlight stays
+    out_lab = rgb_to_lab(with_coarse_color(image, base, 2.0, region, lightness=True))
+    coarse = gaussian_blur(out_lab[:, :1], 2.0)
+    assert (coarse - 55.0)[inner].abs().max() < 2.5  # the highlight peaked at 30
+    fine, image_l = out_lab[:, :1] - coarse, rgb_to_lab(image)[:, :1]
+    expected = image_l - gaussian_blur(image_l, 2.0)
+    assert torch.corrcoef(torch.stack([fine[inner].flatten(), expected[inner].flatten()]))[0, 1] > 0.95
+
+
 def test_coarse_color_takes_the_base_colour_and_keeps_lightness_and_fine_detail():
     """A planted colour blotch (coarse) on an image with fine colour speckle: inside the region the blotch is gone
     (coarse chroma = the base's), the speckle and the lightness stay; outside the region nothing changes."""
