@@ -168,6 +168,35 @@ def test_source_texture_replaces_the_fine_band_on_the_skin_only(jennifer):
     assert torch.equal(corner, flat[0, :, :50, :50])  # far from the face: unchanged
 
 
+def test_the_source_forehead_takes_out_a_planted_highlight_and_leaves_the_brows_and_below(jennifer):
+    """A white highlight planted mid-forehead (as the target photos' highlights came through) is flattened to the
+    source's lighting where the forehead ramp is full; below the brows nothing changes, bit for bit."""
+    from optimswap.edits.swap import with_source_forehead
+    from optimswap.face.regions import forehead_mask
+
+    cfg = SWAP.preset(size=256)
+    face, photo = find_face(jennifer), to_tensor(jennifer)
+    frame = make_frame(photo, face, cfg, face_region)
+    shape = photo.shape[-2:]
+    region = warp_from_frame(frame.mask, frame.matrix, *shape).clamp(0, 1)
+    full = (region * warp_from_frame(forehead_mask(frame.landmarks, frame.size), frame.matrix, *shape))[0, 0] > 0.9
+    brows, eyes = face.landmarks[17:27], face.landmarks[36:48]
+    gap = eyes[:, 1].mean() - brows[:, 1].mean()
+    cy, cx = brows[:, 1].min() - gap, brows[:, 0].mean()
+    ys, xs = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
+    near = full & ((ys - cy).abs() < gap) & ((xs - cx).abs() < gap)
+    bright = (photo + 0.3 * torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (0.5 * gap) ** 2))).clamp(0, 1)
+    out = with_source_forehead(bright, photo, frame, region, cfg)
+
+    def spread(x):
+        change = (x - photo).mean(1)[0][near]
+        return float(change.max() - change.min())
+
+    assert near.sum() > gap**2 and spread(out) < 0.35 * spread(bright), (spread(out), spread(bright))
+    below = ys >= int(np.ceil(brows[:, 1].max())) + 2  # the ramp is level in the frame; the head may be rolled
+    assert torch.equal(out[..., below], bright[..., below])
+
+
 def test_a_target_photos_own_occluder_gives_no_patches(faces, jennifer, tmp_path):
     """A bar over a target photo's cheek is no candidate for the patch loss (with keep_occluders)."""
     from optimswap.io import write_image
