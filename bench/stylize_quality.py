@@ -1,6 +1,6 @@
 """Issue #14 acceptance figures: style exemplars x identity photos, the StyleBlit preview and the optimization.
 
-python bench/stylize_quality.py [--size 512] [--opt-size 256] [--pairs 01:jennifer 02:mark ...] [--out runs/stylize]
+python bench/stylize_quality.py [--size 512] [--opt-size 512] [--pairs 01:jennifer 02:mark ...] [--out runs/stylize]
 Each run is written as OUT.png + OUT.json (a run whose record exists is kept, so the bench resumes) and scored by
 ``optimswap eval``: dlib distance output <-> photo (id_to_source, evaluation only), Gram and colour histogram
 distance to the exemplar before (photo) and after, the dlib-free identity proxy, seconds. Prints the table and the
@@ -50,7 +50,7 @@ def tile(path: Path, side: int = 256) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512, help="Frame side of the previews.")
-    ap.add_argument("--opt-size", type=int, default=256, help="Frame side of the optimization runs.")
+    ap.add_argument("--opt-size", type=int, default=512, help="Frame side of the optimization runs.")
     ap.add_argument("--pairs", nargs="*", default=None, help="STYLE:PERSON pairs to optimize (default: all 15).")
     ap.add_argument("--out", type=Path, default=Path("runs/stylize"))
     args = ap.parse_args()
