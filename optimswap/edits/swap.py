@@ -94,8 +94,8 @@ class SwapConfig(EditConfig):
     # brightened by the colour matching, became a white-green patch above the brows (mark -> deepface_id29).
     # 20 shared pairs: the patch gone by eye, mean id drop 0.334 -> 0.335, NME 0.0290 -> 0.0289, 18 pairs at or
     # above classic as before (applied before the landmark pull-back instead: 17).
-    source_forehead: bool = option(True, "The forehead's coarse lightness and colour are the source's (at the "
-                                          "swapped face's mean), rising from the brows.")
+    source_forehead: bool = option(True, "The forehead's lightness and colour coarser than the start colour's blur "
+                                          "are the source's (at the swapped face's mean); off when that blur is 0.")
     # The patches of the unwarped target photos carry their face shape, which is much of the identity (warping them
     # to the source's landmarks cost it) but also moves the landmarks: the face's landmarks, found again in the
     # composite, that drifted more than this from the source's are pulled back to this distance by a smooth warp.
@@ -188,14 +188,14 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
-                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0},
+                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
-              "landmark_tolerance": 0.0, "start_color_sigma": 0.0},
+              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
                "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
-               "start_color_sigma": 0.0},
+               "start_color_sigma": 0.0, "source_forehead": False},
 }
 
 PRESETS = {
@@ -479,7 +479,8 @@ def prepare(setup: Setup) -> Plan:
             out = with_coarse_color(out, base, cfg.start_color_sigma * _pixels_per_cell(frame), region)
         if cfg.landmark_tolerance:  # after the colour, which moves what the landmark detector finds
             out = with_landmarks_kept(out, setup.face, region, cfg)
-        if cfg.source_forehead:  # after the pull-back: the detector reads the brows a little differently
+        # After the pull-back: before it, the detector read the brows a little differently.
+        if cfg.source_forehead and cfg.start_color_sigma:
             out = with_source_forehead(out, photo, frame, region, cfg)
         if cfg.skin_texture:
             out = with_source_texture(out, photo, frame, cfg)
