@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from optimswap.losses import (
+    LuminanceLoss,
     PatchStyleLoss,
     WindowSearch,
     content_loss,
@@ -331,3 +332,26 @@ def test_cropped_vote_and_loss_are_the_whole_map_ones(h, w, c, box):
     fast, slow = voted.loss(x), (vote_weight * (x - mean) ** 2).sum() + constant
     assert torch.allclose(fast, slow, rtol=1e-5)
     assert torch.allclose(*(torch.autograd.grad(loss, x)[0] for loss in (fast, slow)), rtol=1e-6, atol=1e-7)
+
+
+def test_luminance_loss_ignores_the_tone_and_changes_lightness_not_hue():
+    """The standardised low-frequency shading: zero for the same shading at another tone and contrast, positive for
+    shading moved elsewhere; its gradient moves R, G and B together (CIELAB L, mostly green, tinted dark hair
+    purple and lit skin green); gradcheck."""
+    g = torch.Generator().manual_seed(5)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    shade = torch.exp(-((ys - 12) ** 2 + (xs - 14) ** 2) / 40.0)
+    colour = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    reference = (0.2 + 0.6 * shade) * colour
+    weight = torch.ones(1, 1, 32, 32)
+    loss = LuminanceLoss(reference, 1.5, weight)
+    assert float(loss((0.1 + 0.3 * shade) * colour)) < 1e-6  # darker, flatter paper: the same shading
+    moved = torch.exp(-((ys - 20) ** 2 + (xs - 18) ** 2) / 40.0)
+    assert float(loss((0.2 + 0.6 * moved) * colour)) > 0.5
+    image = (reference + 0.05 * torch.rand(reference.shape, generator=g)).requires_grad_()
+    loss(image).backward()
+    grad = image.grad[0]
+    assert torch.allclose(grad[0], grad[1]) and torch.allclose(grad[1], grad[2])
+    small = (reference[..., :12, :12] + 0.05 * torch.rand(1, 3, 12, 12, generator=g)).double().requires_grad_()
+    small_loss = LuminanceLoss(reference[..., :12, :12].double(), 1.0, weight[..., :12, :12].double())
+    assert torch.autograd.gradcheck(small_loss, (small,), eps=1e-6, atol=1e-5)

@@ -1,23 +1,24 @@
 """Low-frequency luminance loss: the shading of the face (its shape and the person's features at a coarse scale)
 kept, while its tone and fine texture may change.
 
-Lightness (CIELAB L) is blurred and standardised (mean 0, std 1 over the weighted region) before comparing, so
-a pencil drawing's bright paper tone or an oil painting's dark one is not held back, only where the face is
-lighter or darker than elsewhere.
+Lightness is blurred and standardised (mean 0, std 1 over the weighted region) before comparing, so a pencil
+drawing's bright paper tone or an oil painting's dark one is not held back, only where the face is lighter or
+darker than elsewhere. It is the grey (mean of R, G and B), whose gradient moves the three channels together:
+CIELAB L, mostly green, made the term darken hair by taking out green (lilac hair tops) and lighten skin by
+adding it (green faces).
 """
 
 from __future__ import annotations
 
 import torch
-from kornia.color import rgb_to_lab
 from torch import nn
 
 from optimswap.compose import gaussian_blur
 
 
 def low_luminance(image: torch.Tensor, sigma: float, weight: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) blurred lightness standardised over ``weight`` (1, 1, H, W)."""
-    lum = gaussian_blur(rgb_to_lab(image.clamp(0, 1))[:, :1] / 100.0, sigma)
+    """(B, 1, H, W) blurred grey standardised over ``weight`` (1, 1, H, W)."""
+    lum = gaussian_blur(image.clamp(0, 1).mean(1, keepdim=True), sigma)
     total = weight.sum().clamp_min(1e-8)
     mean = (lum * weight).sum((2, 3), keepdim=True) / total
     std = (((lum - mean) ** 2 * weight).sum((2, 3), keepdim=True) / total).sqrt()
