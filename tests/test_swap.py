@@ -171,7 +171,7 @@ def test_source_texture_replaces_the_fine_band_on_the_skin_only(jennifer):
 def test_the_source_forehead_takes_out_a_planted_highlight_and_leaves_the_brows_and_below(jennifer):
     """A white highlight planted mid-forehead (as the target photos' highlights came through) is flattened to the
     source's lighting where the forehead ramp is full; below the brows nothing changes, bit for bit."""
-    from optimswap.edits.swap import with_source_forehead
+    from optimswap.edits.swap import _pixels_per_cell, with_source_forehead
     from optimswap.face.regions import forehead_mask
 
     cfg = SWAP.preset(size=256)
@@ -186,7 +186,7 @@ def test_the_source_forehead_takes_out_a_planted_highlight_and_leaves_the_brows_
     ys, xs = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
     near = full & ((ys - cy).abs() < gap) & ((xs - cx).abs() < gap)
     bright = (photo + 0.3 * torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (0.5 * gap) ** 2))).clamp(0, 1)
-    out = with_source_forehead(bright, photo, frame, region, cfg)
+    out = with_source_forehead(bright, photo, frame, region, cfg.start_color_sigma * _pixels_per_cell(frame))
 
     def spread(x):
         change = (x - photo).mean(1)[0][near]

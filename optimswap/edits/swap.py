@@ -395,13 +395,13 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
 
 
 def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame, region: torch.Tensor,
-                         cfg: SwapConfig) -> torch.Tensor:
+                         sigma: float) -> torch.Tensor:
     """``image`` whose forehead (rising from the brows, inside ``region``, photo pixels) has the source ``photo``'s
-    lightness and colour coarser than the start colour's blur, shifted to the image's own mean there."""
+    lightness and colour coarser than ``sigma`` (photo pixels), shifted to the image's own mean there."""
     ramp = warp_from_frame(forehead_mask(frame.landmarks, frame.size, image.device), frame.matrix, *image.shape[-2:])
     forehead = region * ramp
     lit = match_color(photo, image, forehead, forehead, spread=False)
-    return with_coarse_color(image, lit, cfg.start_color_sigma * _pixels_per_cell(frame), forehead, lightness=True)
+    return with_coarse_color(image, lit, sigma, forehead, lightness=True)
 
 
 def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
@@ -474,14 +474,15 @@ def prepare(setup: Setup) -> Plan:
 
     def finish(out: torch.Tensor) -> torch.Tensor:
         region = warp_from_frame(editable, frame.matrix, *out.shape[-2:]).clamp(0, 1)
-        if cfg.start_color_sigma:  # the start's colour layout at the optimized face's overall colour
+        colour_sigma = cfg.start_color_sigma * _pixels_per_cell(frame)  # photo pixels
+        if colour_sigma:  # the start's colour layout at the optimized face's overall colour
             base = torch.where(region > 0, match_color(photo if start is None else start, out, region, region), out)
-            out = with_coarse_color(out, base, cfg.start_color_sigma * _pixels_per_cell(frame), region)
+            out = with_coarse_color(out, base, colour_sigma, region)
         if cfg.landmark_tolerance:  # after the colour, which moves what the landmark detector finds
             out = with_landmarks_kept(out, setup.face, region, cfg)
         # After the pull-back: before it, the detector read the brows a little differently.
-        if cfg.source_forehead and cfg.start_color_sigma:
-            out = with_source_forehead(out, photo, frame, region, cfg)
+        if cfg.source_forehead and colour_sigma:
+            out = with_source_forehead(out, photo, frame, region, colour_sigma)
         if cfg.skin_texture:
             out = with_source_texture(out, photo, frame, cfg)
         if cfg.match_detail:

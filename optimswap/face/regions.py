@@ -12,7 +12,7 @@ import torch
 from kornia.morphology import dilation, erosion
 from scipy.spatial import ConvexHull
 
-from optimswap.face.align import BROWS, LEFT_EYE, RIGHT_EYE, interocular
+from optimswap.face.align import BROWS, LEFT_EYE, RIGHT_EYE, eye_centres, interocular
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 from optimswap.face.mesh import (
     FACE_OVAL,
@@ -100,7 +100,7 @@ def forehead_mask(landmarks: np.ndarray, size: int, device="cpu") -> torch.Tenso
     """(1, 1, S, S) for an upright face (frame pixels): 0 at and below the brows' top, rising linearly to 1 one
     brow-to-eye gap above it."""
     brow_top = landmarks[BROWS, 1].min()
-    gap = max(landmarks[LEFT_EYE.start:RIGHT_EYE.stop, 1].mean() - landmarks[BROWS, 1].mean(), 1.0)
+    gap = max(np.mean([centre[1] for centre in eye_centres(landmarks)]) - landmarks[BROWS, 1].mean(), 1.0)
     ys = np.arange(size, dtype=np.float64)[:, None]
     ramp = np.broadcast_to(np.clip((brow_top - ys) / gap, 0, 1), (size, size))
     return torch.as_tensor(ramp.astype(np.float32), device=device)[None, None]
