@@ -3,10 +3,13 @@ import torch
 import torch.nn.functional as F
 
 from optimswap.losses import (
+    GramLoss,
     LuminanceLoss,
     PatchStyleLoss,
     WindowSearch,
     content_loss,
+    gram_loss,
+    gram_matrix,
     nearest_patches,
     nearest_patches_global,
     principal_projection,
@@ -355,3 +358,49 @@ def test_luminance_loss_ignores_the_tone_and_changes_lightness_not_hue():
     small = (reference[..., :12, :12] + 0.05 * torch.rand(1, 3, 12, 12, generator=g)).double().requires_grad_()
     small_loss = LuminanceLoss(reference[..., :12, :12].double(), 1.0, weight[..., :12, :12].double())
     assert torch.autograd.gradcheck(small_loss, (small,), eps=1e-6, atol=1e-5)
+
+
+def test_gram_loss_gradcheck_zero_at_target_and_blind_outside_the_mask():
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64)
+    mask = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    mask[..., 1:5, 2:6] = 1
+    loss = GramLoss(target, mask)
+    x = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(loss, (x,))
+    # The Gram matrix forgets where things are: the target's masked positions shuffled cost nothing.
+    inside = target[..., 1:5, 2:6].flatten(2)
+    shuffled = target.clone()
+    shuffled[..., 1:5, 2:6] = inside[..., torch.randperm(16, generator=g)].reshape(1, 4, 4, 4)
+    assert loss(shuffled).item() < 1e-20
+    outside = shuffled.clone()
+    outside[..., 0, :] = 100
+    assert loss(outside).item() < 1e-20
+    assert loss(x).item() > 0.1
+
+
+def test_gram_loss_moves_the_mix_of_features_which_the_nearest_patch_loss_leaves():
+    # Target region: half the positions feature a, half b. An input of all a has a close target patch everywhere
+    # (the patch loss is content), but the wrong mix; descending the Gram loss brings b back in.
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    target = torch.stack([a] * 8 + [b] * 8, 1).reshape(1, 2, 4, 4)
+    mask = torch.ones(1, 1, 4, 4)
+    x = (torch.stack([a] * 16, 1).reshape(1, 2, 4, 4) + 0.01 * torch.rand(1, 2, 4, 4)).requires_grad_()
+    loss = GramLoss(target, mask)
+    start = loss(x).item()
+    opt = torch.optim.Adam([x], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        loss(x).backward()
+        opt.step()
+    assert loss(x).item() < 0.05 * start
+    assert gram_matrix(x.detach(), mask)[0, 1, 1] > 0.3  # b's energy is back
+
+
+def test_gram_shape_errors():
+    with pytest.raises(ValueError):
+        gram_matrix(torch.zeros(3, 4, 4), torch.ones(1, 1, 4, 4))
+    with pytest.raises(ValueError):
+        gram_matrix(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 5))
+    with pytest.raises(ValueError):
+        gram_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 2), torch.ones(1, 1, 4, 4))

@@ -1,6 +1,7 @@
 """Loss terms: one module each; every term is a plain function plus a thin nn.Module."""
 
 from optimswap.losses.content import ContentLoss, content_loss
+from optimswap.losses.gram import GramLoss, gram_loss, gram_matrix
 from optimswap.losses.histogram import HistogramLoss, histogram_loss, histogram_targets, region_pixels
 from optimswap.losses.lighting import LightingLoss, lighting_loss
 from optimswap.losses.luminance import LuminanceLoss, luminance_loss
@@ -19,7 +20,7 @@ from optimswap.losses.patch import (
 )
 from optimswap.losses.tv import TVLoss, tv_loss
 
-__all__ = ["ContentLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss", "TVLoss",
-           "TargetRows", "Voted", "WindowSearch", "content_loss", "histogram_loss", "histogram_targets",
-           "lighting_loss", "luminance_loss", "nearest_patches", "nearest_patches_global", "principal_projection",
-           "project", "region_pixels", "target_rows", "tv_loss", "vote"]
+__all__ = ["ContentLoss", "GramLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss",
+           "TVLoss", "TargetRows", "Voted", "WindowSearch", "content_loss", "gram_loss", "gram_matrix", "histogram_loss",
+           "histogram_targets", "lighting_loss", "luminance_loss", "nearest_patches", "nearest_patches_global",
+           "principal_projection", "project", "region_pixels", "target_rows", "tv_loss", "vote"]
