@@ -6,7 +6,8 @@ spline from the exemplar's landmarks to the photo's) and an appearance guide (gr
 histogram-matched to the exemplar's). ``preview`` is StyleBlit's guided chunk copying with 3x3 voting, no
 optimization; ``optimize`` starts from it and runs the restricted CNNMRF patch loss with the exemplar as the only
 target (search window = positional guide, appearance guide in the search cost), a Gram loss to the warped exemplar
-over the edited region (Gatys et al. 2016), a weak content loss, and an identity term (deeper features on eyes, brows, nose and mouth, plus the face's low-frequency shading).
+over the edited region (Gatys et al. 2016), a weak content loss, and an identity term (deeper features on eyes,
+brows, nose and mouth, plus the face's low-frequency shading).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from optimswap.losses.patch import (
 from optimswap.losses.tv import TVLoss, tv_loss
 
 __all__ = ["ContentLoss", "GramLoss", "HistogramLoss", "LightingLoss", "LuminanceLoss", "Matches", "PatchStyleLoss",
-           "TVLoss", "TargetRows", "Voted", "WindowSearch", "content_loss", "gram_loss", "gram_matrix", "histogram_loss",
-           "histogram_targets", "lighting_loss", "luminance_loss", "nearest_patches", "nearest_patches_global",
-           "principal_projection", "project", "region_pixels", "target_rows", "tv_loss", "vote"]
+           "TVLoss", "TargetRows", "Voted", "WindowSearch", "content_loss", "gram_loss", "gram_matrix",
+           "histogram_loss", "histogram_targets", "lighting_loss", "luminance_loss", "nearest_patches",
+           "nearest_patches_global", "principal_projection", "project", "region_pixels", "target_rows", "tv_loss",
+           "vote"]
