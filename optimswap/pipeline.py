@@ -271,6 +271,11 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Edit
     return out if keep is None else out + keep * (photo - out)
 
 
+def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:
+    """The frame's mask less the ``keep`` share (photo pixels, see ``Plan.keep``): what the edit may change."""
+    return frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
+
+
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,
                  prepare: Callable[[Frame, torch.device], Plan], solver: Solver | None = None,
                  progress: bool = True) -> tuple[EditResult, Plan]:
@@ -282,7 +287,7 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
     frame = make_frame(photo_t, face, cfg, mask_fn)
     plan = prepare(frame, device)
     if plan.keep is not None:
-        frame = dataclasses.replace(frame, mask=frame.mask * (1 - warp_to_frame(plan.keep, frame.matrix, frame.size)))
+        frame = dataclasses.replace(frame, mask=editable_mask(frame, plan.keep))
     start = frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, cfg.size)
     prepare_s = time.perf_counter() - t0
     levels, history, timings, recoveries = optimize_plan(frame, start, cfg, plan, solver or make_solver(cfg),

@@ -30,7 +30,7 @@ from optimswap.compose import gaussian_blur
 from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import histogram_distance
-from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame, warp_to_frame
+from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame
 from optimswap.face.align import NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
 from optimswap.face.detect import import_mediapipe, mediapipe_process
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
@@ -41,7 +41,7 @@ from optimswap.losses import ContentLoss, GramLoss, LuminanceLoss, PatchStyleLos
 from optimswap.losses.luminance import low_luminance, luminance_loss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
-from optimswap.pipeline import EditResult, Frame, Level, Plan
+from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 METHODS = ("optimize", "preview")
@@ -145,9 +145,11 @@ def _selfie():
     return import_mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
 
-def background_keep(photo: np.ndarray, device: Any) -> torch.Tensor:
-    """(1, 1, H, W) share of each pixel that is background (MediaPipe selfie segmentation): the head region keeps
-    it as the photo's."""
+def background_keep(photo: np.ndarray, cfg: StylizeConfig, device: Any) -> torch.Tensor | None:
+    """(1, 1, H, W) share of each pixel that is background (MediaPipe selfie segmentation), which the head region
+    keeps as the photo's; None for the other regions, which keep nothing."""
+    if cfg.region != "head":
+        return None
     person = np.array(mediapipe_process(_selfie(), np.ascontiguousarray(photo)).segmentation_mask)
     return 1 - torch.as_tensor(person, dtype=torch.float32, device=device).clamp(0, 1)[None, None]
 
@@ -321,6 +323,7 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
         for layer in STYLE_LAYERS:
             feat = target[layer]
             shape = feat.shape[-2:]
+            region = pool_to(level.mask, shape)
             scale = float((source[layer] ** 2).mean().clamp_min(1e-8))
             guide_q, guide_t = pool_to(resize_to(guides.appearance, level.size), shape), pool_to(
                 resize_to(warped_app, level.size), shape)
@@ -328,10 +331,10 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
             factor = float(cfg.appearance_weight * (feat**2).sum(1).mean() / (guide_t**2).mean().clamp_min(1e-12))
             radius = int(min(max(round(cfg.search_window * level.size / LAYER_STRIDE[layer]), 1),
                              cfg.search_max_cells))
-            loss = PatchStyleLoss(feat, torch.ones_like(feat[:, :1]), pool_to(level.mask, shape)[0, 0], radius, scale,
-                                  cfg.search_energy, (guide_q * factor**0.5, guide_t * factor**0.5))
+            loss = PatchStyleLoss(feat, torch.ones_like(feat[:, :1]), region[0, 0], radius, scale, cfg.search_energy,
+                                  (guide_q * factor**0.5, guide_t * factor**0.5))
             terms.append(Term(f"style_{layer}", cfg.style_weight, loss, layer))
-            terms.append(Term(f"gram_{layer}", cfg.gram_weight, GramLoss(feat, pool_to(level.mask, shape)), layer))
+            terms.append(Term(f"gram_{layer}", cfg.gram_weight, GramLoss(feat, region), layer))
         terms.append(Term("tv", cfg.tv_weight, TVLoss(), None))
         return Objective(encoder, terms)
 
@@ -351,9 +354,9 @@ def prepare(setup: Setup) -> Plan:
     h, w = photo.shape[-2:]
     inside = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
     start = photo + inside * (warp_from_frame(quick, frame.matrix, h, w) - photo)
-    keep = background_keep(setup.photo, device) if cfg.region == "head" else None
     objective = None if cfg.method == "preview" else stylize_objective(guides, frame, cfg, device)
-    return Plan(objective, start=start, keep=keep, result={"guides": guides, "preview": quick})
+    return Plan(objective, start=start, keep=background_keep(setup.photo, cfg, device),
+                result={"guides": guides, "preview": quick})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -410,9 +413,7 @@ def score(s: Scoring) -> dict:
     style = load_photo(s.record["inputs"]["style"], "style")
     guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg)
     encoder = load_encoder(s.cfg.encoder, "cpu")
-    edited = s.frame.mask
-    if s.cfg.region == "head":
-        edited = edited * (1 - warp_to_frame(background_keep(s.source, "cpu"), s.frame.matrix, s.frame.size))
+    edited = editable_mask(s.frame, background_keep(s.source, s.cfg, "cpu"))
     reference = StyleReference(guides, edited, encoder)
     row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
     for when, image in (("before", s.frame.image), ("after", s.output_frame)):

@@ -44,7 +44,7 @@ from optimswap.lighting.relight import FaceGeometry, transfer_lighting
 from optimswap.losses import ContentLoss, LightingLoss, PatchStyleLoss, TVLoss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
-from optimswap.pipeline import EditResult, Frame, Level, Plan
+from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask
 from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 
 log = logging.getLogger(__name__)
@@ -466,7 +466,7 @@ def prepare(setup: Setup) -> Plan:
                                 forehead=cfg.forehead if optimized else FOREHEAD)
         start = to_tensor(image, device)
         record["classic_target"] = targets.used[0]["path"]
-    editable = frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
+    editable = editable_mask(frame, keep)
     if keep is not None:
         record["kept_share_of_face"] = float(1 - editable.sum() / frame.mask.sum())
     objective = swap_objective(targets, cfg, device) if optimized else None
