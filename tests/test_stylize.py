@@ -10,6 +10,7 @@ from optimswap.edits.stylize import (
     feature_mask,
     identity_proxy,
     make_guides,
+    onto_person,
     stylize,
     stylize_objective,
 )
@@ -38,6 +39,24 @@ def test_positional_guide_maps_exemplar_landmarks_onto_the_photos(jennifer, styl
     # The guide at a pixel centre vs the exemplar landmark shifted by that pixel's rounding.
     expected = guides.landmarks[:60] + (points - frame.landmarks[:60])
     assert np.abs(at_points - expected).max() <= 1.0
+
+
+def test_the_guide_sends_the_photos_person_onto_the_exemplars_person_only():
+    """A disc of person in the exemplar, a guide that sends a band of the photo onto its background: the photo's
+    person pixels come back onto the disc (mirrored, so not all onto its rim), its background pixels stay."""
+    size = 64
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    exemplar_person = ((xs - 32) ** 2 + (ys - 32) ** 2 < 20**2).astype(np.float32)
+    position = np.stack([xs, ys])
+    photo_person = (xs < 48).astype(np.float32)  # the photo's person reaches past the disc on its left half
+    fixed = onto_person(position, exemplar_person, photo_person)
+    at = exemplar_person[np.clip(np.rint(fixed[1]), 0, 63).astype(int), np.clip(np.rint(fixed[0]), 0, 63).astype(int)]
+    assert (at[photo_person > 0.5] == 1).all()
+    assert np.array_equal(fixed[:, photo_person < 0.5], position[:, photo_person < 0.5])
+    assert np.array_equal(fixed[:, exemplar_person > 0.5], position[:, exemplar_person > 0.5])
+    moved = (photo_person > 0.5) & (exemplar_person < 0.5)
+    depth = np.hypot(fixed[0][moved] - 32, fixed[1][moved] - 32)
+    assert depth.min() < 15  # mirrored into the disc, not piled on its edge (radius 20)
 
 
 def test_preview_copies_only_exemplar_pixels(jennifer, style):

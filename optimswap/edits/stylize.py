@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from kornia.geometry.conversions import normalize_pixel_coordinates
 from kornia.geometry.transform import warp_affine
 from scipy.interpolate import RBFInterpolator
+from scipy.ndimage import distance_transform_edt
 from scipy.spatial import ConvexHull
 from skimage.exposure import match_histograms
 
@@ -30,7 +31,7 @@ from optimswap.compose import gaussian_blur
 from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import histogram_distance
-from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame
+from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame, warp_to_frame
 from optimswap.face.align import NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
 from optimswap.face.detect import import_mediapipe, mediapipe_process
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
@@ -145,13 +146,17 @@ def _selfie():
     return import_mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
 
-def background_keep(photo: np.ndarray, cfg: StylizeConfig, device: Any) -> torch.Tensor | None:
-    """(1, 1, H, W) share of each pixel that is background (MediaPipe selfie segmentation), which the head region
-    keeps as the photo's; None for the other regions, which keep nothing."""
-    if cfg.region != "head":
-        return None
-    person = np.array(mediapipe_process(_selfie(), np.ascontiguousarray(photo)).segmentation_mask)
-    return 1 - torch.as_tensor(person, dtype=torch.float32, device=device).clamp(0, 1)[None, None]
+def person_share(image: np.ndarray, device: Any = "cpu") -> torch.Tensor:
+    """(1, 1, H, W) share of each pixel that is the person (MediaPipe selfie segmentation; it finds the sitter in
+    the painted and drawn exemplars too)."""
+    person = np.array(mediapipe_process(_selfie(), np.ascontiguousarray(image)).segmentation_mask)
+    return torch.as_tensor(person, dtype=torch.float32, device=device).clamp(0, 1)[None, None]
+
+
+def background_keep(person: torch.Tensor, cfg: StylizeConfig) -> torch.Tensor | None:
+    """The share of each pixel that is background, which the head region keeps as the photo's; None for the other
+    regions, which keep nothing. ``person``: the photo's ``person_share``."""
+    return 1 - person if cfg.region == "head" else None
 
 
 def feature_mask(landmarks: np.ndarray, size: int, device: Any = "cpu") -> torch.Tensor:
@@ -200,8 +205,33 @@ def appearance_guide(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return grey - gaussian_blur(grey, sigma)
 
 
-def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeConfig) -> Guides:
-    """Exemplar in its own frame (same size and scale rule as the photo's) and the guides."""
+def onto_person(position: np.ndarray, exemplar_person: np.ndarray, photo_person: np.ndarray) -> np.ndarray:
+    """The positional guide with every photo-person pixel that it sends onto the exemplar's background sent back
+    onto the exemplar's person: mirrored across the nearest person pixel, or onto that pixel where the mirror
+    lands off the person too. Where the photo's hair reaches past the exemplar's, the landmark warp alone paints
+    it with the exemplar's backdrop (the poster's yellow at mark's neck, in jennifer's hair)."""
+    size = exemplar_person.shape[0]
+    inside = exemplar_person > 0.5
+    if inside.all() or not inside.any():
+        return position
+    nearest = distance_transform_edt(~inside, return_indices=True)[1]  # (2 [y, x], S, S)
+    x, y = position
+    xi, yi = (np.clip(np.rint(c), 0, size - 1).astype(int) for c in (x, y))
+    off = ~inside[yi, xi] & (photo_person > 0.5)
+    ny, nx = (nearest[k][yi[off], xi[off]].astype(np.float32) for k in (0, 1))
+    my, mx = 2 * ny - y[off], 2 * nx - x[off]
+    lands = inside[np.clip(np.rint(my), 0, size - 1).astype(int), np.clip(np.rint(mx), 0, size - 1).astype(int)]
+    fixed = position.copy()
+    fixed[0][off] = np.where(lands, mx, nx)
+    fixed[1][off] = np.where(lands, my, ny)
+    return fixed
+
+
+def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeConfig,
+                person: torch.Tensor | None = None) -> Guides:
+    """Exemplar in its own frame (same size and scale rule as the photo's) and the guides. ``person``: the photo's
+    ``person_share`` (default: all person), where the positional guide must not reach the exemplar's background
+    (``onto_person``)."""
     size, device = frame.size, frame.image.device
     matrix = frame_matrix(style_face.landmarks, size, cfg.frame_scale)
     landmarks = apply_matrix(matrix, style_face.landmarks)
@@ -210,13 +240,17 @@ def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeC
     # Reflection beyond the exemplar's borders: its paper or paint, never black, where the frame reaches past it.
     exemplar = warp_affine(photo, m, (size, size), mode="nearest", padding_mode="reflection")
     smooth = warp_affine(photo, m, (size, size), mode="bilinear", padding_mode="reflection")
-    position = torch.as_tensor(position_guide(frame.landmarks, landmarks, size), device=device)[None]
+    exemplar_person = warp_affine(person_share(style, device), m, (size, size), padding_mode="reflection")
+    position = onto_person(position_guide(frame.landmarks, landmarks, size), exemplar_person[0, 0].cpu().numpy(),
+                           np.ones((size, size)) if person is None
+                           else warp_to_frame(person, frame.matrix, size)[0, 0].cpu().numpy())
     sigma = cfg.appearance_sigma * size
     style_app = appearance_guide(smooth, sigma)
     photo_app = appearance_guide(frame.image, sigma)
     matched = match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy())
-    return Guides(position, torch.as_tensor(matched, dtype=torch.float32, device=device)[None, None], exemplar,
-                  smooth, style_app, landmarks)
+    return Guides(torch.as_tensor(position, device=device)[None],
+                  torch.as_tensor(matched, dtype=torch.float32, device=device)[None, None], exemplar, smooth, style_app,
+                  landmarks)
 
 
 # ---------------------------------------------------------------- preview (StyleBlit)
@@ -348,14 +382,15 @@ def _style_face(style: Photo, cfg: StylizeConfig) -> Face:
 def prepare(setup: Setup) -> Plan:
     cfg, frame, device = setup.cfg, setup.frame, setup.device
     style: Photo = setup.inputs["style"]
-    guides = make_guides(style.image, _style_face(style, cfg), frame, cfg)
+    person = person_share(setup.photo, device)
+    guides = make_guides(style.image, _style_face(style, cfg), frame, cfg, person)
     quick = preview(guides, cfg)
     photo = to_tensor(setup.photo, device)
     h, w = photo.shape[-2:]
     inside = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
     start = photo + inside * (warp_from_frame(quick, frame.matrix, h, w) - photo)
     objective = None if cfg.method == "preview" else stylize_objective(guides, frame, cfg, device)
-    return Plan(objective, start=start, keep=background_keep(setup.photo, cfg, device),
+    return Plan(objective, start=start, keep=background_keep(person, cfg),
                 result={"guides": guides, "preview": quick})
 
 
@@ -411,9 +446,10 @@ def score(s: Scoring) -> dict:
     background is the photo's by design, and over the head outline even the exemplar itself pasted on the person
     stays at 0.44-0.67 of the photo's Gram distance on mark's five pairs (0.11-0.27 over the person, 15 pairs)."""
     style = load_photo(s.record["inputs"]["style"], "style")
-    guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg)
+    person = person_share(s.source)
+    guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg, person)
     encoder = load_encoder(s.cfg.encoder, "cpu")
-    edited = editable_mask(s.frame, background_keep(s.source, s.cfg, "cpu"))
+    edited = editable_mask(s.frame, background_keep(person, s.cfg))
     reference = StyleReference(guides, edited, encoder)
     row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
     for when, image in (("before", s.frame.image), ("after", s.output_frame)):
