@@ -272,8 +272,13 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Edit
 
 
 def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:
-    """The frame's mask less the ``keep`` share (photo pixels, see ``Plan.keep``): what the edit may change."""
-    return frame.mask if keep is None else frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size))
+    """The frame's mask less the ``keep`` share (photo pixels, see ``Plan.keep``): what the edit may change. Where
+    the frame reaches past the photo there is nothing to change: a terms' region (e.g. a Gram loss over the head)
+    must not count pixels no output shows."""
+    if keep is None:
+        return frame.mask
+    in_photo = warp_to_frame(torch.ones_like(keep), frame.matrix, frame.size) > 0.5
+    return frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size)) * in_photo
 
 
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,

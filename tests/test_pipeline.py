@@ -23,7 +23,7 @@ from optimswap.face import warp_from_frame, warp_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective, Term
 from optimswap.optim import LBFGS, Adam, ramped_lr, resize_to
-from optimswap.pipeline import Frame, Level, MaskedPixels, Plan, composite, optimize_frame
+from optimswap.pipeline import Frame, Level, MaskedPixels, Plan, composite, editable_mask, optimize_frame
 from optimswap.runs import run_to_files
 
 # ---------------------------------------------------------------------------------------------------- Objective
@@ -737,3 +737,20 @@ def test_a_swap_recovers_from_one_nan_and_a_hopeless_one_writes_nothing(faces, t
     code, _, err = cli(*args, "-o", tmp_path / "never.png")
     assert code == 2 and err.startswith("error: optimization diverged at level 1 of 1 (64 px): the loss is nan")
     assert len(err.strip().splitlines()) == 1 and not list(tmp_path.glob("never*"))
+
+
+def test_the_editable_mask_leaves_out_the_kept_share_and_the_frame_beyond_the_photo():
+    """A frame that reaches past a 40 x 40 photo: with a keep mask, what the edit may change is the frame's mask
+    less the kept share inside the photo and nothing beyond it (a loss over the region must not count pixels that
+    no output shows)."""
+    size = 64
+    matrix = np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 30.0]])  # photo pixel (0, 0) at frame (30, 30)
+    mask = torch.ones(1, 1, size, size)
+    frame = Frame(matrix, torch.zeros(1, 3, size, size), np.zeros((68, 2)), mask)
+    keep = torch.zeros(1, 1, 40, 40)
+    keep[..., :, :10] = 1.0  # the photo's left quarter is kept
+    editable = editable_mask(frame, keep)[0, 0]
+    assert torch.equal(editable_mask(frame, None), mask)
+    assert editable[:30].sum() == 0 and editable[:, :30].sum() == 0  # beyond the photo's top and left
+    assert (editable[30:, 30:40] < 1e-3).all()  # the kept quarter
+    assert (editable[30:, 40:] > 0.999).all()  # the rest of the photo
