@@ -21,7 +21,7 @@ from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable, OptimizationError
 from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
-from optimswap.face.align import apply_matrix
+from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
 from optimswap.optim import Solver, level_sizes, make_solver, resize_to
@@ -277,8 +277,8 @@ def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:
     must not count pixels no output shows."""
     if keep is None:
         return frame.mask
-    in_photo = warp_to_frame(torch.ones_like(keep), frame.matrix, frame.size) > 0.5
-    return frame.mask * (1 - warp_to_frame(keep, frame.matrix, frame.size)) * in_photo
+    kept, in_photo = warp_photo_to_frame(keep, frame.matrix, frame.size).split(1, 1)
+    return frame.mask * (1 - kept) * (in_photo > 0.5)
 
 
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,

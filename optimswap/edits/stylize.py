@@ -219,13 +219,17 @@ def onto_person(position: np.ndarray, exemplar_person: np.ndarray, photo_person:
     if inside.all() or not inside.any():
         return position
     nearest = distance_transform_edt(~inside, return_indices=True)[1]  # (2 [y, x], S, S)
+
+    def pixel(c: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(c), 0, size - 1).astype(int)
+
     x, y = position
-    xi, yi = (np.clip(np.rint(c), 0, size - 1).astype(int) for c in (x, y))
+    xi, yi = pixel(x), pixel(y)
     # Soft person edges too: the head region shows the result there in part (hair strands at 0.1-0.5).
     off = ~inside[yi, xi] & (photo_person > 0.1)
     ny, nx = (nearest[k][yi[off], xi[off]].astype(np.float32) for k in (0, 1))
     my, mx = 2 * ny - y[off], 2 * nx - x[off]
-    lands = inside[np.clip(np.rint(my), 0, size - 1).astype(int), np.clip(np.rint(mx), 0, size - 1).astype(int)]
+    lands = inside[pixel(my), pixel(mx)]
     fixed = position.copy()
     fixed[0][off] = np.where(lands, mx, nx)
     fixed[1][off] = np.where(lands, my, ny)
