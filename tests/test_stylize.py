@@ -60,6 +60,26 @@ def test_the_guide_sends_the_photos_person_onto_the_exemplars_person_only():
     assert depth.min() < 15  # mirrored into the disc, not piled on its edge (radius 20)
 
 
+def test_the_head_region_takes_the_hair_and_stops_at_the_jaw(jennifer):
+    """Above the brows up to the hair and beside the temples: edited; the neck under the chin: not (the positional
+    guide would paint it with what the exemplar has under its chin)."""
+    cfg = STYLIZE.preset(size=256)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, STYLIZE.mask)
+    mask, points = frame.mask[0, 0], frame.landmarks
+    eye = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+
+    def at(xy):
+        x, y = np.rint(xy).astype(int)
+        return float(mask[y, x])
+
+    chin, brows = points[8], points[17:27].mean(0)
+    assert at(brows - [0, 1.2 * eye]) > 0.9  # the hair above the forehead
+    assert at(points[0] - [0.3 * eye, 0]) > 0.9  # beside the temple
+    assert at(chin) > 0.7
+    assert at(chin + [0, 0.6 * eye]) < 0.05  # the neck
+    assert at(points[6] + [0, 0.6 * eye]) < 0.05
+
+
 def test_preview_copies_only_exemplar_pixels(jennifer, style):
     _, _, guides = _guides(jennifer, style, 128)
     copied = copy_pixels(guides.exemplar, chunk_coordinates(guides, 4, 3))

@@ -32,7 +32,7 @@ from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import histogram_distance
 from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame, warp_to_frame
-from optimswap.face.align import NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
+from optimswap.face.align import JAW, NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
 from optimswap.face.detect import import_mediapipe, mediapipe_process
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 from optimswap.face.regions import OUTER_LIPS, brows_mask, eyes_mask, union
@@ -130,6 +130,18 @@ def head_polygon(landmarks: np.ndarray) -> np.ndarray:
     return grow(face_polygon(landmarks, forehead=2.6), 0.6 * interocular(landmarks))
 
 
+def above_jaw(landmarks: np.ndarray, margin: float) -> np.ndarray:
+    """Polygon of everything above the lower jaw (landmarks 4-12 pushed ``margin`` px outwards), level with its ends
+    out to far beyond the face. Below the jaw the positional guide sends the neck onto whatever the exemplar has
+    under its chin: his scarf's blue-grey at jennifer's jaw, a paper halo, a beard-like shadow."""
+    jaw = landmarks[4:13]
+    outward = jaw - landmarks[JAW].mean(0)
+    jaw = jaw + margin * outward / np.linalg.norm(outward, axis=1, keepdims=True)
+    far = 10 * interocular(landmarks)
+    (left, top), right = jaw.min(0) - far, jaw[:, 0].max() + far
+    return np.concatenate([[[left, top], [left, jaw[0, 1]]], jaw, [[right, jaw[-1, 1]], [right, top]]])
+
+
 def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any,
                    dense: np.ndarray | None = None) -> torch.Tensor:
     """The editable mask: the face, the head outline (the background in it is kept by the person segmentation,
@@ -138,7 +150,9 @@ def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device:
         return face_mask(landmarks, size, cfg.forehead, cfg.feather, device=device)
     sigma = max(cfg.border_feather * size, 0.5)
     if cfg.region == "head":
-        return soften(polygon_mask(head_polygon(landmarks), size, device), sigma)
+        head = polygon_mask(head_polygon(landmarks), size, device) * polygon_mask(above_jaw(landmarks, sigma), size,
+                                                                                    device)
+        return soften(head, sigma)
     inner = torch.zeros(1, 1, size, size, device=device)
     margin = int(2 * sigma)
     inner[..., margin:size - margin, margin:size - margin] = 1
