@@ -15,7 +15,7 @@ from optimswap.edits.stylize import (
     stylize,
     stylize_objective,
 )
-from optimswap.face import find_face
+from optimswap.face import find_face, interocular
 from optimswap.features import load_encoder
 from optimswap.io import read_image, to_tensor
 from optimswap.optim import LBFGS
@@ -66,7 +66,7 @@ def test_the_head_region_takes_the_hair_and_stops_at_the_jaw(jennifer):
     cfg = STYLIZE.preset(size=256)
     frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, STYLIZE.mask)
     mask, points = frame.mask[0, 0], frame.landmarks
-    eye = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+    eye = interocular(points)
 
     def at(xy):
         x, y = np.rint(xy).astype(int)

@@ -134,9 +134,7 @@ def above_jaw(landmarks: np.ndarray, margin: float) -> np.ndarray:
     """Polygon of everything above the lower jaw (landmarks 4-12 pushed ``margin`` px outwards), level with its ends
     out to far beyond the face. Below the jaw the positional guide sends the neck onto whatever the exemplar has
     under its chin: his scarf's blue-grey at jennifer's jaw, a paper halo, a beard-like shadow."""
-    jaw = landmarks[4:13]
-    outward = jaw - landmarks[JAW].mean(0)
-    jaw = jaw + margin * outward / np.linalg.norm(outward, axis=1, keepdims=True)
+    jaw = grow(landmarks[JAW], margin)[4:13]
     far = 10 * interocular(landmarks)
     (left, top), right = jaw.min(0) - far, jaw[:, 0].max() + far
     return np.concatenate([[[left, top], [left, jaw[0, 1]]], jaw, [[right, jaw[-1, 1]], [right, top]]])
