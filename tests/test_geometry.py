@@ -38,6 +38,21 @@ def test_warp_carries_points_onto_their_goals_and_leaves_the_outside_bit_exact()
     assert torch.allclose(warp_points(image, no_drift, region), image, atol=1e-5)  # no drift: no change
 
 
+def test_warp_does_not_read_a_kept_strand_into_the_region_beside_it():
+    size = 200
+    region = torch.zeros(1, 1, size, size)
+    region[..., 40:170, 40:170] = 1
+    region[..., 40:170, 98:103] = 0  # a kept strand across the region
+    image = torch.full((1, 1, size, size), 0.2)
+    image[..., 98:103] = 1.0
+    found = np.array([[100.0, 80.0], [100.0, 120.0]])
+    goal = found + [[8, 0], [8, 0]]  # pixels right of the strand read from 8 px to their left: the strand
+    fixed = np.array([[20, 20], [180, 20], [180, 180], [20, 180]], dtype=float)
+    out = warp_points(image, point_displacement(found, goal, fixed), region)
+    assert torch.equal(out[region == 0], image[region == 0])
+    assert out[region == 1].max() < 0.25  # with the strand read: 1.0 beside it
+
+
 def test_clipped_goal_moves_only_the_points_beyond_the_tolerance(jennifer):
     reference = find_face(jennifer).landmarks
     eye = interocular(reference)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 from kornia.geometry.conversions import normalize_pixel_coordinates
 from scipy.interpolate import RBFInterpolator
+from scipy.ndimage import distance_transform_edt
 
 
 def clipped_goal(found: np.ndarray, reference: np.ndarray, tolerance: float | np.ndarray,
@@ -43,8 +44,8 @@ def point_displacement(found: np.ndarray, goal: np.ndarray, fixed: np.ndarray) -
 def warp_points(image: torch.Tensor, displace: Callable[[np.ndarray], np.ndarray],
                 region: torch.Tensor) -> torch.Tensor:
     """``image`` (1, C, H, W) warped by ``displace`` (:func:`point_displacement`: its content at the found points
-    lands on their goals, the fixed points unmoved), the displacement scaled by ``region`` (1, 1, H, W) in [0, 1].
-    Pixels where ``region`` is 0 are returned bit for bit."""
+    lands on their goals, the fixed points unmoved), the displacement scaled by ``region`` (1, 1, H, W) in [0, 1]
+    and faded towards its edge. Pixels where ``region`` is 0 are returned bit for bit and are not read into it."""
     _, _, h, w = image.shape
     inside = region[0, 0] > 0
     ys, xs = torch.nonzero(inside, as_tuple=True)
@@ -53,7 +54,13 @@ def warp_points(image: torch.Tensor, displace: Callable[[np.ndarray], np.ndarray
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
     moved = displace(np.stack([grid_x.ravel(), grid_y.ravel()], 1)).reshape(y1 - y0, x1 - x0, 2)
-    shift = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * region[0, 0, y0:y1, x0:x1, None]
+    # Towards pixels outside the region (a kept hair strand) the displacement fades from 0 one pixel away over twice
+    # its largest size: a steeper fall-off folds and tears the image along the region's edge, and the pixels beside
+    # the edge read what is outside it (the strand copied beside itself as a pale ghost).
+    reach = max(2 * float(np.linalg.norm(moved, axis=-1).max()), 1e-6)
+    ramp = np.clip((distance_transform_edt(inside[y0:y1, x0:x1].cpu().numpy()) - 1) / reach, 0, 1)
+    scale = torch.minimum(region[0, 0, y0:y1, x0:x1], torch.as_tensor(ramp, dtype=image.dtype, device=image.device))
+    shift = torch.as_tensor(moved, dtype=image.dtype, device=image.device) * scale[..., None]
     base = create_meshgrid(h, w, normalized_coordinates=False, device=image.device, dtype=image.dtype)  # (1, H, W, xy)
     base[0, y0:y1, x0:x1] += shift
     warped = F.grid_sample(image, normalize_pixel_coordinates(base, h, w), mode="bilinear", padding_mode="border",
