@@ -115,7 +115,7 @@ def test_optimization_lowers_the_style_distance(jennifer, style):
     LBFGS(refresh_every=5).run([param], lambda: frame.image + frame.mask * (param - frame.image), objective, 10,
                                progress=False)
     result = (frame.image + frame.mask * (param - frame.image)).clamp(0, 1).detach()
-    reference = StyleReference(guides.warped(guides.exemplar_smooth), frame.mask, encoder)
+    reference = StyleReference(guides.warped_exemplar(), frame.mask, encoder)
     before, after = reference(frame.image), reference(result)
     assert after["gram"] < 0.8 * before["gram"]
 
@@ -123,7 +123,7 @@ def test_optimization_lowers_the_style_distance(jennifer, style):
 def test_the_gram_term_brings_the_exemplars_statistics_closer_than_the_patch_loss_alone(jennifer, style):
     cfg, frame, guides = _guides(jennifer, style, 64)
     encoder = load_encoder(cfg.encoder, "cpu")
-    reference = StyleReference(guides.warped(guides.exemplar_smooth), frame.mask, encoder)
+    reference = StyleReference(guides.warped_exemplar(), frame.mask, encoder)
 
     def gram_after(c):
         objective = stylize_objective(guides, frame, c, torch.device("cpu"))(Level(64, frame.image, frame.mask,
@@ -185,7 +185,7 @@ def test_the_exemplar_placed_in_the_photo_scores_close_to_it(faces, tmp_path):
     guides = make_guides(style, find_face(style), frame, cfg, person_share(photo))  # as eval builds them
     h, w = photo.shape[:2]
     pasted = to_tensor(photo) + warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1) * (
-        warp_from_frame(guides.warped(guides.exemplar_smooth), frame.matrix, h, w) - to_tensor(photo))
+        warp_from_frame(guides.warped_exemplar(), frame.matrix, h, w) - to_tensor(photo))
     write_image(out, (pasted[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
     row = evaluate_record(out.with_suffix(".json"))
     assert row["gram_after"] < 0.35 * row["gram_before"]

@@ -212,6 +212,10 @@ class Guides:
         grid = normalize_pixel_coordinates(self.position.permute(0, 2, 3, 1), size, size)
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
+    def warped_exemplar(self) -> torch.Tensor:
+        """The exemplar (bilinear) on the photo's geometry: what the style terms and distances aim at."""
+        return self.warped(self.exemplar_smooth)
+
 
 def position_guide(photo_landmarks: np.ndarray, style_landmarks: np.ndarray, size: int) -> np.ndarray:
     """(2, S, S) float32: each frame pixel's (x, y) in the exemplar's frame, by a thin-plate spline through the
@@ -366,7 +370,7 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
     search, Gram loss to it over the edited region, weak content, identity (feature content on eyes/brows/nose/mouth,
     low-frequency shading), TV."""
     encoder = load_encoder(cfg.encoder, device)
-    warped = guides.warped(guides.exemplar_smooth)
+    warped = guides.warped_exemplar()
     warped_app = guides.warped(guides.exemplar_appearance)
 
     def build(level: Level) -> Objective:
@@ -482,7 +486,7 @@ def score(s: Scoring) -> dict:
     # Gram distance is that sensitive to resampling: the warped exemplar itself, pasted into jennifer's photo, kept
     # 0.47 of the photo's distance read against its frame copy, 0.24 against the copy read back (512 px).
     h, w = s.source.shape[:2]
-    exemplar = warp_to_frame(warp_from_frame(guides.warped(guides.exemplar_smooth), s.frame.matrix, h, w),
+    exemplar = warp_to_frame(warp_from_frame(guides.warped_exemplar(), s.frame.matrix, h, w),
                              s.frame.matrix, s.frame.size)
     reference = StyleReference(exemplar, edited, encoder)
     row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
