@@ -243,3 +243,26 @@ def test_detail_matching_brings_a_softer_or_sharper_face_to_the_sources_detail_i
     outside = warp_from_frame(editable, frame.matrix, *photo.shape[-2:])[0, 0] == 0  # the strip and the background
     matched = matched_detail(soft_with_sharp_strip, frame, editable)
     assert torch.equal(matched[0][:, outside], soft_with_sharp_strip[0][:, outside])
+
+
+def test_detail_matching_sharpens_a_soft_face_in_a_frame_finer_than_the_photo(jennifer):
+    """A small face in a large frame (the quality preset's 512 px on a 90-px face): the unsharp band is at least one
+    photo pixel, so a face blurred by 0.7 pixel (a quarter of its detail left) is brought back to the source's."""
+    from skimage.transform import rescale
+
+    from optimswap.compose import gaussian_blur
+    from optimswap.compose.detail import detail_energy
+    from optimswap.edits.swap import _pixels_per_cell, matched_detail
+
+    small = (rescale(jennifer, 0.25, channel_axis=2, anti_aliasing=True) * 255).round().astype(np.uint8)
+    cfg = SWAP.preset(size=256)
+    frame = make_frame(to_tensor(small), find_face(small), cfg, face_region)
+    assert _pixels_per_cell(frame) < 0.8
+    soft = gaussian_blur(to_tensor(small), 0.7)
+
+    def ratio(x):
+        return detail_energy(warp_to_frame(x, frame.matrix, frame.size), frame.mask) / detail_energy(frame.image,
+                                                                                                     frame.mask)
+
+    before, after = ratio(soft), ratio(matched_detail(soft, frame, frame.mask))
+    assert before < 0.4 and abs(after - 1) < 0.02, (before, after)  # a sub-pixel band: 0.6 at most

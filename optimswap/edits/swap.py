@@ -423,7 +423,9 @@ def matched_detail(image: torch.Tensor, frame: Frame, editable: torch.Tensor) ->
     own finer grain is carried by the skin texture): blurred where it is sharper than the source, unsharp-masked
     (at most 3x the band below ~1 frame pixel) where it is softer. Kept pixels (hair, an open mouth) are left out
     of both: their sharp edges would take the whole adjustment and then be restored to the source."""
-    sigma = _pixels_per_cell(frame)
+    # Not below one photo pixel: in a frame finer than the photo (quality preset, a small face) a sub-pixel band holds
+    # almost no detail, and 3x of it left mark -> tony_blair's face at 0.78 of the source's.
+    sigma = max(_pixels_per_cell(frame), 1.0)
     region = warp_from_frame(editable, frame.matrix, *image.shape[-2:]).clamp(0, 1)
 
     def energy(x: torch.Tensor) -> float:
