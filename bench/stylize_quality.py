@@ -69,8 +69,8 @@ def main() -> None:
     args = ap.parse_args()
     pairs = [p.split(":") for p in args.pairs] if args.pairs is not None else [(s, p) for s in STYLES for p in PHOTOS]
     records, sheet = [], []
-    photo, exemplar = FACES / "identities" / PHOTOS[0] / "01.jpg", FACES / "styles" / f"{STYLES[0]}.jpg"
-    print(f"warm-up (imports and model loading, untimed below): {warm_up(photo, exemplar, args.size):.2f} s")
+    seconds = warm_up(FACES / "identities" / PHOTOS[0] / "01.jpg", FACES / "styles" / f"{STYLES[0]}.jpg", args.size)
+    print(f"warm-up (imports and model loading, untimed below): {seconds:.2f} s")
     for style, person in [(s, p) for s in STYLES for p in PHOTOS]:
         photo, exemplar = FACES / "identities" / person / "01.jpg", FACES / "styles" / f"{style}.jpg"
         row = [tile(photo), tile(exemplar)]

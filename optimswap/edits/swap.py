@@ -421,8 +421,9 @@ def matched_detail(image: torch.Tensor, frame: Frame, editable: torch.Tensor) ->
     """The photo ``image`` whose fine detail on the ``editable`` part (1, 1, S, S) of the frame has the source face's
     energy there, both read in the working frame (``detail_energy``: the scale the face was made at; the photo's
     own finer grain is carried by the skin texture): blurred where it is sharper than the source, unsharp-masked
-    (at most 3x the band below ~1 frame pixel) where it is softer. Kept pixels (hair, an open mouth) are left out
-    of both: their sharp edges would take the whole adjustment and then be restored to the source."""
+    (at most 3x the band below ~1 frame pixel, never below one photo pixel) where it is softer. Kept pixels (hair,
+    an open mouth) are left out of both: their sharp edges would take the whole adjustment and then be restored to
+    the source."""
     # Not below one photo pixel: in a frame finer than the photo (quality preset, a small face) a sub-pixel band holds
     # almost no detail, and 3x of it left mark -> tony_blair's face at 0.78 of the source's.
     sigma = max(_pixels_per_cell(frame), 1.0)
