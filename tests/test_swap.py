@@ -32,6 +32,21 @@ def test_lbfgs_lowers_the_total_loss(jennifer, faces):
     assert min(first_round) < first_round[0]
 
 
+@pytest.mark.parametrize("content_from", ["source", "start"])
+def test_the_content_loss_keeps_the_chosen_image(jennifer, faces, content_from):
+    """Content to the start image: zero at the start (the classic swap: the source's pose, the target's face), not at
+    the source; and the other way round for content to the source."""
+    cfg = SWAP.preset("fast", **TINY, content_from=content_from)
+    device = torch.device("cpu")
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    targets = prepare_targets(list_images(faces / "identities" / "angelina"), frame, cfg, device)
+    start = torch.flip(frame.image, dims=[-1])  # any image other than the source
+    objective = swap_objective(targets, cfg, device)(Level(64, frame.image, frame.mask, start))
+    at_source, at_start = (float(objective(x)[1]["content"]) for x in (frame.image, start))
+    kept, other = (at_start, at_source) if content_from == "start" else (at_source, at_start)
+    assert kept < 1e-6 < other
+
+
 def test_swap_keeps_background_and_size(jennifer, faces):
     cfg = SWAP.preset("fast", **TINY)
     result = swap(faces / "identities" / "jennifer" / "01.jpg", faces / "identities" / "angelina", cfg, progress=False)
