@@ -127,6 +127,16 @@ def test_the_brows_are_pulled_to_their_own_tolerance(pushed_out):
     assert jaw < 0.035 and brows > 0.05, (jaw, brows)
 
 
+def test_no_limit_is_below_the_pixel_floor(pushed_out):
+    """Limits of 0.02 eye distances under a floor of 0.07 eye distances in photo pixels (as on a face too small for
+    the detector to place points closer): the pushed-out points stay about the floor out, as with a 0.07 limit."""
+    face, drifted, region, eye = pushed_out
+    cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_floor_px=0.07 * eye,
+                      landmark_passes=1)
+    kept = with_landmarks_kept(drifted, face, region, cfg)
+    assert _drift(kept, face, eye, np.r_[0:27]) > 0.05
+
+
 def test_a_second_pass_lands_closer(pushed_out):
     """The detector finds the warped points a little off their goals; finding and pulling again closes part of the
     gap (0.0311 -> 0.0292 on one 2-core machine; the margin of 0.002 it had failed there by 0.0001, the dlib and
@@ -168,7 +178,7 @@ def test_a_pass_the_detector_reads_no_closer_is_undone(pushed_out, monkeypatch, 
 
 @pytest.mark.parametrize(("name", "value"), [("landmark_tolerance", -0.1), ("landmark_tolerance", 2.0),
                                              ("jaw_tolerance", 0.0), ("brow_tolerance", 0.0),
-                                             ("landmark_passes", 0)])
+                                             ("landmark_floor_px", -1.0), ("landmark_passes", 0)])
 def test_pull_back_options_out_of_range_are_option_errors(name, value):
     from optimswap.errors import OptionError
 

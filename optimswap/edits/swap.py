@@ -126,6 +126,14 @@ class SwapConfig(EditConfig):
     # 0.0377 -> 0.0350), 17 pairs at or above classic as before; at 0.11 (5 pairs) the NME rose again.
     brow_tolerance: float = option(0.08, "Largest drift of the brows' landmarks kept (eye distances).", low=0, high=1,
                                    above=True)
+    # On a small face a limit in eye distances falls below what the detector can tell apart: tony_blair/01's eyes are
+    # 42 px apart, so the jaw's 0.03 is 1.3 px, his jaw points' own spread (p90 under 1-px shifts and re-encoding:
+    # 0.9-2.1 px on the faces with eyes 42-96 px apart). Pulled to it, tony_blair -> deepface_id29's jaw lost 0.03 of
+    # identity. A floor of 2 px acts only on his face among the 5 shared sources: its 4 pairs' id drop 0.276 / 0.299 /
+    # 0.350 / 0.360 -> 0.305 / 0.311 / 0.340 / 0.371 (deepface_id29 / jennifer / angelina / mark), NME mean 0.0267 ->
+    # 0.0276.
+    landmark_floor_px: float = option(2.0, "No landmark limit below this many photo pixels (the detector's "
+                                           "precision).", low=0, high=100)
     landmark_passes: int = option(2, "Most times the landmarks are found again and pulled back.", low=1, high=5)
     # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail, read
     # in the working frame, is brought to the source face's, by a blur or an unsharp mask.
@@ -372,15 +380,17 @@ def _pixels_per_cell(frame: Frame) -> float:
 
 def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
-    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``): the
-    drifted ones are pulled back by a thin-plate-spline warp of the editable part (``editable``, photo-sized), the
-    ring around the face fixed; found and pulled up to ``cfg.landmark_passes`` times, each pass kept only if the
-    landmarks found after it are closer to their limits than before it."""
+    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``; none
+    below ``cfg.landmark_floor_px`` photo pixels): the drifted ones are pulled back by a thin-plate-spline warp of
+    the editable part (``editable``, photo-sized), the ring around the face fixed; found and pulled up to
+    ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to their limits
+    than before it."""
     # Not the inner lips: on a closed mouth they coincide and make the spline's system singular.
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW], limits[BROWS] = cfg.jaw_tolerance, cfg.brow_tolerance
     eye = interocular(face.landmarks)
+    limits = np.maximum(limits, cfg.landmark_floor_px / eye)
 
     def found_points(photo: torch.Tensor) -> np.ndarray | None:
         found = face_at(to_numpy(photo), face.box, cfg.landmarks)
