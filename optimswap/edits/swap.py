@@ -130,8 +130,8 @@ class SwapConfig(EditConfig):
     # 42 px apart, so the jaw's 0.03 is 1.3 px, his jaw points' own spread (p90 under 1-px shifts and re-encoding:
     # 0.9-2.1 px on the faces with eyes 42-96 px apart). Pulled to it, tony_blair -> deepface_id29's jaw lost 0.03 of
     # identity. A floor of 2 px acts only on his face among the 5 shared sources: its 4 pairs' id drop 0.276 / 0.299 /
-    # 0.350 / 0.360 -> 0.305 / 0.311 / 0.340 / 0.371 (deepface_id29 / jennifer / angelina / mark), NME mean 0.0267 ->
-    # 0.0276.
+    # 0.350 / 0.360 -> 0.296 / 0.306 / 0.340 / 0.371 (deepface_id29 / jennifer / angelina / mark), NME mean 0.0267 ->
+    # 0.0292; 20 pairs: 18 at or above classic (was 17), NME 0.0294 -> 0.0299.
     landmark_floor_px: float = option(2.0, "No landmark limit below this many photo pixels (the detector's "
                                            "precision).", low=0, high=100)
     landmark_passes: int = option(2, "Most times the landmarks are found again and pulled back.", low=1, high=5)
