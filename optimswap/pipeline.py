@@ -268,7 +268,12 @@ def composite(photo: torch.Tensor, frame: Frame, result: torch.Tensor, cfg: Edit
     out = laplacian_blend((base + delta).clamp(0, 1), photo, mask, cfg.blend_levels)
     if finish is not None:
         out = finish(out)
-    return out if keep is None else out + keep * (photo - out)
+    return with_kept(out, photo, keep)
+
+
+def with_kept(image: torch.Tensor, photo: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``image`` with the ``keep`` share (see ``Plan.keep``) of each photo pixel restored to the ``photo``'s."""
+    return image if keep is None else image + keep * (photo - image)
 
 
 def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:

@@ -121,6 +121,17 @@ def test_the_jaw_and_the_brows_are_pulled_to_their_own_tolerances(pushed_out, to
     assert jaw < 0.035 and brows > brows_beyond, (jaw, brows)
 
 
+def test_the_pull_back_reads_the_face_as_it_is_shown(pushed_out, jennifer):
+    """The landmarks are found in the composite as delivered (``shown``: kept pixels restored after the finish):
+    shown as the undrifted source, the face has nothing to pull back and comes back as it was; shown as itself, it
+    is pulled."""
+    face, drifted, region, _ = pushed_out
+    cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_passes=1)
+    source = to_tensor(jennifer)
+    assert torch.equal(with_landmarks_kept(drifted, face, region, cfg, lambda image: source), drifted)
+    assert not torch.equal(with_landmarks_kept(drifted, face, region, cfg, lambda image: image), drifted)
+
+
 def test_no_limit_is_below_the_pixel_floor(pushed_out):
     """Limits of 0.02 eye distances under a floor of 0.07 eye distances in photo pixels (as on a face too small for
     the detector to place points closer): the pushed-out points stay about the floor out, as with a 0.07 limit."""
