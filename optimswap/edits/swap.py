@@ -141,11 +141,11 @@ class SwapConfig(EditConfig):
     match_detail: bool = option(True, "Match the swapped face's fine detail to the source photo's.")
     # Content: Gatys et al. 2016 / Korshunova et al. 2017 use relu4_2.
     content_layer: str = option("relu4_2", "Encoder layer of the content loss.")
-    # Content to the start image (the classic swap: the source's pose and expression on the target's face) instead
-    # of the source, whose features also hold the source's identity. 20 shared pairs (with the brows at 0.08):
-    # identity up on 9 pairs and down on 10 (tony_blair -> deepface_id29 0.276 -> 0.302, mark -> angelina 0.317 ->
-    # 0.297), mean id drop 0.336 as before, NME 0.0294 -> 0.0293, 17 pairs at or above classic; the faces look alike.
-    content_from: str = option("source", "Image whose features the content loss keeps: source or start.",
+    # Content to the start image (the classic swap: the source's pose and expression on the target's face) rather
+    # than the source, whose features also hold the source's identity and pull it back. 20 shared pairs, landmarks
+    # found as delivered: 18 pairs at or above classic (was 17; tony_blair -> deepface_id29 0.285 -> 0.302, classic
+    # 0.294), mean id drop 0.338 as before (up on 8 pairs, down on 12), NME 0.0287 -> 0.0291, max 0.0346 -> 0.0340.
+    content_from: str = option("start", "Image whose features the content loss keeps: start or source.",
                                choices=("source", "start"))
     content_weight: float = option(1.0, "Weight of the content loss (keeps the source's pose and expression).", low=0)
     # Patch (CNNMRF) style: Li & Wand 2016 use relu3_1 + relu4_1; relu1_1 + relu2_1 are added because on the
