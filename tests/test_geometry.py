@@ -71,6 +71,10 @@ def test_per_point_tolerances_clip_each_point_to_its_own():
     assert np.allclose(goal, [[0, 5], [0, 2], [0, 2]])
 
 
+# Every pull-back limit at 0.02 eye distances, well inside the 0.08 the fixture pushes the outline out by.
+TIGHT = dict(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02)
+
+
 @pytest.fixture(scope="module")
 def pushed_out(jennifer):
     """jennifer/01 with its jaw and brows pushed 0.08 eye distances outwards: (source face, drifted photo, region
@@ -126,7 +130,7 @@ def test_the_pull_back_reads_the_face_as_it_is_shown(pushed_out, jennifer):
     shown as the undrifted source, the face has nothing to pull back and comes back as it was; shown as itself, it
     is pulled."""
     face, drifted, region, _ = pushed_out
-    cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_passes=1)
+    cfg = SWAP.preset(**TIGHT, landmark_passes=1)
     source = to_tensor(jennifer)
     assert torch.equal(with_landmarks_kept(drifted, face, region, cfg, lambda image: source), drifted)
     assert not torch.equal(with_landmarks_kept(drifted, face, region, cfg, lambda image: image), drifted)
@@ -136,8 +140,7 @@ def test_no_limit_is_below_the_pixel_floor(pushed_out):
     """Limits of 0.02 eye distances under a floor of 0.07 eye distances in photo pixels (as on a face too small for
     the detector to place points closer): the pushed-out points stay about the floor out, as with a 0.07 limit."""
     face, drifted, region, eye = pushed_out
-    cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_floor_px=0.07 * eye,
-                      landmark_passes=1)
+    cfg = SWAP.preset(**TIGHT, landmark_floor_px=0.07 * eye, landmark_passes=1)
     kept = with_landmarks_kept(drifted, face, region, cfg)
     assert _drift(kept, face, eye, np.r_[0:27]) > 0.05
 
@@ -147,8 +150,7 @@ def test_a_second_pass_lands_closer(pushed_out):
     gap (0.0311 -> 0.0292 on one 2-core machine; the margin of 0.002 it had failed there by 0.0001, the dlib and
     torch arithmetic differ a little between CPUs)."""
     face, drifted, region, eye = pushed_out
-    tight = dict(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02)
-    drifts = [_drift(with_landmarks_kept(drifted, face, region, SWAP.preset(**tight, landmark_passes=n)), face, eye,
+    drifts = [_drift(with_landmarks_kept(drifted, face, region, SWAP.preset(**TIGHT, landmark_passes=n)), face, eye,
                      np.r_[0:27]) for n in (1, 2)]
     assert drifts[1] < 0.97 * drifts[0], drifts
 
@@ -161,8 +163,8 @@ def test_passes_resample_the_composite_once(pushed_out):
     def detail(x: torch.Tensor) -> float:
         return float((region * (x - gaussian_blur(x, 1.0))).square().sum())
 
-    one, two = (detail(with_landmarks_kept(drifted, face, region, SWAP.preset(
-        landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_passes=n))) for n in (1, 2))
+    one, two = (detail(with_landmarks_kept(drifted, face, region, SWAP.preset(**TIGHT, landmark_passes=n)))
+                for n in (1, 2))
     assert two > 0.9 * one, (one, two)
 
 
@@ -175,7 +177,7 @@ def test_a_pass_the_detector_reads_no_closer_is_undone(pushed_out, monkeypatch, 
     swap_module = sys.modules[with_landmarks_kept.__module__]
     seen = swap_module.face_at(to_numpy(drifted), face.box, "dlib")
     monkeypatch.setattr(swap_module, "face_at", lambda *args, **kwargs: seen)
-    cfg = SWAP.preset(landmark_tolerance=0.02, jaw_tolerance=0.02, brow_tolerance=0.02, landmark_passes=2)
+    cfg = SWAP.preset(**TIGHT, landmark_passes=2)
     with caplog.at_level("INFO"):
         assert torch.equal(with_landmarks_kept(drifted, face, region, cfg), drifted)
     assert "0 of 2 passes kept" in caplog.text
