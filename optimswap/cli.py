@@ -225,6 +225,14 @@ def edit_cmd(photo, output, preset_name, face_index, overwrite, quiet, save_gene
     if not attr and not direction:
         raise OptionError("attr", "nothing to move: give --attr NAME=STRENGTH (with --directions FILE) or "
                                   "--direction FILE=STRENGTH")
+    if (attr or keep) and not values.get("directions"):  # the library's error cannot name the command that helps
+        from optimswap.gan.directions import parse_move
+
+        names = [parse_move(a, "attr")[0] for a in attr] + list(keep)
+        wanted = " ".join(f"--attr {n}" for n in dict.fromkeys(names))
+        raise OptionError("directions", "named attributes need a file of named directions: make one with optimswap "
+                                        f"directions fit --generator G {wanted} -o DIRS.pt (or directions sefa) and "
+                                        "pass it here")
     values.update(attr=tuple(attr), direction=tuple(direction), keep=tuple(keep))
     record = _run_gan(photo, output, preset_name, face_index, overwrite, quiet, save_generator, values, latent=False)
     moves = ", ".join(f"{m['name']} {m['strength']:+g}" for m in record["moves"])

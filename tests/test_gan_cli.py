@@ -152,7 +152,7 @@ def test_gan_commands_refuse_bad_requests_in_one_line(photo, tmp_path, cli):
                                                                            "values but the generator's W has 32",
         (*base, "--attr", "smile=1", "--directions", tmp_path / "dirs.pt", "--keep", "smile"): "--keep: .*both",
         (*base, "--attr", "frown=1", "--directions", tmp_path / "dirs.pt"): "--attr: .*dirs.pt has no direction "
-                                                                           "'frown' .*directions fit --attr frown",
+                                                                           "'frown' .*fit one for 'frown'",
         (*base, "--latent", tmp_path / "wide.pt", "--direction", f"{tmp_path / 'dirs.pt'}=1"): "--latent: .*wide.pt: "
                                                                                             "expected a latent",
         ("directions", "fit", "-g", g, "--attr", "age", "-o", tmp_path / "d.pt"): "--attr: no scorer for age",

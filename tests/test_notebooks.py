@@ -12,7 +12,7 @@ TINY = {"size": 64, "levels": 1, "iters": 3, "n_targets": 2}
 
 
 @pytest.mark.parametrize("name", ["01_swap_walkthrough.ipynb", "02_ablation.ipynb", "03_stylegan_edits.ipynb",
-                                  "04_stylize.ipynb"])
+                                  "04_stylize.ipynb", "05_makeup.ipynb"])
 def test_notebook_runs_headless(name, tmp_path, monkeypatch, faces):
     monkeypatch.setenv("OPTIMSWAP_FACES", str(faces))
     monkeypatch.setenv("OPTIMSWAP_NB_PRESET", "fast")

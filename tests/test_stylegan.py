@@ -344,7 +344,7 @@ def test_moves_come_from_named_direction_files_and_are_checked(tmp_path):
     assert abs(float(kept @ named["yaw"])) < 1e-6
     errors = {
         "expected NAME=STRENGTH": (["smile"], [], "dirs.pt", []),
-        "need a file of named directions: make one with optimswap directions fit --generator G --attr smile":
+        r"named attributes \(smile\) need a file of named directions":
             (["smile=1"], [], "", []),
         "has no direction 'frown'": (["frown=1"], [], "dirs.pt", []),
         "direction file .*nope.npy not found": ([], ["nope.npy=1"], "", []),

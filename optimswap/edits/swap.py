@@ -149,14 +149,14 @@ class SwapConfig(EditConfig):
                                choices=("source", "start"))
     content_weight: float = option(1.0, "Weight of the content loss (keeps the source's pose and expression).", low=0)
     # Patch (CNNMRF) style: Li & Wand 2016 use relu3_1 + relu4_1; relu1_1 + relu2_1 are added because on the
-    # edge-trained HED features colour is otherwise under-constrained (coloured hatching; ../shared/notes/
-    # calibration.md, measured again in the issue #2 note).
+    # edge-trained HED features colour is otherwise under-constrained (relu3_1 + relu4_1 alone filled the face with
+    # coloured hatching; with all four the faces came out clean).
     style_layers: tuple[str, ...] = option(("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
                                            "Encoder layers of the patch loss, joined by '+'.")
     style_layer_weights: tuple[float, ...] = option((), "Per-layer patch-loss weights joined by '+' (empty = all 1).",
                                                     low=0)
     style_weight: float = option(80.0, "Weight of the restricted CNNMRF patch loss (target identity).", low=0)
-    # tuned on ../shared/faces (issue #2 note): 40 moved identity ~0.13, 80 ~0.17
+    # tuned on the test photos: 40 moved identity (dlib distance to the target set) ~0.13, 80 ~0.17
     # Landmark restriction: a target patch is a candidate only within this distance of the same facial
     # location, as a fraction of the frame side, capped in feature cells to bound the search cost.
     search_window: float = option(0.06, "Patch search window around the same facial location (frame fraction).",
@@ -182,8 +182,8 @@ class SwapConfig(EditConfig):
                                   high=1)
     n_targets: int = option(8, "Use the N target photos whose landmark shape is closest to the source's.", low=1,
                             high=1000)  # Korshunova et al. pick the best-matching target photos by pose
-    # Mean/std colour transfer of the targets to the source face (../shared/notes/calibration.md: keeps the
-    # source's skin tone and lighting).
+    # Mean/std colour transfer of the targets to the source face (per channel inside the face mask): keeps the
+    # source's skin tone and lighting, which the patches would otherwise bring from the target photos.
     color_match_targets: bool = option(True, "Colour-match the target photos to the source face before matching.")
     # Re-shade each target photo to the source's lighting before matching (ratio image on the landmark-fitted
     # face geometry, optimswap/lighting/relight.py): with a side-lit source, front-lit target patches otherwise
@@ -230,7 +230,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 
 PRESETS = {
     "default": SwapConfig(),
-    # Quick look / tests: 64 -> 128 px, the calibration setting of ../shared/notes/calibration.md.
+    # Quick look / tests: 64 -> 128 px, where jennifer/01 -> angelina already moved identity (0.79 -> 0.62 dlib
+    # distance to her mean) in ~13 s on 2 cores.
     "fast": SwapConfig(size=128, iters=40),
     # The working frame at about the face's own resolution (a 400-px face: a 512-px frame), issue #11. One pull-back
     # pass at one tolerance: at the photo's resolution the jaw's and the second pass's warp cost detail and do not

@@ -129,7 +129,7 @@ def load_direction(path: str | Path) -> torch.Tensor:
         named = read_directions(path, "direction")
         if len(named) != 1:
             raise OptionError("direction", f"{path} holds {len(named)} named directions ({', '.join(named)}); "
-                                           "pick one with directions FILE and attr NAME=STRENGTH")
+                                           "pick one by its name from the file of named directions")
         return next(iter(named.values()))
     if not isinstance(raw, (np.ndarray, torch.Tensor)):
         raise OptionError("direction", f"{path}: not a direction file (holds a {type(raw).__name__})")
@@ -185,15 +185,14 @@ def resolve_moves(attr: Sequence[str], direction: Sequence[str], directions: str
     named: dict[str, torch.Tensor] = {}
     if attrs or keep:
         if not directions:
-            wanted = " ".join(f"--attr {n}" for n in dict.fromkeys([n for n, _ in attrs] + list(keep)))
-            raise OptionError("directions", "named attributes need a file of named directions: make one with "
-                                            f"optimswap directions fit --generator G {wanted} -o DIRS.pt (or "
-                                            "directions sefa) and pass it here")
+            wanted = ", ".join(dict.fromkeys([n for n, _ in attrs] + list(keep)))
+            raise OptionError("directions", f"named attributes ({wanted}) need a file of named directions, fitted "
+                                            "on this generator or SeFa's (save_directions)")
         named = read_directions(directions)
         for option, name in [("attr", n) for n, _ in attrs] + [("keep", k) for k in keep]:
             if name not in named:
                 raise OptionError(option, f"{directions} has no direction {name!r} (it has {', '.join(named)}); "
-                                          f"fit one with optimswap directions fit --attr {name}")
+                                          f"fit one for {name!r} on this generator")
         if any(v.numel() != w_dim for v in named.values()):
             raise OptionError("directions", f"{directions}: its directions have {next(iter(named.values())).numel()} "
                                             f"values but the generator's W has {w_dim} (made for another generator)")

@@ -265,6 +265,21 @@ class Generator(nn.Module):
         return self.synthesis(w[:, None].expand(-1, self.num_ws, -1), noises)
 
 
+def untrained_generator(arch: Architecture, seed: int = 0) -> Generator:
+    """A seeded random generator scaled as a trained one draws (images mostly inside [-1, 1], noise strength 0.1,
+    ``w_avg`` of 1000 mappings), in eval mode without gradients. It draws coloured blobs, not faces: for tests and for
+    showing the mechanics of inversion and editing where no trained weights can be had."""
+    torch.manual_seed(seed)
+    g = Generator(arch)
+    with torch.no_grad():
+        for layer in g.synthesis.noise_layers():
+            layer.noise_strength.fill_(0.1)
+        for block in g.synthesis.blocks():
+            block.torgb.weight.mul_(0.25)
+        g.mapping.w_avg.copy_(g.mapping(torch.randn(1000, arch.z_dim)).mean(0))
+    return g.eval().requires_grad_(False)
+
+
 def architecture_of(state: MappingType[str, torch.Tensor], conv_clamp: float | None = 256.0,
                     mapping_lr: float = 0.01) -> Architecture:
     """The architecture a ``G_ema``-named state dict describes (what the weights cannot say is passed in)."""
