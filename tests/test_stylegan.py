@@ -22,6 +22,7 @@ from optimswap.errors import BackendUnavailable, OptimswapError, OptionError
 from optimswap.face import ffhq_quad, find_face, frame_matrix, warp_to_frame
 from optimswap.face.align import apply_matrix, warp_from_frame
 from optimswap.gan import Generator, UnsafeCheckpoint, from_state_dict, load_generator
+from optimswap.gan.checkpoint import save_generator
 from optimswap.gan.directions import (
     MIN_SCORED,
     conditional,
@@ -36,7 +37,6 @@ from optimswap.gan.directions import (
     sefa,
 )
 from optimswap.gan.edit import INVERT_PRESETS, project
-from optimswap.gan.checkpoint import save_generator
 from optimswap.gan.invert import save_latent
 from optimswap.gan.scorers import eye_aspect, landmark_scorer
 from optimswap.io import read_image, to_tensor
@@ -237,15 +237,15 @@ def test_projecting_the_generators_own_image_in_w_plus_reaches_30_db(preset, ite
     assert psnr(fit.image, target) >= 30, preset
 
 
-def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo_bit_exact(faces, tmp_path):
+def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo_bit_exact(faces, tmp_path, device):
     g = tiny_generator(1)
     torch.save({"g_ema": to_rosinality(g), "latent_avg": g.w_avg.clone()}, tmp_path / "g.pt")
     photo = faces / "identities" / "jennifer" / "01.jpg"
     cfg = INVERT_PRESETS["default"].replace(generator=str(tmp_path / "g.pt"), size=32, iters=5, w_avg_samples=100,
-                                            perceptual_weight=0.0, device="cpu")
+                                            perceptual_weight=0.0, pti_steps=2, device=str(device))
     result = run_edit("invert", photo, {}, cfg, progress=False)
     source = read_image(photo)
-    mask = warp_from_frame(result.frame.mask, result.frame.matrix, *source.shape[:2])[0, 0].numpy()
+    mask = warp_from_frame(result.frame.mask, result.frame.matrix, *source.shape[:2])[0, 0].cpu().numpy()
     outside = mask == 0
     assert outside.any() and (~outside).any()
     assert np.array_equal(result.image[outside], source[outside])
@@ -253,7 +253,7 @@ def test_the_invert_edit_pastes_the_rendering_back_leaving_the_rest_of_the_photo
     assert result.latent.shape == (1, g.num_ws, TINY.w_dim) and len(result.noises) == len(g.noise_shapes())
     save_latent(tmp_path / "latent.pt", result.latent, result.noises)
     saved = torch.load(tmp_path / "latent.pt", weights_only=True)
-    assert torch.equal(saved["latent"], result.latent.detach())
+    assert torch.equal(saved["latent"], result.latent.detach().cpu())
 
 
 def test_the_frame_is_ffhqs_quad_crop_with_pils_pixel_convention(jennifer):
