@@ -31,6 +31,8 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -73,13 +75,20 @@ class Check:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def step(self, name: str) -> bool:
-        """Whether there is time left for the step ``name``; when there is not, its row says so."""
-        if self.elapsed() <= self.budget:
-            print(f"[{self.elapsed():6.0f} s] {name}", file=sys.stderr, flush=True)
-            return True
-        self.add({"step": name, "note": f"left out: the {self.budget:.0f} s budget was spent"})
-        return False
+    def run(self, name: str, step: Callable[[], None]) -> None:
+        """Run ``step`` if there is time left; a step that fails gets a row saying so (its traceback in
+        errors.log) and the check goes on: a lent GPU's minutes are not spent twice for one fault."""
+        if self.elapsed() > self.budget:
+            self.add({"step": name, "note": f"left out: the {self.budget:.0f} s budget was spent"})
+            return
+        print(f"[{self.elapsed():6.0f} s] {name}", file=sys.stderr, flush=True)
+        try:
+            step()
+        except Exception as err:
+            with open(self.out / "errors.log", "a") as log:
+                log.write(f"--- {name}\n{traceback.format_exc()}\n")
+            self.add({"step": name, "note": f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]} "
+                                            "(errors.log)"})
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -110,7 +119,7 @@ def table(rows: list[dict], device: torch.device) -> str:
 
 
 def device_tests(check: Check) -> None:
-    """The device fixture's CUDA cases, in a subprocess (its own log)."""
+    """The device fixture's CUDA cases, in a subprocess (its own log), before this process holds GPU memory."""
     command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"]
     t = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -131,19 +140,19 @@ def cost_cases(settings: dict, device: torch.device) -> list[dict]:
     return cases
 
 
-def cost_rows(check: Check, settings: dict) -> None:
-    for case in cost_cases(settings, check.device):
-        name = f"{case['edit']} {case['size']} px" + (f", {case['photos']} photos" if case["photos"] else "") + \
-            (f", FFHQ-{case['resolution']} architecture" if case["edit"] == "invert" else "")
-        if not check.step(name):
-            continue
-        if case["edit"] == "swap":
-            prepare_swap_targets(check.out, case["size"], TARGET_FOLDERS[:1], settings["photos"])
-        r = measure(case, check.out, settings["repeats"])
-        check.add({"step": name, "seconds": r["iteration_s"], "ratio": r["ratio_iteration"],
-                   "peak_mib": r["edit_peak_mib"], "raw": r,
-                   "note": f"per iteration ({r['iters']}, {r['evals_per_iteration']:.2f} evaluations each); "
-                           f"encoder pass {r['encoder_run_s']:.4f} s; set-up {r['setup_s']:.2f} s"})
+def cost_name(case: dict) -> str:
+    return f"{case['edit']} {case['size']} px" + (f", {case['photos']} photos" if case["photos"] else "") + \
+        (f", FFHQ-{case['resolution']} architecture" if case["edit"] == "invert" else "")
+
+
+def cost_row(check: Check, case: dict, settings: dict) -> None:
+    if case["edit"] == "swap":
+        prepare_swap_targets(check.out, case["size"], TARGET_FOLDERS[:1], settings["photos"])
+    r = measure(case, check.out, settings["repeats"])
+    check.add({"step": cost_name(case), "seconds": r["iteration_s"], "ratio": r["ratio_iteration"],
+               "peak_mib": r["edit_peak_mib"], "raw": r,
+               "note": f"per iteration ({r['iters']}, {r['evals_per_iteration']:.2f} evaluations each); "
+                       f"encoder pass {r['encoder_run_s']:.4f} s; set-up {r['setup_s']:.2f} s"})
 
 
 def swap_run(check: Check, settings: dict, preset: str, name: str) -> None:
@@ -242,18 +251,19 @@ def main() -> None:
     check = Check(args.out, device, args.budget)
     print(json.dumps(describe(device)), flush=True)
     if device.type == "cuda":
-        if check.step("device tests"):
-            device_tests(check)
+        check.run("device tests", lambda: device_tests(check))
     else:
         check.add({"step": "device tests", "note": "CUDA only (on the CPU they are the suite's own)"})
-    cost_rows(check, settings)
+    for case in cost_cases(settings, device):
+        check.run(cost_name(case), lambda case=case: cost_row(check, case, settings))
     for preset, name in (("default", "demo"), ("quality", "quality")):
-        if check.step(f"{name} swap"):
-            swap_run(check, settings, preset, name)
-    if device.type == "cuda" and check.step("TF32"):
-        tf32_row(check, settings)
+        check.run(f"{name} swap", lambda preset=preset, name=name: swap_run(check, settings, preset, name))
+    if device.type == "cuda":
+        check.run("TF32", lambda: tf32_row(check, settings))
     print(table(check.rows, device))
     print(f"{check.elapsed():.0f} s; wrote {args.out / 'gpu_check.md'} and {args.out / 'gpu_check.json'}")
+    if any("FAILED" in r.get("note", "") for r in check.rows):
+        raise SystemExit("gpu_check: a step failed (see the table and errors.log)")
 
 
 if __name__ == "__main__":

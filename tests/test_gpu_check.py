@@ -22,6 +22,7 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_writes_one_table(tmp_path)
     for start in ("device tests", "swap 64 px, 2 photos", "makeup 64 px", "stylize 64 px", "invert 32 px",
                   "demo swap", "quality swap"):
         assert sum(s.startswith(start) for s in steps) == 1, (start, steps)
+    assert not [r for r in rows if "FAILED" in r.get("note", "")]
     measured = [r for r in rows if r["step"] != "device tests"]
     assert all(r["seconds"] > 0 and 0 < r["ratio"] < float("inf") and r["peak_mib"] >= 0 for r in measured)
     table = (tmp_path / "gpu_check.md").read_text()
