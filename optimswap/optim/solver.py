@@ -191,8 +191,9 @@ class LBFGS:
             return loss, _flat([p.grad for p in params], params)
 
         x = _flat([p.detach() for p in params], params)
-        # (s, y, 1/y.s); the scalars stay on the device as 0-d tensors: a float() each would be a GPU sync, a hundred
-        # per iteration in the two-loop recursion with a full memory.
+        # (s, y, 1/y.s); the scalars stay on the device as 0-d float64 tensors: a float() each would be a GPU sync,
+        # a hundred per iteration in the two-loop recursion with a full memory (float64: the arithmetic of the
+        # Python floats they replace, so results stay as they were).
         memory: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=self.history_size)
         loss = gradient = None
         scale: float | torch.Tensor = 1.0  # the initial inverse Hessian's, y.s / y.y of the newest pair
@@ -226,10 +227,10 @@ class LBFGS:
             _assign(params, x)
             if not refreshed:
                 y = new_gradient - gradient
-                ys = y.dot(s)
+                ys = y.dot(s).double()
                 if ys > 1e-10:
                     memory.append((s, y, 1.0 / ys))
-                    scale = ys / y.dot(y)
+                    scale = ys / y.dot(y).double()
             converged = float(s.abs().max()) <= self.TOLERANCE_CHANGE or abs(new_loss - loss) < self.TOLERANCE_CHANGE
             loss, gradient = new_loss, new_gradient
             it += 1
@@ -246,12 +247,12 @@ class LBFGS:
         q = gradient.neg()
         alphas = []
         for s, y, rho in reversed(memory):
-            alpha = s.dot(q) * rho
-            q.addcmul_(y, alpha, value=-1)
+            alpha = s.dot(q).double() * rho
+            q.sub_(y * alpha.to(q.dtype))
             alphas.append(alpha)
         r = q.mul_(scale)
         for (s, y, rho), alpha in zip(memory, reversed(alphas), strict=True):
-            r.addcmul_(s, alpha - y.dot(r) * rho)
+            r.add_(s * (alpha - y.dot(r).double() * rho).to(r.dtype))
         return r
 
 
