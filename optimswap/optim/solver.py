@@ -248,11 +248,11 @@ class LBFGS:
         alphas = []
         for s, y, rho in reversed(memory):
             alpha = s.dot(q).double() * rho
-            q.sub_(y * alpha.to(q.dtype))
+            q.addcmul_(y, alpha.to(q.dtype), value=-1)  # in place: no image-sized temporary per memory pair
             alphas.append(alpha)
         r = q.mul_(scale)
         for (s, y, rho), alpha in zip(memory, reversed(alphas), strict=True):
-            r.add_(s * (alpha - y.dot(r).double() * rho).to(r.dtype))
+            r.addcmul_(s, (alpha - y.dot(r).double() * rho).to(r.dtype))
         return r
 
 
