@@ -24,7 +24,7 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_writes_one_table(tmp_path)
         assert sum(s.startswith(start) for s in steps) == 1, (start, steps)
     assert not [r for r in rows if "FAILED" in r.get("note", "")]
     measured = [r for r in rows if r["step"] != "device tests"]
-    assert all(r["seconds"] > 0 and 0 < r["ratio"] < float("inf") and r["peak_mib"] >= 0 for r in measured)
+    assert all(r["seconds"] > 0 and 0 < r["ratio"] < float("inf") and r.get("peak_mib", 0) >= 0 for r in measured)
     tf32 = next(r for r in rows if r["step"].startswith("encoder pass with TF32"))
     assert tf32["features_difference"] == 0 == tf32["gradient_difference"]  # no TF32 on a CPU
     table = (tmp_path / "gpu_check.md").read_text()
