@@ -2,7 +2,7 @@
 at the same size (the same layers the objective reads), and peak memory; a table, a CSV and a plot.
 
 python bench/edit_cost.py [--edits swap swap-quality makeup stylize invert] [--sizes 128 256 512]
-                          [--photos 1 4 8 16] [--iters N] [--out out/edit_cost]
+                          [--photos 1 4 8 16] [--iters N] [--device cpu|cuda] [--out out/edit_cost]
 
 Each case runs in a fresh subprocess at one pyramid level of the given size (as the finest level of a run):
 - evaluation: the objective's forward + backward at fixed patch matches (median of ``--repeats``, alternated with
@@ -19,11 +19,13 @@ Each case runs in a fresh subprocess at one pyramid level of the given size (as 
 - peak memory: growth of the subprocess's peak resident set (/proc/self/status VmHWM; before each part, freed
   heap memory is given back with malloc_trim and the peak reset through /proc/self/clear_refs) over its resident
   set then: the edit's from before its objective is built (set-up, evaluations and solver), the encoder pass's
-  with the objective built.
+  with the objective built. On CUDA the same growths of the GPU memory PyTorch allocated (its peak statistics), and
+  every timed part ends with a synchronisation.
 swap: jennifer/01 onto angelina's 8 photos (the K closest in shape, as the swap picks them); 16 photos are
 angelina's 8 followed by tony_blair's 8. swap-quality: the quality preset at its own size (512, 8 photos).
 makeup: plain/01 with makeup/01. stylize: jennifer/01 in the medium of styles/01. invert: the W+ projector on
-the FFHQ-256 StyleGAN2 architecture with random weights (no download), Adam, its rendering resized to the size.
+the FFHQ-256 StyleGAN2 architecture with random weights (no download), Adam, its rendering resized to the size (a
+case may name another architecture: ``resolution`` and ``channel_base``, e.g. FFHQ-1024's 1024 and 32768).
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ from common import FACES, REPO
 EDITS = ("swap", "swap-quality", "makeup", "stylize", "invert")
 SOURCE = FACES / "identities" / "jennifer" / "01.jpg"
 TARGET_FOLDERS = (FACES / "identities" / "angelina", FACES / "identities" / "tony_blair")
+CPU = torch.device("cpu")
 INVERT_ITERS = 3  # Adam: one evaluation per step and nothing to amortise; a step of the generator is slow on CPU
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a CUDA timing ends only when the GPU is done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rss_mib() -> float:
@@ -62,18 +71,32 @@ def peak_rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB
 
 
-def reset_peak() -> float:
-    """Start a new peak at the resident set now (Linux: /proc/self/clear_refs); returns it. Freed heap memory goes
-    back to the system first, so that what the next part allocates shows as growth."""
+def reset_peak(device: torch.device = CPU) -> float:
+    """Start a new peak at the memory in use now (CPU: the resident set, through Linux's /proc/self/clear_refs;
+    CUDA: PyTorch's allocated GPU memory); returns it. Freed heap memory goes back to the system first, so that
+    what the next part allocates shows as growth."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return rss_mib()
 
 
-def seconds(fn) -> float:
+def peak_mib(device: torch.device = CPU) -> float:
+    """The peak since the last ``reset_peak`` (see there)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mib()
+
+
+def seconds(fn, device: torch.device = CPU) -> float:
+    synchronize(device)
     t = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - t
 
 
@@ -84,9 +107,11 @@ def target_cache(out: Path, size: int) -> Path:
     return out / "cache" / f"swap-targets-{size}.pt"
 
 
-def prepare_swap_targets(out: Path, size: int) -> None:
+def prepare_swap_targets(out: Path, size: int, folders: tuple[Path, ...] = TARGET_FOLDERS,
+                         photos: int | None = None) -> None:
     """Frame and warped target photos at ``size``, once for every photo count: angelina's best-first, then
-    tony_blair's (the first K of angelina's are the swap's own choice of K)."""
+    tony_blair's (the first K of angelina's are the swap's own choice of K); ``photos``: only the first of each
+    folder (a quick check)."""
     from optimswap.edits.swap import SWAP, prepare_targets
     from optimswap.face import find_face
     from optimswap.io import list_images, read_image, to_tensor
@@ -98,72 +123,74 @@ def prepare_swap_targets(out: Path, size: int) -> None:
     cfg = SWAP.preset().replace(size=size, device="cpu")
     photo = read_image(SOURCE)
     frame = make_frame(to_tensor(photo), find_face(photo), cfg, SWAP.mask)
-    sets = [prepare_targets(list_images(folder), frame, cfg.replace(n_targets=1000), torch.device("cpu"))
-            for folder in TARGET_FOLDERS]
+    sets = [prepare_targets(list_images(folder)[:photos], frame, cfg.replace(n_targets=1000), torch.device("cpu"))
+            for folder in folders]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"frame": frame, "images": torch.cat([s.images for s in sets]),
                 "valid": torch.cat([s.valid for s in sets])}, path)
 
 
-def swap_case(case: dict, out: Path):
+def swap_case(case: dict, out: Path, device: torch.device):
     from optimswap.edits.swap import SWAP, TargetSet, swap_objective
     from optimswap.pipeline import Level, MaskedPixels
 
-    cfg = SWAP.preset(case["preset"]).replace(size=case["size"], n_targets=case["photos"], device="cpu")
+    cfg = SWAP.preset(case["preset"]).replace(size=case["size"], n_targets=case["photos"], device=device.type)
     saved = torch.load(target_cache(out, case["size"]), weights_only=False)
     k = case["photos"]
     if saved["images"].shape[0] < k:
         raise SystemExit(f"{k} photos asked, {saved['images'].shape[0]} prepared")
     frame = saved["frame"]
-    targets = TargetSet(saved["images"][:k], saved["valid"][:k], [], [], None, None, None)
-    level = Level(cfg.size, frame.image, frame.mask, frame.image)
-    return cfg, level, swap_objective(targets, cfg, torch.device("cpu")), MaskedPixels()
+    targets = TargetSet(saved["images"][:k].to(device), saved["valid"][:k].to(device), [], [], None, None, None)
+    level = Level(cfg.size, frame.image.to(device), frame.mask.to(device), frame.image.to(device))
+    return cfg, level, swap_objective(targets, cfg, device), MaskedPixels()
 
 
-def makeup_case(case: dict, out: Path):
+def makeup_case(case: dict, out: Path, device: torch.device):
     from optimswap.edits.makeup import MAKEUP, align_reference, makeup_objective
     from optimswap.face import find_face
     from optimswap.io import read_image, to_tensor
     from optimswap.pipeline import Level, MaskedPixels, make_frame
 
-    cfg = MAKEUP.preset().replace(size=case["size"], device="cpu")
+    cfg = MAKEUP.preset().replace(size=case["size"], device=device.type)
     plain, reference = read_image(FACES / "makeup" / "plain" / "01.jpg"), read_image(FACES / "makeup" / "makeup" /
                                                                                      "01.jpg")
-    frame = make_frame(to_tensor(plain), find_face(plain), cfg, MAKEUP.mask)
-    ref, inside = align_reference(reference, find_face(reference), frame, cfg, "cpu")
+    frame = make_frame(to_tensor(plain, device), find_face(plain), cfg, MAKEUP.mask)
+    ref, inside = align_reference(reference, find_face(reference), frame, cfg, device)
     level = Level(cfg.size, frame.image, frame.mask, frame.image)
-    return cfg, level, makeup_objective(ref, inside, frame, cfg, torch.device("cpu")), MaskedPixels()
+    return cfg, level, makeup_objective(ref, inside, frame, cfg, device), MaskedPixels()
 
 
-def stylize_case(case: dict, out: Path):
+def stylize_case(case: dict, out: Path, device: torch.device):
     from optimswap.edits.stylize import STYLIZE, make_guides, preview, stylize_objective
     from optimswap.face import find_face
     from optimswap.io import read_image, to_tensor
     from optimswap.pipeline import Level, MaskedPixels, make_frame
 
-    cfg = STYLIZE.preset().replace(size=case["size"], device="cpu")
+    cfg = STYLIZE.preset().replace(size=case["size"], device=device.type)
     photo, style = read_image(SOURCE), read_image(FACES / "styles" / "01.jpg")
-    frame = make_frame(to_tensor(photo), find_face(photo), cfg, STYLIZE.mask)
+    frame = make_frame(to_tensor(photo, device), find_face(photo), cfg, STYLIZE.mask)
     guides = make_guides(style, find_face(style), frame, cfg)
     level = Level(cfg.size, frame.image, frame.mask, preview(guides, cfg))
-    return cfg, level, stylize_objective(guides, frame, cfg, torch.device("cpu")), MaskedPixels()
+    return cfg, level, stylize_objective(guides, frame, cfg, device), MaskedPixels()
 
 
-def invert_case(case: dict, out: Path):
+def invert_case(case: dict, out: Path, device: torch.device):
     from optimswap.gan import Architecture, Generator
     from optimswap.gan.edit import INVERT_PRESETS
     from optimswap.gan.invert import projection, projection_objective
     from optimswap.pipeline import Level
 
     torch.manual_seed(0)
-    # NVlabs paper256 FFHQ config (bench/stylegan_step.py): channel_base 16384, 8 mapping layers of 512.
-    g = Generator(Architecture.nvlabs(256, 16384)).eval().requires_grad_(False)
-    cfg = INVERT_PRESETS["default"].replace(size=case["size"], iters=INVERT_ITERS, w_avg_samples=1000, device="cpu")
-    target = torch.rand(1, 3, cfg.size, cfg.size)
-    parameterization, render = projection(g, cfg, torch.device("cpu"))
+    # NVlabs paper256 FFHQ config (bench/stylegan_step.py): channel_base 16384, 8 mapping layers of 512; their
+    # FFHQ-1024: 1024 px, channel_base 32768.
+    arch = Architecture.nvlabs(case.get("resolution", 256), case.get("channel_base", 16384))
+    g = Generator(arch).eval().requires_grad_(False).to(device)
+    cfg = INVERT_PRESETS["default"].replace(size=case["size"], iters=INVERT_ITERS, w_avg_samples=1000,
+                                            device=device.type)
+    target = torch.rand(1, 3, cfg.size, cfg.size, device=device)
+    parameterization, render = projection(g, cfg, device)
     level = Level(cfg.size, target, torch.ones_like(target[:, :1]), target)
-    return cfg, level, projection_objective(cfg, torch.device("cpu"), target, parameterization, render), \
-        parameterization
+    return cfg, level, projection_objective(cfg, device, target, parameterization, render), parameterization
 
 
 CASES = {"swap": swap_case, "swap-quality": swap_case, "makeup": makeup_case, "stylize": stylize_case,
@@ -175,18 +202,24 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     from optimswap.features import load_encoder
     from optimswap.optim import make_solver
 
-    cfg, level, build, parameterization = CASES[case["edit"]](case, out)
-    encoder = load_encoder(cfg.encoder, "cpu")
-    base = reset_peak()
-    t = time.perf_counter()
-    objective = build(level)
-    setup_s = time.perf_counter() - t
-    build_peak = peak_rss_mib() - base
-    bare = encoder_pass(encoder, level.size, objective.layers)
-    before_encoder = reset_peak()
-    bare()  # also the warm-up: first-call allocations stay out of the timings
-    encoder_peak = peak_rss_mib() - before_encoder
-    reset_peak()
+    device = torch.device(case.get("device", "cpu"))
+    cfg, level, build, parameterization = CASES[case["edit"]](case, out, device)
+    encoder = load_encoder(cfg.encoder, device)
+    base = reset_peak(device)
+    objective = None
+
+    def make():
+        nonlocal objective
+        objective = build(level)
+
+    setup_s = seconds(make, device)
+    assert objective is not None
+    build_peak = peak_mib(device) - base
+    bare = encoder_pass(encoder, level.size, objective.layers, device)
+    before_encoder = reset_peak(device)
+    bare()  # also the warm-up: first-call allocations (and cuDNN's algorithm search) stay out of the timings
+    encoder_peak = peak_mib(device) - before_encoder
+    reset_peak(device)
     params = parameterization.start(level)
     for p in params:
         p.requires_grad_(True)
@@ -200,8 +233,8 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     evaluation()  # the warm-up, which also makes the first patch matches
     encoder_times, evaluation_times = [], []
     for _ in range(repeats):  # alternated, so that both see the same conditions
-        encoder_times.append(seconds(bare))
-        evaluation_times.append(seconds(evaluation))
+        encoder_times.append(seconds(bare, device))
+        evaluation_times.append(seconds(evaluation, device))
     iters = case["iters"] or cfg.iters
     # A short run first: the solver's own first-run allocations stay out, as for the evaluations.
     make_solver(cfg).run(parameterization.start(level), parameterization.render, objective, 2, progress=False)
@@ -210,12 +243,15 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
     def encoder_block() -> float:
         """Mean seconds of a block of bare passes, a quarter of the run's length: the machine's speed around it."""
         n = max(repeats, iters // 4)
-        return seconds(lambda: [bare() for _ in range(n)]) / n
+        return seconds(lambda: [bare() for _ in range(n)], device) / n
 
     encoder_before = encoder_block()
-    t = time.perf_counter()
-    history = make_solver(cfg).run(params, parameterization.render, objective, iters, progress=False)
-    iteration_s = (time.perf_counter() - t) / iters
+    history: list[dict] = []
+
+    def solve():
+        history.extend(make_solver(cfg).run(params, parameterization.render, objective, iters, progress=False))
+
+    iteration_s = seconds(solve, device) / iters
     encoder_run_s = (encoder_before + encoder_block()) / 2
     encoder_s = statistics.median(encoder_times)
     evaluation_s = statistics.median(evaluation_times)
@@ -223,13 +259,13 @@ def measure(case: dict, out: Path, repeats: int) -> dict:
             "encoder_run_s": encoder_run_s, "evaluation_s": evaluation_s, "iteration_s": iteration_s,
             "evals_per_iteration": len(history) / iters, "ratio_evaluation": evaluation_s / encoder_s,
             "ratio_iteration": iteration_s / encoder_run_s,
-            "edit_peak_mib": max(build_peak, peak_rss_mib() - base), "encoder_peak_mib": encoder_peak,
-            "threads": torch.get_num_threads()}
+            "edit_peak_mib": max(build_peak, peak_mib(device) - base), "encoder_peak_mib": encoder_peak,
+            "threads": torch.get_num_threads(), "device": str(device)}
 
 
-def encoder_pass(encoder, size: int, layers: list[str]):
+def encoder_pass(encoder, size: int, layers: list[str], device: torch.device = CPU):
     """The floor of an evaluation: the encoder's forward to ``layers`` and backward to the image."""
-    x = torch.rand(1, 3, size, size, requires_grad=True)
+    x = torch.rand(1, 3, size, size, device=device, requires_grad=True)
 
     def run():
         x.grad = None
@@ -249,15 +285,15 @@ def plan(args) -> list[dict]:
 
             quality = SWAP.preset("quality")
             cases.append({"edit": edit, "preset": "quality", "size": quality.size, "photos": quality.n_targets,
-                          "iters": args.iters})
+                          "iters": args.iters, "device": args.device})
             continue
         for size in args.sizes:
             if edit == "swap":
-                cases += [{"edit": edit, "preset": "default", "size": size, "photos": k, "iters": args.iters}
-                          for k in args.photos]
+                cases += [{"edit": edit, "preset": "default", "size": size, "photos": k, "iters": args.iters,
+                           "device": args.device} for k in args.photos]
             else:
                 cases.append({"edit": edit, "size": size, "photos": 0,
-                              "iters": INVERT_ITERS if edit == "invert" else args.iters})
+                              "iters": INVERT_ITERS if edit == "invert" else args.iters, "device": args.device})
     return cases
 
 
@@ -331,6 +367,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, help=f"solver iterations per case (default: a level's, the preset's iters; "
                                               f"invert: {INVERT_ITERS})")
     ap.add_argument("--repeats", type=int, default=3, help="timed encoder passes and evaluations per case")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--out", type=Path, default=REPO / "out" / "edit_cost")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in the subprocess
     args = ap.parse_args()
@@ -341,8 +378,10 @@ def main() -> None:
     cases = plan(args)
     for size in sorted({c["size"] for c in cases if c["edit"].startswith("swap")}):
         prepare_swap_targets(args.out, size)
-    print(f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads; iterations per case: "
-          f"{args.iters or 'a level of the preset'} (invert {INVERT_ITERS}); medians of {args.repeats}")
+    where = (torch.cuda.get_device_name() if args.device == "cuda" else
+             f"CPU, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads")
+    print(f"{where}; iterations per case: {args.iters or 'a level of the preset'} (invert {INVERT_ITERS}); "
+          f"medians of {args.repeats}")
     print("| edit | size | photos | s / evaluation | s / iteration | evals / iteration | encoder s (beside evaluations "
           "/ run) | ratio / evaluation | ratio / iteration | set-up s | peak MiB edit | peak MiB encoder |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

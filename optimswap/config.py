@@ -94,6 +94,9 @@ class EditConfig:
     blend_levels: int = option(4, "Laplacian-pyramid blending levels (Burt & Adelson 1983).", low=1, high=10)
     seed: int = option(0, "Random seed (results are reproducible from it).", low=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    # PyTorch lets cuDNN use TF32 by default: off here until its effect on the results is measured (docs/gpu.md).
+    tf32: bool = option(False, "CUDA: convolutions (encoder, generator) in TF32, faster on Ampere and later GPUs; "
+                               "off: full float32.")
 
     # Short option names accepted by ablation grids, per edit (subclasses extend it).
     ALIASES: ClassVar[dict[str, str]] = {}

@@ -12,6 +12,23 @@ from optimswap.io import read_image
 os.environ.setdefault("OPTIMSWAP_FACES", str(Path(__file__).resolve().parents[2] / "shared" / "faces"))
 
 
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request) -> torch.device:
+    """The tests that matter on a GPU (objective gradients, solver, patch loss, composite, each edit end to end) take
+    this: they run on the CPU, and again on CUDA where there is a GPU (skipped elsewhere)."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    return torch.device(request.param)
+
+
+def pytest_collection_modifyitems(items):
+    """The CUDA cases carry the ``cuda`` marker, so that ``pytest -m cuda`` runs just them."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("device") == "cuda":
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture(scope="session")
 def faces() -> Path:
     root = Path(os.environ["OPTIMSWAP_FACES"])

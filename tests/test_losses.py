@@ -26,7 +26,7 @@ def explicit_patch_loss(x, targets, m, weight):
     k, c, h, w = targets.shape
     px = F.unfold(x, 3, padding=1).reshape(c * 9, h, w)
     pt = F.unfold(targets, 3, padding=1).reshape(k, c * 9, h, w)
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     chosen = pt[m.k, :, ys + m.dy, xs + m.dx].permute(2, 0, 1)
     return ((weight * m.found) * ((px - chosen) ** 2).sum(0)).sum()
 
@@ -65,12 +65,12 @@ def test_invalid_target_cells_are_never_matched():
     assert (m.k[m.found] == 1).all()
 
 
-def test_voted_loss_equals_explicit_patch_loss_and_gradient():
+def test_voted_loss_equals_explicit_patch_loss_and_gradient(device):
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 5, 9, 9, generator=g, dtype=torch.float64)
-    targets = torch.randn(3, 5, 9, 9, generator=g, dtype=torch.float64)
-    weight = torch.rand(9, 9, generator=g, dtype=torch.float64)
-    m = nearest_patches(x.float(), targets.float(), torch.ones(3, 1, 9, 9), radius=1)
+    x = torch.randn(1, 5, 9, 9, generator=g, dtype=torch.float64).to(device)
+    targets = torch.randn(3, 5, 9, 9, generator=g, dtype=torch.float64).to(device)
+    weight = torch.rand(9, 9, generator=g, dtype=torch.float64).to(device)
+    m = nearest_patches(x.float(), targets.float(), torch.ones(3, 1, 9, 9, device=device), radius=1)
     voted = vote(target_rows(targets), m, weight)
     y = x.clone().requires_grad_(True)
     fast = voted.loss(y)
@@ -82,12 +82,12 @@ def test_voted_loss_equals_explicit_patch_loss_and_gradient():
     assert torch.allclose(gf, gs, rtol=1e-9, atol=1e-12)
 
 
-def test_patch_loss_gradcheck_and_zero_at_target():
+def test_patch_loss_gradcheck_and_zero_at_target(device):
     g = torch.Generator().manual_seed(4)
-    targets = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
-    loss = PatchStyleLoss(targets, torch.ones(2, 1, 6, 6, dtype=torch.float64), torch.ones(6, 6, dtype=torch.float64),
-                          1, 1.0)
-    x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64).to(device)
+    ones = torch.ones(2, 1, 6, 6, dtype=torch.float64, device=device)
+    loss = PatchStyleLoss(targets, ones, ones[0, 0], 1, 1.0)
+    x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64).to(device).requires_grad_()
     loss.refresh(x)
     assert torch.autograd.gradcheck(loss, (x,))
     same = targets[1:2].clone()
@@ -95,14 +95,14 @@ def test_patch_loss_gradcheck_and_zero_at_target():
     assert loss(same).item() == pytest.approx(0.0, abs=1e-10)
 
 
-def test_content_and_tv_gradcheck():
+def test_content_and_tv_gradcheck(device):
     g = torch.Generator().manual_seed(5)
-    a = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64)
+    a = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64).to(device)
     assert torch.autograd.gradcheck(lambda t: content_loss(t, b), (a,))
     assert torch.autograd.gradcheck(tv_loss, (a,))
     assert content_loss(b, b).item() == 0.0
-    assert tv_loss(torch.ones(1, 3, 5, 5)).item() == 0.0
+    assert tv_loss(torch.ones(1, 3, 5, 5, device=device)).item() == 0.0
 
 
 def test_shape_errors():
@@ -250,7 +250,7 @@ def test_box_mean_is_avg_pool_to_the_bit(dtype):
         assert torch.equal(_mean3(x), F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True))
 
 
-def test_window_search_equals_brute_force_and_can_be_repeated():
+def test_window_search_equals_brute_force_and_can_be_repeated(device):
     """The restricted search with its targets prepared once: the written-out search within the window, for every
     image searched against them."""
     g = torch.Generator().manual_seed(12)
@@ -259,10 +259,10 @@ def test_window_search_equals_brute_force_and_can_be_repeated():
     valid = (torch.rand(3, 1, h, w, generator=g) > 0.15).double()
     region = torch.zeros(h, w, dtype=torch.bool)
     region[2:8, 1:6] = torch.rand(6, 5, generator=g) > 0.2
-    search = WindowSearch(targets, valid, radius, region)
+    search = WindowSearch(targets.to(device), valid.to(device), radius, region.to(device))
     for _ in range(2):
         x = torch.randn(1, 5, h, w, generator=g, dtype=torch.float64)
-        m = search(x)
+        m = search(x.to(device))
         expected = brute_force_global(x, targets, valid, region, radius)
         assert {(int(y), int(x_)) for y, x_ in m.found.nonzero()} == set(expected)
         for (y, x_), (score, k, dy, dx) in expected.items():
@@ -360,18 +360,18 @@ def test_luminance_loss_ignores_the_tone_and_changes_lightness_not_hue():
     assert torch.autograd.gradcheck(small_loss, (small,), eps=1e-6, atol=1e-5)
 
 
-def test_gram_loss_gradcheck_zero_at_target_and_blind_outside_the_mask():
+def test_gram_loss_gradcheck_zero_at_target_and_blind_outside_the_mask(device):
     g = torch.Generator().manual_seed(3)
-    target = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64)
-    mask = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    target = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64).to(device)
+    mask = torch.zeros(1, 1, 6, 6, dtype=torch.float64, device=device)
     mask[..., 1:5, 2:6] = 1
     loss = GramLoss(target, mask)
-    x = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 4, 6, 6, generator=g, dtype=torch.float64).to(device).requires_grad_()
     assert torch.autograd.gradcheck(loss, (x,))
     # The Gram matrix forgets where things are: the target's masked positions shuffled cost nothing.
     inside = target[..., 1:5, 2:6].flatten(2)
     shuffled = target.clone()
-    shuffled[..., 1:5, 2:6] = inside[..., torch.randperm(16, generator=g)].reshape(1, 4, 4, 4)
+    shuffled[..., 1:5, 2:6] = inside[..., torch.randperm(16, generator=g).to(device)].reshape(1, 4, 4, 4)
     assert loss(shuffled).item() < 1e-20
     outside = shuffled.clone()
     outside[..., 0, :] = 100

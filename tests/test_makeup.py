@@ -214,11 +214,11 @@ def test_degree_zero_returns_the_input(makeup_dir):
     assert np.abs(res.image.astype(int) - read_image(plain)).max() <= 1
 
 
-def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir, tmp_path):
+def test_makeup_moves_lip_colour_to_the_reference_and_keeps_the_rest(makeup_dir, tmp_path, device):
     """Scored by ``optimswap eval``'s makeup metrics from the run record."""
     out = tmp_path / "m.png"
     run_to_files("makeup", makeup_dir / "plain" / "01.jpg", {"reference": makeup_dir / "makeup" / "01.jpg"}, out,
-                 MAKEUP.preset(**TINY), progress=False)
+                 MAKEUP.preset(**TINY, device=str(device)), progress=False)
     row = evaluate_record(out.with_suffix(".json"))
     assert row["edit"] == "makeup" and not row["error"]
     assert row["lips_after"] < 0.7 * row["lips_before"]

@@ -180,9 +180,9 @@ def test_ramped_lr_schedule():
 
 
 @pytest.mark.parametrize("solver, iters", [(LBFGS(refresh_every=5), 40), (Adam(lr=0.1, refresh_every=5), 500)])
-def test_solvers_minimise_a_convex_quadratic(solver, iters):
-    a, c = spd(4, 10.0, seed=1), torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64)
-    p = torch.zeros(4, dtype=torch.float64)
+def test_solvers_minimise_a_convex_quadratic(solver, iters, device):
+    a, c = spd(4, 10.0, seed=1).to(device), torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64, device=device)
+    p = torch.zeros(4, dtype=torch.float64, device=device)
     objective = Quadratic(a, c)
     start = objective.value(p)
     history = solver.run([p], lambda: p, objective, iters, progress=False)
@@ -529,11 +529,13 @@ def edit_config(color_match: bool) -> EditConfig:
 
 
 @pytest.mark.parametrize("color_match", [False, True])
-def test_composite_is_the_photo_outside_the_mask_and_for_an_unchanged_frame(scene, color_match):
+def test_composite_is_the_photo_outside_the_mask_and_for_an_unchanged_frame(scene, color_match, device):
     photo_u8, photo, frame, photo_mask = scene
+    photo, photo_mask = photo.to(device), photo_mask.to(device)
+    frame = dataclasses.replace(frame, image=frame.image.to(device), mask=frame.mask.to(device))
     outside = (photo_mask == 0).expand_as(photo)
     assert 0.1 < outside.float().mean() < 0.9
-    noise = torch.rand(frame.image.shape, generator=torch.Generator().manual_seed(16))
+    noise = torch.rand(frame.image.shape, generator=torch.Generator().manual_seed(16)).to(device)
     changed = composite(photo, frame, noise, edit_config(color_match))
     assert torch.equal(changed[outside], photo[outside])  # bit for bit where the warped mask is 0
     assert (changed - photo).abs()[~outside].mean() > 0.05  # and the noise did arrive inside

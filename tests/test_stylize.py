@@ -27,9 +27,9 @@ def style(faces) -> np.ndarray:
     return read_image(faces / "styles" / "01.jpg")
 
 
-def _guides(photo, style, size):
+def _guides(photo, style, size, device="cpu"):
     cfg = STYLIZE.preset(size=size)
-    frame = make_frame(to_tensor(photo), find_face(photo), cfg, STYLIZE.mask)
+    frame = make_frame(to_tensor(photo, device), find_face(photo), cfg, STYLIZE.mask)
     return cfg, frame, make_guides(style, find_face(style), frame, cfg)
 
 
@@ -106,11 +106,10 @@ def test_the_preview_follows_the_photos_features_not_the_exemplars(jennifer, sty
     assert likeness(cfg) > likeness(cfg.replace(chunk=0.016, chunk_search=0.02)) + 0.03
 
 
-def test_optimization_lowers_the_style_distance(jennifer, style):
-    cfg, frame, guides = _guides(jennifer, style, 64)
-    encoder = load_encoder(cfg.encoder, "cpu")
-    objective = stylize_objective(guides, frame, cfg, torch.device("cpu"))(Level(64, frame.image, frame.mask,
-                                                                                 frame.image))
+def test_optimization_lowers_the_style_distance(jennifer, style, device):
+    cfg, frame, guides = _guides(jennifer, style, 64, device)
+    encoder = load_encoder(cfg.encoder, device)
+    objective = stylize_objective(guides, frame, cfg, device)(Level(64, frame.image, frame.mask, frame.image))
     param = frame.image.clone()
     LBFGS(refresh_every=5).run([param], lambda: frame.image + frame.mask * (param - frame.image), objective, 10,
                                progress=False)
@@ -136,12 +135,13 @@ def test_the_gram_term_brings_the_exemplars_statistics_closer_than_the_patch_los
     assert gram_after(cfg) < 0.8 * gram_after(cfg.replace(gram_weight=0.0))  # measured 0.34 vs 0.47
 
 
-def test_identity_weight_keeps_the_person(faces):
+def test_identity_weight_keeps_the_person(faces, device):
     photo = faces / "identities" / "mark" / "01.jpg"
     runs = {w: stylize(photo, faces / "styles" / "02.jpg", STYLIZE.preset(size=64, levels=1, iters=8,
-                                                                         identity_weight=w), progress=False)
+                                                                         identity_weight=w, device=str(device)),
+                       progress=False)
             for w in (0.0, STYLIZE.preset().identity_weight)}
-    encoder = load_encoder("vgg16-hed", "cpu")
+    encoder = load_encoder("vgg16-hed", device)
     cfg = STYLIZE.preset(size=64, levels=1)
     proxy = {w: identity_proxy(r.frame_result, r.frame.image, r.frame.landmarks, r.frame.mask, cfg, encoder)
              for w, r in runs.items()}

@@ -18,10 +18,9 @@ from optimswap.runs import run_to_files
 TINY = dict(size=64, levels=1, iters=6, n_targets=2)
 
 
-def test_lbfgs_lowers_the_total_loss(jennifer, faces):
+def test_lbfgs_lowers_the_total_loss(jennifer, faces, device):
     cfg = SWAP.preset("fast", **TINY)
-    device = torch.device("cpu")
-    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    frame = make_frame(to_tensor(jennifer, device), find_face(jennifer), cfg, face_region)
     targets = prepare_targets(list_images(faces / "identities" / "angelina"), frame, cfg, device)
     objective = swap_objective(targets, cfg, device)(Level(64, frame.image, frame.mask, frame.image))
     param = frame.image.clone()
@@ -47,14 +46,14 @@ def test_the_content_loss_keeps_the_chosen_image(jennifer, faces, content_from):
     assert kept < 1e-6 < other
 
 
-def test_swap_keeps_background_and_size(jennifer, faces):
-    cfg = SWAP.preset("fast", **TINY)
+def test_swap_keeps_background_and_size(jennifer, faces, device):
+    cfg = SWAP.preset("fast", **TINY, device=str(device))
     result = swap(faces / "identities" / "jennifer" / "01.jpg", faces / "identities" / "angelina", cfg, progress=False)
     assert result.image.shape == jennifer.shape
     assert len(result.targets.used) == 2
     # Everything outside the warped-back mask's support is the input, bit for bit.
     h, w = jennifer.shape[:2]
-    support = warp_from_frame(result.frame.mask, result.frame.matrix, h, w)[0, 0].numpy() > 0
+    support = warp_from_frame(result.frame.mask, result.frame.matrix, h, w)[0, 0].cpu().numpy() > 0
     assert np.array_equal(result.image[~support], jennifer[~support])
     assert np.abs(result.image[support].astype(int) - jennifer[support]).mean() > 0.5  # the face did change
 

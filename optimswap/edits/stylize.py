@@ -442,7 +442,7 @@ def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarr
     identity layer) plus the standardised low-frequency shading difference over the face in ``mask`` (editable)."""
     size = image.shape[-1]
     a, b = (encoder(x, [cfg.identity_layer])[cfg.identity_layer] for x in (image, photo))
-    weight = pool_to(feature_mask(landmarks, size), a.shape[-2:])
+    weight = pool_to(feature_mask(landmarks, size, image.device), a.shape[-2:])
     features = float((weight * (a - b) ** 2).sum() / (weight * b**2).sum().clamp_min(1e-12))
     sigma, face = cfg.luminance_sigma * size, shading_mask(landmarks, mask, cfg)
     return features + float(luminance_loss(image, low_luminance(photo, sigma, face), sigma, face))

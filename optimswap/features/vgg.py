@@ -44,6 +44,9 @@ def _layer_names(cfg) -> list[str]:
 class VGGEncoder(nn.Module):
     """Frozen VGG trunk; ``forward(image, layers)`` returns {layer: activation} for images in [0, 1] RGB."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg, preprocess: str):
         super().__init__()
         self.cfg, self.preprocess = cfg, preprocess
@@ -54,15 +57,18 @@ class VGGEncoder(nn.Module):
                 convs.append(nn.Conv2d(in_ch, c, 3, padding=1))
                 in_ch = c
         self.convs = nn.ModuleList(convs)
+        # Buffers, so that they move with the encoder: made from Python numbers at each call they would be a
+        # host-to-device copy per evaluation.
+        caffe = preprocess == "caffe-bgr"
+        mean, std = (HED_MEAN_BGR, (1.0, 1.0, 1.0)) if caffe else (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        if self.preprocess == "caffe-bgr":
-            mean = image.new_tensor(HED_MEAN_BGR).view(1, 3, 1, 1)
-            return image.flip(1) * 255.0 - mean
-        mean, std = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (image - mean) / std
+        x = image.flip(1) * 255.0 if self.preprocess == "caffe-bgr" else image
+        return (x - self.mean) / self.std
 
     def forward(self, image: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 3:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from optimswap.errors import BackendUnavailable
-from optimswap.gan.stylegan2 import Generator, from_rosinality, from_state_dict
+from optimswap.gan.stylegan2 import Generator, compute_w_avg, from_rosinality, from_state_dict
 from optimswap.weights import verified_download
 
 # Official NVlabs stylegan2-ada-pytorch FFHQ generators (README "Pretrained networks" / paper Fig. 7c sweep).
@@ -128,7 +128,7 @@ def generator_from_nvlabs(content: Any) -> Generator:
 def save_generator(path: Path, g: Generator) -> None:
     """``g``'s weights under their NVlabs names, with what the weights cannot say, for ``load_generator``."""
     torch.save({"G_ema": {k: v.detach().cpu() for k, v in g.state_dict().items()}, "conv_clamp": g.arch.conv_clamp,
-                "mapping_lr": g.arch.mapping_lr}, path)
+                "mapping_lr": g.arch.mapping_lr, "w_avg_source": g.w_avg_source}, path)
 
 
 def generator_from_torch_file(path: Path) -> Generator:
@@ -140,13 +140,18 @@ def generator_from_torch_file(path: Path) -> Generator:
         except pickle.UnpicklingError as err:
             raise UnsafeCheckpoint(f"refused {path}: {str(err).splitlines()[0]}", option="generator") from None
     if isinstance(content, dict) and isinstance(content.get("G_ema"), dict):
-        return from_state_dict(content["G_ema"], content.get("conv_clamp"), content.get("mapping_lr", 0.01))
+        g = from_state_dict(content["G_ema"], content.get("conv_clamp"), content.get("mapping_lr", 0.01))
+        g.w_avg_source = content.get("w_avg_source", g.w_avg_source)
+        return g
     state = content.get("g_ema", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or "input.input" not in state:
         raise BackendUnavailable(f"{path} is not a rosinality StyleGAN2 checkpoint (no g_ema / input.input)",
                                  option="generator")
-    # rosinality has no conv clamp.
-    return from_state_dict(from_rosinality(state, content.get("latent_avg")), conv_clamp=None)
+    # rosinality has no conv clamp. Its training checkpoints carry latent_avg; a bare g_ema state does not, and
+    # rosinality's own scripts then average mapped samples for truncation (mean_latent): so do we.
+    latent_avg = content.get("latent_avg")
+    g = from_state_dict(from_rosinality(state, latent_avg), conv_clamp=None)
+    return compute_w_avg(g) if latent_avg is None else g
 
 
 def resolve_generator_path(source: str | Path) -> Path:

@@ -52,7 +52,8 @@ def gan_plan(g: Generator, cfg: InvertConfig, target: torch.Tensor, device: torc
     if moves:
         stages.append(lambda: Stage("edit", None, Latent(Rendering(tuned), edit_latent(
             fit.latent, [(m.direction, m.strength) for m in moves]), fit.extra), cfg))
-    record = {"generator": cfg.generator, "space": "w" if fit.latent.ndim == 2 else "w+", "num_ws": g.num_ws,
+    record = {"generator": cfg.generator, "w_avg": g.w_avg_source, "space": "w" if fit.latent.ndim == 2 else "w+",
+              "num_ws": g.num_ws,
               "moves": [m.describe() for m in moves]}
     return Plan(objective, fit, record=record, stages=tuple(stages),
                 result={"latent": fit.latent, "noises": fit.extra, "generator": tuned})

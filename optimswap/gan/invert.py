@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +28,7 @@ from optimswap.errors import OptionError
 from optimswap.features import load_encoder
 from optimswap.gan.checkpoint import FFHQ_URLS, load_generator, resolve_generator_path
 from optimswap.gan.directions import parse_move
-from optimswap.gan.stylegan2 import Generator
+from optimswap.gan.stylegan2 import Generator, mapped_samples
 from optimswap.losses import ContentLoss
 from optimswap.objective import Objective, Term
 from optimswap.optim import resize_to
@@ -106,8 +105,7 @@ def cached_generator(source: str, device: torch.device) -> Generator:
 @torch.no_grad()
 def w_stats(g: Generator, samples: int, seed: int = 123) -> tuple[torch.Tensor, float]:
     """Mean W of ``samples`` mapped z and their spread ``sqrt(mean |w - mean|^2)`` (NVlabs projector, seed 123)."""
-    z = torch.from_numpy(np.random.RandomState(seed).randn(samples, g.arch.z_dim)).float().to(g.w_avg.device)
-    w = g.mapping(z)
+    w = mapped_samples(g, samples, seed)
     mean = w.mean(0, keepdim=True)
     return mean, float(((w - mean).square().sum() / samples).sqrt())
 

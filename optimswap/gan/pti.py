@@ -50,14 +50,15 @@ class Locality(nn.Module):
         self.tuned, self.original = Rendering(tuned), Rendering(original)
         self.latent, self.noises, self.distance, self.size = pivot.latent, pivot.noises, distance, size
         self.cfg, self.encoder = cfg, encoder
-        self.random = torch.Generator().manual_seed(cfg.seed)
+        # On the pivot's device: a sample drawn on the host would be a copy to the GPU at every step.
+        self.random = torch.Generator(self.latent.device).manual_seed(cfg.seed)
 
     def away(self) -> torch.Tensor:
         """A latent (1, num_ws, w_dim) ``distance`` from the pivot towards a random mapped one."""
         g = self.original.g
         pivot = self.latent[:, None].expand(-1, g.num_ws, -1) if self.latent.ndim == 2 else self.latent
         with torch.no_grad():
-            w = g.mapping(torch.randn(1, g.arch.z_dim, generator=self.random).to(pivot.device))
+            w = g.mapping(torch.randn(1, g.arch.z_dim, generator=self.random, device=pivot.device))
         step = w[:, None] - pivot
         return pivot + self.distance * step / step.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 

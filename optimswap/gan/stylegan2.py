@@ -16,6 +16,7 @@ from collections.abc import Mapping as MappingType
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +26,9 @@ from optimswap.errors import BackendUnavailable
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 FIR = (1.0, 3.0, 3.0, 1.0)  # the binomial resampling filter of every StyleGAN2 release
+# A checkpoint without a mean W gets one from this many mapped samples (rosinality's generate.py averages 4096 for
+# its truncation), drawn from a fixed seed so that a file always loads the same.
+MEAN_W_SAMPLES, MEAN_W_SEED = 4096, 0
 
 
 def fir_filter(taps: Sequence[float] = FIR) -> torch.Tensor:
@@ -250,6 +254,7 @@ class Generator(nn.Module):
         self.mapping = Mapping(arch.z_dim, arch.w_dim, arch.mapping_layers, arch.mapping_hidden, arch.mapping_lr)
         self.synthesis = Synthesis(arch)
         self.num_ws = self.synthesis.num_ws
+        self.w_avg_source = "stored with the weights"  # for the run record: where the truncation centre came from
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -278,6 +283,22 @@ def untrained_generator(arch: Architecture, seed: int = 0) -> Generator:
             block.torgb.weight.mul_(0.25)
         g.mapping.w_avg.copy_(g.mapping(torch.randn(1000, arch.z_dim)).mean(0))
     return g.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def mapped_samples(g: Generator, samples: int, seed: int) -> torch.Tensor:
+    """W (samples, w_dim) of ``samples`` z drawn by numpy's ``RandomState(seed)`` (as the NVlabs projector draws
+    them, so the same on every device), mapped on ``g``'s device."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(samples, g.arch.z_dim)).float().to(g.w_avg.device)
+    return g.mapping(z)
+
+
+def compute_w_avg(g: Generator, samples: int = MEAN_W_SAMPLES, seed: int = MEAN_W_SEED) -> Generator:
+    """Sets ``g``'s mean W to that of ``samples`` mapped z (a file that has none: truncation needs it, and zeros
+    are no face's W) and says so in ``w_avg_source``; returns ``g``."""
+    g.mapping.w_avg.copy_(mapped_samples(g, samples, seed).mean(0))
+    g.w_avg_source = f"computed at load time: mean of {samples} mapped z (seed {seed}); the file has none"
+    return g
 
 
 def architecture_of(state: MappingType[str, torch.Tensor], conv_clamp: float | None = 256.0,

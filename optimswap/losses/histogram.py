@@ -75,7 +75,12 @@ def histogram_loss(image: torch.Tensor, region: torch.Tensor, reference: torch.T
                    plain: torch.Tensor | None = None, degree: float = 1.0) -> torch.Tensor:
     """Mean L1 between the region's pixels (``region`` (1, 1, H, W) > 0.5) of ``image`` (1, C, H, W) and their
     histogram-matched targets."""
-    values = region_pixels(image, region)
+    return matched_distance(region_pixels(image, region), reference, plain, degree)
+
+
+def matched_distance(values: torch.Tensor, reference: torch.Tensor, plain: torch.Tensor | None = None,
+                     degree: float = 1.0) -> torch.Tensor:
+    """Mean L1 between pixel values (N, C) and their histogram-matched targets."""
     if values.shape[0] == 0:
         raise ValueError("empty region")
     return (values - histogram_targets(values, reference, plain, degree)).abs().mean()
@@ -89,8 +94,14 @@ class HistogramLoss(nn.Module):
                  degree: float = 1.0, space: str = "rgb"):
         super().__init__()
         self.region, self.degree, self.space = region.detach(), degree, space
+        # The region's flat positions, found once: a boolean mask index at each evaluation is a GPU sync (its
+        # result's size depends on the data). Same order as ``region_pixels``'.
+        self.positions = (self.region[0, 0] > 0.5).flatten().nonzero()[:, 0]
+        if self.positions.numel() == 0:
+            raise ValueError("empty region")
         self.reference = pixels_to_color_space(reference.detach(), space)
         self.plain = None if plain is None else pixels_to_color_space(plain.detach(), space)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return histogram_loss(to_color_space(image, self.space), self.region, self.reference, self.plain, self.degree)
+        values = to_color_space(image, self.space)[0].flatten(1).index_select(1, self.positions).T
+        return matched_distance(values, self.reference, self.plain, self.degree)

@@ -61,10 +61,10 @@ class _Guard:
         self.last = math.inf  # the last good loss
         self.recoveries: list[dict] = []
 
-    def check(self, loss: float) -> None:
+    def check(self, loss: float, finite_gradient: bool) -> None:
         if not math.isfinite(loss):
             raise _Fault(f"the loss is {loss}")
-        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in self.params):
+        if not finite_gradient:
             raise _Fault("the gradient is not finite")
         if self.first is None:
             self.first = loss
@@ -115,9 +115,14 @@ class _History:
         """One evaluation with its gradient; a faulty one raises ``_Fault`` and stays out of the history."""
         total, parts = objective(render())
         total.backward()
-        value = total.item()
-        guard.check(value)
-        self.rows.append({"eval": len(self.rows), "total": value, **{k: float(v) for k, v in parts.items()},
+        finite = [p.grad.isfinite().all() for p in guard.params if p.grad is not None]
+        # One transfer from the device per evaluation (each is a GPU sync): the total, every term and whether each
+        # gradient is finite, together. Float64 holds any of them exactly.
+        value, *rest = torch.stack([total.detach().double(), *(v.double() for v in parts.values()),
+                                    *(f.double() for f in finite)]).tolist()
+        terms, finite_gradient = rest[:len(parts)], all(rest[len(parts):])
+        guard.check(value, finite_gradient)
+        self.rows.append({"eval": len(self.rows), "total": value, **dict(zip(parts, terms, strict=True)),
                           "seconds": time.perf_counter() - self.start})
         return value
 
@@ -134,8 +139,10 @@ class _History:
 
 
 def _flat(tensors: list[torch.Tensor | None], like: list[torch.Tensor]) -> torch.Tensor:
-    """One vector of ``tensors`` (None: zeros shaped as its counterpart in ``like``)."""
-    return torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1)
+    """One vector of ``tensors`` (None: zeros shaped as its counterpart in ``like``), in float32 at least: L-BFGS's
+    curvature pairs and dot products lose too much in half precision."""
+    return torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1).to(torch.promote_types(p.dtype,
+                                                                                                   torch.float32))
                       for t, p in zip(tensors, like, strict=True)])
 
 
@@ -184,9 +191,12 @@ class LBFGS:
             return loss, _flat([p.grad for p in params], params)
 
         x = _flat([p.detach() for p in params], params)
-        memory: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=self.history_size)  # (s, y, 1/y.s)
+        # (s, y, 1/y.s); the scalars stay on the device as 0-d float64 tensors: a float() each would be a GPU sync,
+        # a hundred per iteration in the two-loop recursion with a full memory (float64: the arithmetic of the
+        # Python floats they replace, so results stay as they were).
+        memory: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=self.history_size)
         loss = gradient = None
-        scale = 1.0  # the initial inverse Hessian's, y.s / y.y of the newest pair
+        scale: float | torch.Tensor = 1.0  # the initial inverse Hessian's, y.s / y.y of the newest pair
         it = 0
         while it < iters:
             try:
@@ -217,10 +227,10 @@ class LBFGS:
             _assign(params, x)
             if not refreshed:
                 y = new_gradient - gradient
-                ys = float(y.dot(s))
+                ys = y.dot(s).double()
                 if ys > 1e-10:
                     memory.append((s, y, 1.0 / ys))
-                    scale = ys / float(y.dot(y))
+                    scale = ys / y.dot(y).double()
             converged = float(s.abs().max()) <= self.TOLERANCE_CHANGE or abs(new_loss - loss) < self.TOLERANCE_CHANGE
             loss, gradient = new_loss, new_gradient
             it += 1
@@ -231,18 +241,18 @@ class LBFGS:
         return history.close()
 
     @staticmethod
-    def _direction(gradient: torch.Tensor, memory: deque[tuple[torch.Tensor, torch.Tensor, float]],
-                   scale: float) -> torch.Tensor:
-        """-H gradient by the two-loop recursion over the memory."""
+    def _direction(gradient: torch.Tensor, memory: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                   scale: float | torch.Tensor) -> torch.Tensor:
+        """-H gradient by the two-loop recursion over the memory (no value leaves the device)."""
         q = gradient.neg()
         alphas = []
         for s, y, rho in reversed(memory):
-            alpha = float(s.dot(q)) * rho
-            q.add_(y, alpha=-alpha)
+            alpha = s.dot(q).double() * rho
+            q.addcmul_(y, alpha.to(q.dtype), value=-1)  # in place: no image-sized temporary per memory pair
             alphas.append(alpha)
         r = q.mul_(scale)
         for (s, y, rho), alpha in zip(memory, reversed(alphas), strict=True):
-            r.add_(s, alpha=alpha - float(y.dot(r)) * rho)
+            r.addcmul_(s, (alpha - y.dot(r).double() * rho).to(r.dtype))
         return r
 
 
