@@ -165,7 +165,7 @@ def _selfie():
 def person_share(image: np.ndarray, device: Any = "cpu") -> torch.Tensor:
     """(1, 1, H, W) share of each pixel that is the person (MediaPipe selfie segmentation; it finds the sitter in
     the painted and drawn exemplars too)."""
-    person = np.array(mediapipe_process(_selfie(), np.ascontiguousarray(image)).segmentation_mask)
+    person = np.array(mediapipe_process(_selfie, np.ascontiguousarray(image)).segmentation_mask)
     return torch.as_tensor(person, dtype=torch.float32, device=device).clamp(0, 1)[None, None]
 
 
