@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,8 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import FACES
 from PIL import Image
+
+from common import FACES, REPO
 
 PHOTO = FACES / "identities" / "mark" / "01.jpg"
 TARGETS = FACES / "identities" / "jennifer"
@@ -91,7 +93,8 @@ def main() -> None:
         photo = out / f"{args.layout}_{megapixels:g}mp.jpg"
         make_photo(megapixels, args.layout, photo)
         child = subprocess.run([sys.executable, __file__, "--one", str(photo), str(out / f"{photo.stem}_swap.png")],
-                               capture_output=True, text=True, check=True)
+                               capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's code
         r = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"| {args.layout} | {r['megapixels']:.1f} | {r.get('region_megapixels', r['megapixels']):.2f} | "
               f"{r['composite_s']:.1f} | {r['run_s']:.1f} | {r['write_s']:.1f} | {r['peak_mb']:.0f} | "
