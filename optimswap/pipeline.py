@@ -24,14 +24,14 @@ from tqdm.auto import tqdm
 from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable, OptimizationError
-from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
+from optimswap.face import Face, face_mask, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
 from optimswap.optim import Solver, level_sizes, make_solver, resize_to
 
 log = logging.getLogger(__name__)
-CUT_SHARE = 0.01  # share of the editable mask outside the photo above which a run warns that the face is cut
+CUT_SHARE = 0.01  # share of the face outside the photo above which a run warns that it is cut
 
 
 def step(what: str, progress: bool) -> None:
@@ -333,13 +333,14 @@ def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:
 
 
 def warn_if_cut(photo: torch.Tensor, frame: Frame) -> None:
-    """One line when part of the face's editable region lies outside the photo (a face cut by its border): nothing
-    there to read, and the edit's colours darken towards the border."""
+    """One line when part of the face (jaw line and raised brows, whatever region the edit changes) lies outside the
+    photo: nothing there to read, and an edit's colours darken towards the border."""
     in_photo = warp_photo_to_frame(photo[:, :1], frame.matrix, frame.size)[:, 1:]
-    outside = float((frame.mask * (in_photo < 0.5)).sum() / frame.mask.sum().clamp_min(1e-8))
+    face = face_mask(frame.landmarks, frame.size, device=photo.device)
+    outside = float((face * (in_photo < 0.5)).sum() / face.sum().clamp_min(1e-8))
     if outside > CUT_SHARE:
-        log.warning("the face is cut by the photo's border (%.0f %% of the edited region lies outside it); the "
-                    "result may show a dark smear along the border", 100 * outside)
+        log.warning("the face is cut by the photo's border (%.0f %% of it lies outside); the result may show a dark "
+                    "smear along the border", 100 * outside)
 
 
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,

@@ -557,6 +557,8 @@ def user_fault_cases(faces: Path) -> list[Case]:
                                               *SWAP_TINY], 2, "is a folder", before_run=True),
         Case("a source face cut by the border", ["swap", "{cut_face.jpg}", targets, "-o", "{out}/r.png", *SWAP_TINY],
              0, says="cut by the photo's border"),
+        Case("stylize: a photograph as the style", ["stylize", plain, f"{targets}/01.jpg", "-o", "{out}/r.png",
+                                                   *TINY], 0, says="looks like a photograph"),
         Case("makeup: the plain photo as its own reference", ["makeup", plain, plain, "-o", "{out}/r.png", *TINY], 0,
              says="the reference is the plain photo itself"),
         Case("eval: a copied run whose picture was replaced", ["eval", "{records_copied}"], 0,
