@@ -17,8 +17,14 @@ measured with ``resource.getrusage`` above the process's size before the run, 2 
      128      1    11.2 MP    3293      3454
 
 Those runs worked on the whole photo; an edit now works on the face's region of it (``pipeline.photo_region``), so
-PER_PHOTO_PIXEL counts the region's pixels and PER_WHOLE_PIXEL the whole photo's (bench/big_photo.py, upscaled
-photos, 1 level of 2 iterations at 128 px: 1 MP photo / 0.47 MP region measured 591 MB, 5 MP / 2.2 MP 1290 MB).
+PER_PHOTO_PIXEL counts the region's pixels and PER_WHOLE_PIXEL the whole photo's (bench/big_photo.py, swap at
+128 px, 1 level of 2 iterations, on a busy machine):
+
+    photo                 region   measured  estimate (MB)
+      1 MP upscaled       0.47 MP     591       650
+      5 MP upscaled       2.2 MP     1290      1255
+     20 MP upscaled       8.4 MP     2946      3479
+     20 MP padded         0.41 MP     679      1357
 
 L-BFGS's memory (two frame-sized vectors per remembered step) is added for the full run; a 512-px makeup run
 measured 730 MB (estimate 1558 MB). The finest pyramid level sets the peak: a coarser level's buffers are freed
@@ -40,7 +46,7 @@ FIXED = 400 * 2**20  # models loaded during a run (encoder, lighting net, occlus
 PER_FRAME_PIXEL = 3356  # bytes per frame pixel: the optimized image through the encoder, its gradients, losses
 PER_HELD_PIXEL = 1040  # bytes per frame pixel of each other image the edit encodes (a swap's target photos)
 PER_PHOTO_PIXEL = 280  # bytes per pixel of the photo's face region: compositing, the classic start, occlusion
-PER_WHOLE_PIXEL = 50  # bytes per pixel of the whole photo: decoding, the result's copy, encoding (bench/big_photo.py)
+PER_WHOLE_PIXEL = 40  # bytes per pixel of the whole photo: decoding, the result's copy, encoding (bench/big_photo.py)
 
 # cgroup (v2, v1) memory limit, usage and the reclaimable page cache's memory.stat key: a container's or a batch
 # job's limit can be far below the machine's free memory.
