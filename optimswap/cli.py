@@ -86,7 +86,8 @@ def run_options(edit: Edit, output_help: str = "Result picture (same pixel size 
         click.Option(["--face-index"], default=0, show_default=True, type=click.IntRange(min=0),
                      help="Which face of the photo (0 = largest)."),
         click.Option(["--overwrite"], is_flag=True, help="Replace an existing OUTPUT (never an input)."),
-        click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars."),
+        click.Option(["-q", "--quiet"], is_flag=True,
+                     help="No progress bars or step lines (warnings and errors stay)."),
         *config_options(edit.config, skip),
     ]
 
