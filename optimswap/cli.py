@@ -86,7 +86,8 @@ def run_options(edit: Edit, output_help: str = "Result picture (same pixel size 
         click.Option(["--face-index"], default=0, show_default=True, type=click.IntRange(min=0),
                      help="Which face of the photo (0 = largest)."),
         click.Option(["--overwrite"], is_flag=True, help="Replace an existing OUTPUT (never an input)."),
-        click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars."),
+        click.Option(["-q", "--quiet"], is_flag=True,
+                     help="No progress bars or step lines (warnings and errors stay)."),
         *config_options(edit.config, skip),
     ]
 
@@ -94,17 +95,26 @@ def run_options(edit: Edit, output_help: str = "Result picture (same pixel size 
 def edit_command(edit: Edit) -> click.Command:
     """``optimswap NAME PHOTO INPUT... -o OUT [options]`` for a registered edit."""
     arguments = [click.Argument([edit.source], type=click.Path(exists=True, dir_okay=False, path_type=Path))]
-    arguments += [click.Argument([i.name], type=click.Path(exists=True, file_okay=i.kind == "photo",
-                                                           dir_okay=i.kind == "photos", path_type=Path))
+    # A photo set is a folder or several photo files; several only as the last argument, which then takes the rest.
+    arguments += [click.Argument([i.name], nargs=-1 if i.kind == "photos" and i is edit.inputs[-1] else 1,
+                                 required=True, type=click.Path(exists=True, dir_okay=i.kind == "photos",
+                                                                path_type=Path))
                   for i in edit.inputs]
 
     def callback(output, preset_name, face_index, overwrite, quiet, **values):
         source = values.pop(edit.source)
-        inputs = {i.name: values.pop(i.name) for i in edit.inputs}
+        inputs = {i.name: _photo_set(values.pop(i.name)) for i in edit.inputs}
         _run_edit(edit, source, inputs, output, preset_name, face_index, overwrite, quiet, values)
 
     help_text = edit.summary + "\n\n" + "\n\n".join(f"{i.name.upper()}: {i.help}" for i in edit.inputs)
     return click.Command(edit.name, params=[*arguments, *run_options(edit)], callback=callback, help=help_text)
+
+
+def _photo_set(value: Path | tuple[Path, ...]) -> Path | list[Path]:
+    """A photo-set argument: one folder or photo as given, several photos as a list."""
+    if not isinstance(value, tuple):
+        return value
+    return value[0] if len(value) == 1 and value[0].is_dir() else list(value)
 
 
 class EditGroup(click.Group):
@@ -126,6 +136,8 @@ class EditGroup(click.Group):
 def main(debug):
     """Face edits in single photos by per-image optimization."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # --debug also shows optimswap's own details and what native libraries log (see face.detect.native_logs_hidden)
+    logging.getLogger("optimswap").setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 def _with_edit_options(edit: Edit) -> Callable:

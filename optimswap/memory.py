@@ -16,6 +16,16 @@ measured with ``resource.getrusage`` above the process's size before the run, 2 
      128      1     2.8 MP    1187      1216
      128      1    11.2 MP    3293      3454
 
+Those runs worked on the whole photo; an edit now works on the face's region of it (``pipeline.photo_region``), so
+PER_PHOTO_PIXEL counts the region's pixels and PER_WHOLE_PIXEL the whole photo's (bench/big_photo.py, swap at
+128 px, 1 level of 2 iterations, on a busy machine):
+
+    photo                 region   measured  estimate (MB)
+      1 MP upscaled       0.47 MP     591       650
+      5 MP upscaled       2.2 MP     1290      1255
+     20 MP upscaled       8.4 MP     2946      3479
+     20 MP padded         0.41 MP     679      1357
+
 L-BFGS's memory (two frame-sized vectors per remembered step) is added for the full run; a 512-px makeup run
 measured 730 MB (estimate 1558 MB). The finest pyramid level sets the peak: a coarser level's buffers are freed
 before the next one starts.
@@ -35,7 +45,8 @@ GIB = 2**30
 FIXED = 400 * 2**20  # models loaded during a run (encoder, lighting net, occlusion, landmarks) and small buffers
 PER_FRAME_PIXEL = 3356  # bytes per frame pixel: the optimized image through the encoder, its gradients, losses
 PER_HELD_PIXEL = 1040  # bytes per frame pixel of each other image the edit encodes (a swap's target photos)
-PER_PHOTO_PIXEL = 280  # bytes per photo pixel: compositing, the classic start, occlusion at photo resolution
+PER_PHOTO_PIXEL = 280  # bytes per pixel of the photo's face region: compositing, the classic start, occlusion
+PER_WHOLE_PIXEL = 40  # bytes per pixel of the whole photo: decoding, the result's copy, encoding (bench/big_photo.py)
 
 # cgroup (v2, v1) memory limit, usage and the reclaimable page cache's memory.stat key: a container's or a batch
 # job's limit can be far below the machine's free memory.
@@ -43,14 +54,16 @@ CGROUPS = (("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
 
 
-def estimate_memory(cfg: EditConfig, photo_pixels: int) -> int:
-    """Peak bytes an edit with ``cfg`` needs beyond what the process holds before the run, for a photo of
-    ``photo_pixels`` pixels (see the module's measurements)."""
+def estimate_memory(cfg: EditConfig, region_pixels: int, photo_pixels: int | None = None) -> int:
+    """Peak bytes an edit with ``cfg`` needs beyond what the process holds before the run, for a face region
+    (``pipeline.photo_region``) of ``region_pixels`` in a photo of ``photo_pixels`` (default: the region is the
+    photo; see the module's measurements)."""
     frame = cfg.size**2
     per_frame = PER_FRAME_PIXEL + PER_HELD_PIXEL * cfg.held_images()
     if cfg.optimizer == "lbfgs":  # 3 floats per pixel for each remembered step's two vectors and a few work vectors
         per_frame += 4 * 3 * (2 * min(cfg.lbfgs_history, cfg.iters) + 4)
-    return FIXED + per_frame * frame + PER_PHOTO_PIXEL * photo_pixels
+    whole = region_pixels if photo_pixels is None else photo_pixels
+    return FIXED + per_frame * frame + PER_PHOTO_PIXEL * region_pixels + PER_WHOLE_PIXEL * whole
 
 
 def _cgroup_available() -> int | None:
@@ -84,10 +97,10 @@ def available_memory(device: torch.device) -> int | None:
     return system if limited is None else min(system, limited)
 
 
-def check_memory(cfg: EditConfig, photo_pixels: int, device: torch.device) -> None:
+def check_memory(cfg: EditConfig, region_pixels: int, photo_pixels: int, device: torch.device) -> None:
     """OptionError on ``size`` when the estimate exceeds the device's available memory (no check where that is
     unknown)."""
-    needed, available = estimate_memory(cfg, photo_pixels), available_memory(device)
+    needed, available = estimate_memory(cfg, region_pixels, photo_pixels), available_memory(device)
     if available is not None and needed > available:
         raise OptionError("size", f"needs about {needed / GIB:.1f} GiB of memory at size {cfg.size} for a "
                                   f"{photo_pixels / 1e6:.1f}-megapixel photo, {available / GIB:.1f} GiB available "

@@ -7,6 +7,8 @@ objective builder and a parameterization, and the pipeline runs them (then the p
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,27 +17,47 @@ from typing import Any
 
 import numpy as np
 import torch
+from kornia.geometry.transform import invert_affine_transform
 from torch import nn
+from tqdm.auto import tqdm
 
 from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable, OptimizationError
-from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
+from optimswap.face import Face, face_mask, frame_matrix, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
 from optimswap.optim import Solver, level_sizes, make_solver, resize_to
 
+log = logging.getLogger(__name__)
+CUT_SHARE = 0.01  # share of the face outside the photo above which a run warns that it is cut
+
+
+def step(what: str, progress: bool) -> None:
+    """A line on standard error as a step without a progress bar of its own starts (with ``progress``)."""
+    if progress:
+        tqdm.write(f"{what} ...", file=sys.stderr)
+
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` names ("auto": CUDA when there is one), checked to hold and hand back a tensor here:
+    BackendUnavailable on ``device`` for a name torch does not know, a GPU this machine lacks (cuda, mps, xla ...) or
+    a device without data (meta)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"device {name!r} requested but no CUDA GPU is available", option="device")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise BackendUnavailable(f"unknown device {name!r} ({err})", option="device") from None
+    try:
+        torch.ones(1, device=device).cpu()
+    except Exception:  # RuntimeError (no such backend), NotImplementedError (meta), ModuleNotFoundError (hpu) ...
+        raise BackendUnavailable(f"device {name!r} is not usable here (torch on this machine cannot put a tensor "
+                                 "there and read it back); use auto, cpu or cuda", option="device") from None
+    return device
 
 
 def configure_device(device: torch.device, tf32: bool) -> None:
@@ -74,6 +96,30 @@ def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn
     dense = None if face.dense is None else apply_matrix(matrix, face.dense[:, :2])
     image = warp_to_frame(photo, matrix, cfg.size)
     return Frame(matrix, image, landmarks, mask_fn(landmarks, cfg.size, cfg, photo.device, dense), dense)
+
+
+def photo_region(height: int, width: int, face: Face, cfg: EditConfig) -> tuple[slice, slice]:
+    """The part of a photo (rows, columns) an edit of ``face`` reads and changes: the aligned frame's footprint (the
+    editable mask lies inside it) and around it a quarter of the frame's side plus the blending's coarsest cell
+    (photo-space blurs and the multi-band blend reach that far), within the photo. A camera photo's face is a small
+    part of it: the edit and its composite then cost what the face does, not the photo."""
+    matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
+    edge = cfg.size - 0.5
+    to_photo = invert_affine_transform(torch.as_tensor(matrix)[None])[0].numpy()
+    corners = apply_matrix(to_photo, np.array([[-0.5, -0.5], [edge, -0.5], [edge, edge], [-0.5, edge]]))
+    side = float(np.hypot(*(corners[1] - corners[0])))
+    margin = 0.25 * side + 2 ** (cfg.blend_levels + 1)
+    (x0, y0), (x1, y1) = corners.min(0) - margin, corners.max(0) + margin
+    rows = slice(int(np.clip(np.floor(y0), 0, height)), int(np.clip(np.ceil(y1) + 1, 0, height)))
+    columns = slice(int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.ceil(x1) + 1, 0, width)))
+    return rows, columns
+
+
+def frame_moved(frame: Frame, dx: float, dy: float) -> Frame:
+    """``frame`` whose matrix reads a photo moved by (dx, dy) pixels (a crop's frame in the whole photo)."""
+    matrix = frame.matrix.copy()
+    matrix[:, 2] -= matrix[:, :2] @ [dx, dy]
+    return dataclasses.replace(frame, matrix=matrix)
 
 
 @dataclass
@@ -295,6 +341,17 @@ def editable_mask(frame: Frame, keep: torch.Tensor | None) -> torch.Tensor:
     return frame.mask * (1 - kept) * (in_photo > 0.5)
 
 
+def warn_if_cut(photo: torch.Tensor, frame: Frame) -> None:
+    """One line when part of the face (jaw line and raised brows, whatever region the edit changes) lies outside the
+    photo: nothing there to read, and an edit's colours darken towards the border."""
+    in_photo = warp_photo_to_frame(photo[:, :1], frame.matrix, frame.size)[:, 1:]
+    face = face_mask(frame.landmarks, frame.size, device=photo.device)
+    outside = float((face * (in_photo < 0.5)).sum() / face.sum().clamp_min(1e-8))
+    if outside > CUT_SHARE:
+        log.warning("the face is cut by the photo's border (%.0f %% of it lies outside); the result may show a dark "
+                    "smear along the border", 100 * outside)
+
+
 def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn,
                  prepare: Callable[[Frame, torch.device], Plan], solver: Solver | None = None,
                  progress: bool = True) -> tuple[EditResult, Plan]:
@@ -305,6 +362,8 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
     t0 = time.perf_counter()
     photo_t = to_tensor(photo, device)
     frame = make_frame(photo_t, face, cfg, mask_fn)
+    warn_if_cut(photo_t, frame)
+    step("preparing the edit", progress)
     plan = prepare(frame, device)
     if plan.keep is not None:
         frame = dataclasses.replace(frame, mask=editable_mask(frame, plan.keep))
@@ -313,6 +372,7 @@ def run_pipeline(photo: np.ndarray, face: Face, cfg: EditConfig, mask_fn: MaskFn
     levels, history, timings, recoveries = optimize_plan(frame, start, cfg, plan, solver or make_solver(cfg),
                                                          progress)
     t1 = time.perf_counter()
+    step("compositing the face into the photo", progress)
     with torch.no_grad():
         out = composite(photo_t, frame, levels[-1], cfg, plan.start, plan.keep, plan.finish)
     timings.update(prepare_s=prepare_s, composite_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)

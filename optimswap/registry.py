@@ -8,6 +8,7 @@ The command line, run records, eval and ablate find edits here, so a new edit ne
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from optimswap.face import Face, face_mask, find_face
 from optimswap.io import list_images, read_image
 from optimswap.memory import check_memory
 from optimswap.optim import Solver
-from optimswap.pipeline import EditResult, Frame, MaskFn, Plan, resolve_device, run_pipeline
+from optimswap.pipeline import EditResult, Frame, MaskFn, Plan, frame_moved, photo_region, resolve_device, run_pipeline
 
 INPUT_KINDS = ("photo", "photos")
 PhotoLike = str | os.PathLike | np.ndarray
@@ -53,7 +54,8 @@ class Photo:
 
 @dataclass(frozen=True)
 class Setup:
-    """What ``Edit.prepare`` gets: the photo, its face and aligned frame, the loaded inputs, options, device."""
+    """What ``Edit.prepare`` gets: the part of the photo around the face (``pipeline.photo_region``) and the face and
+    aligned frame in its coordinates, the loaded inputs, options, device, and where that part lies in the photo."""
 
     photo: np.ndarray
     face: Face
@@ -61,6 +63,7 @@ class Setup:
     inputs: dict[str, Any]  # name -> Photo ("photo" inputs) or list[Path] ("photos" inputs)
     cfg: Any
     device: torch.device
+    offset: tuple[int, int] = (0, 0)  # (x, y) of ``photo``'s top-left pixel in the whole photo
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,22 @@ def run_edit(edit: str | Edit, source: PhotoLike, inputs: Mapping[str, Any], cfg
     if not isinstance(cfg, edit.config):
         raise OptionError("config", f"{edit.name} needs a {edit.config.__name__}, got {type(cfg).__name__}")
     photo = load_photo(source, edit.source)
-    # Before faces, targets and models are loaded: a run that cannot fit stops at once.
-    check_memory(cfg, photo.image.shape[0] * photo.image.shape[1], resolve_device(cfg.device))
     loaded = load_inputs(edit, inputs)
     face = find_face(photo.image, cfg.landmarks, face_index, name=photo.name)
+    height, width = photo.image.shape[:2]
+    rows, columns = photo_region(height, width, face, cfg)
+    region = photo.image[rows, columns]
+    # Before targets and models are loaded: a run that cannot fit stops at once.
+    check_memory(cfg, region.shape[0] * region.shape[1], height * width, resolve_device(cfg.device))
+    local = face.moved(-columns.start, -rows.start)
 
     def prepare(frame: Frame, device: torch.device) -> Plan:
-        return edit.prepare(Setup(photo.image, face, frame, loaded, cfg, device))
+        return edit.prepare(Setup(region, local, frame, loaded, cfg, device, (columns.start, rows.start)))
 
-    result, plan = run_pipeline(photo.image, face, cfg, edit.mask, prepare, solver, progress)
+    result, plan = run_pipeline(region, local, cfg, edit.mask, prepare, solver, progress)
+    image = photo.image.copy()
+    image[rows, columns] = result.image
+    result = dataclasses.replace(result, image=image, source_face=face,
+                                 frame=frame_moved(result.frame, columns.start, rows.start))
     result.record = {"source": photo.name, "inputs": describe_inputs(loaded), **result.record}
     return edit.result_type(**vars(result), **plan.result)

@@ -16,8 +16,19 @@ from optimswap import __version__
 from optimswap.config import EditConfig
 from optimswap.errors import ImageError
 from optimswap.io import list_images
-from optimswap.io.image import FileAppeared, check_outputs, image_file, image_format, json_file, write_files
-from optimswap.pipeline import EditResult
+from optimswap.io.image import (
+    FileAppeared,
+    check_outputs,
+    check_space,
+    image_file,
+    image_format,
+    json_file,
+    photo_pixels,
+    picture_bytes,
+    warn_if_lossy,
+    write_files,
+)
+from optimswap.pipeline import EditResult, step
 from optimswap.registry import PhotoLike, get_edit, run_edit
 
 # Files a run writes besides its picture and record: role -> (the suffix that replaces the picture's,
@@ -51,9 +62,14 @@ def input_paths(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any],
     return paths
 
 
-def check_output(output: Path, inputs: list[Path], overwrite: bool, attachments: Attachments | None = None) -> None:
+RECORD_BYTES = 2**20  # a record with a long loss history takes a few hundred KB
+
+
+def check_output(output: Path, inputs: list[Path], overwrite: bool, attachments: Attachments | None = None,
+                 pixels: int | None = None) -> None:
     """Before any work: the picture, its record and attachments can be written there, never over an input, and over
-    an existing result only when asked."""
+    an existing result only when asked; the picture of ``pixels`` and its record fit in the free space (attachments
+    are not counted); a format that changes the whole photo is said in one line."""
     output = Path(output)
     image_format(output)
     files = list(run_files(output, attachments).values())
@@ -62,6 +78,9 @@ def check_output(output: Path, inputs: list[Path], overwrite: bool, attachments:
         if Path(p).resolve() in written:
             raise ImageError(f"refusing to overwrite an input: {p}")
     check_outputs(files, overwrite)
+    if pixels is not None:
+        check_space([(output, picture_bytes(output, pixels)), (record_path(output), RECORD_BYTES)])
+    warn_if_lossy(output)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -111,7 +130,9 @@ def _write_all(output: Path, result: Any, record: dict, overwrite: bool, attachm
     record.update({role: str(files[role].resolve()) for role in attachments or {}})
     attached = [(files[role], lambda tmp, write=write: write(result, tmp))
                 for role, (_, write) in (attachments or {}).items()]
-    write_files([json_file(files["record"], record), *attached, image_file(output, result.image)], overwrite)
+    source = record.get("source")  # a JPEG result is written with a JPEG source's settings
+    picture = image_file(output, result.image, source if source and Path(source).is_file() else None)
+    write_files([json_file(files["record"], record), *attached, picture], overwrite)
 
 
 def run_to_files(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any], output: Path, cfg: EditConfig,
@@ -119,6 +140,7 @@ def run_to_files(edit_name: str, source: PhotoLike, inputs: Mapping[str, Any], o
                  extra: dict | None = None, attachments: Attachments | None = None) -> dict:
     """Run an edit and write OUTPUT, its record and ``attachments`` (all checked before the run starts); returns
     the record."""
-    check_output(output, input_paths(edit_name, source, inputs, cfg), overwrite, attachments)
+    check_output(output, input_paths(edit_name, source, inputs, cfg), overwrite, attachments, photo_pixels(source))
     result = run_edit(edit_name, source, inputs, cfg, face_index, progress=progress)
+    step(f"writing {output}", progress)
     return write_run(edit_name, output, result, cfg, face_index, extra, overwrite, attachments)

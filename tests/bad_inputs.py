@@ -1,5 +1,7 @@
 """The bad-input corpus of issue #12, made by code from the shared test photos (nothing downloaded), and the
-cases that run every command against it.
+cases that run every command against it; with what a real user meets besides (issue #37): a full disk, a JPEG
+output, devices this machine lacks, a killed writer's temp files, a bad $OPTIMSWAP_DATA, MediaPipe's native logs,
+several target photos, inputs outside what a method can do, a copied run folder.
 
 ``python tests/bad_inputs.py [OUT_DIR]`` builds the corpus, runs every case through the command line in this
 process and prints the table (case, command, exit code, message) that the issue's closing note shows;
@@ -9,20 +11,26 @@ process and prints the table (case, command, exit code, message) that the issue'
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import logging
 import os
 import shutil
+import signal
 import struct
+import subprocess
 import sys
+import tempfile
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 # A tiny run: the point is what happens around the optimization, not its result.
 TINY = ["--size", "64", "--levels", "1", "--iters", "2", "-q"]
@@ -79,6 +87,7 @@ def build_corpus(root: Path, faces: Path) -> dict[str, Path]:
     put("three_faces.jpg", lambda p: _side_by_side([people / n / "01.jpg" for n in ("mark", "jennifer", "tony_blair")],
                                                    p))
     put("face_8px.png", lambda p: _tiny_face(face, p))
+    put("cut_face.jpg", lambda p: face.crop((160, 0, face.width, face.height)).save(p, quality=95))  # jaw cut off
     put("truncated.jpg", lambda p: p.write_bytes((root / "face.jpg").read_bytes()[:3000]))
     put("text.jpg", lambda p: p.write_text("this is not a photo\n"))
     put("empty.jpg", lambda p: p.write_bytes(b""))
@@ -97,8 +106,42 @@ def build_corpus(root: Path, faces: Path) -> dict[str, Path]:
     shutil.copy(c["text.jpg"], root / "targets_all_bad" / "01.jpg")
     shutil.copy(c["empty.jpg"], root / "targets_all_bad" / "02.jpg")
     c.update(_records(root / "records", c["face.jpg"]))
+    c.update(_moved_records(root / "records", c))
     c.update(_pairs_files(root, faces))
     return c
+
+
+def _moved_records(folder: Path, c: dict[str, Path]) -> dict[str, Path]:
+    """``records_killed``: the good run and the temps a writer killed while rewriting it left (a whole record and
+    an empty picture); ``records_copied``: the good run's folder copied and its picture replaced (blurred)."""
+    killed = folder / "killed"
+    killed.mkdir(exist_ok=True)
+    for suffix in (".json", ".png"):
+        shutil.copy(c["record_good"].with_suffix(suffix), killed / f"good{suffix}")
+    killed_writer(killed / "good.png", json.loads(c["record_good"].read_text()))
+    copied = folder / "copied"
+    copied.mkdir(exist_ok=True)
+    shutil.copy(c["record_good"], copied / "good.json")
+    Image.open(c["record_good"].with_suffix(".png")).filter(ImageFilter.GaussianBlur(2)).save(copied / "good.png")
+    return {"records_killed": killed, "records_copied": copied}
+
+
+def killed_writer(picture: Path, record: dict) -> None:
+    """A process writing ``picture`` and its record, killed (SIGKILL: no cleanup runs) while the picture is being
+    written: its hidden temps stay beside them. A fork of this one, which needs no fresh interpreter."""
+    from optimswap.io.image import json_file, write_files
+
+    pid = os.fork()
+    if pid == 0:  # the writer: never returns
+        try:
+            write_files([json_file(picture.with_suffix(".json"), record), (picture, lambda tmp: time.sleep(120))])
+        finally:
+            os._exit(1)
+    deadline = time.monotonic() + 60
+    while not list(picture.parent.glob(f".{picture.name}.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _records(folder: Path, photo: Path) -> dict[str, Path]:
@@ -183,6 +226,10 @@ class Case:
     names: str = ""
     existing: dict[str, bytes] = field(default_factory=dict)  # files the case finds in {out} beforehand
     before_run: bool = False  # refused before the edit runs (checked with a dry run)
+    says: str = ""  # what its output (stdout and stderr) must contain, whatever the exit code
+    # The world the case runs in, given {out}: a full disk, a killed writer's temps, an environment variable ...
+    around: Callable[[Path], contextlib.AbstractContextManager] | None = None
+    quiet: bool = False  # nothing may reach standard error (-q)
 
     @property
     def dry(self) -> bool:
@@ -204,14 +251,46 @@ def run_cli(args: list[str], dry: bool = False) -> tuple[int, str, str]:
     code, real = 0, runs.run_edit
     if dry:
         runs.run_edit = would_run
+    # Warnings go through logging, whose handler was made with the stderr of its day; and native libraries write to
+    # file descriptor 2, past Python's sys.stderr: both are read here as a user's terminal shows them.
+    logger, handler = logging.getLogger("optimswap"), logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), native_stderr() as native:
             run()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv, runs.run_edit = argv, real
-    return code, out.getvalue(), err.getvalue()
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return code, out.getvalue(), native.read() + err.getvalue()
+
+
+class _Captured:
+    text = ""
+
+    def read(self) -> str:
+        return self.text
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[_Captured]:
+    """File descriptor 2 into a file for the block; its text in the yielded object's ``read()`` afterwards."""
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as file:
+        os.dup2(file.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            file.seek(0)
+            captured.text = file.read().decode(errors="replace")
 
 
 def photo_cases(faces: Path) -> list[Case]:
@@ -362,6 +441,131 @@ def command_cases(faces: Path) -> list[Case]:
     return cases
 
 
+@contextlib.contextmanager
+def full_disk(out: Path) -> Iterator[None]:
+    """{out}/full: a 64 KiB tmpfs where this process may mount one (root, no container rule against it), else a
+    folder whose filesystem reports 64 KiB free (a simulation of the same)."""
+    folder = out / "full"
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                                                   capture_output=True).returncode == 0
+    if mounted:
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    real = shutil.disk_usage
+
+    def reported(path):
+        usage = real(path)
+        return usage._replace(free=64 * 1024) if Path(path).resolve().is_relative_to(folder.resolve()) else usage
+
+    with _patched(shutil, "disk_usage", reported):
+        yield
+
+
+@contextlib.contextmanager
+def disk_fills_while_writing(out: Path) -> Iterator[None]:
+    """The disk fills while the result is written: a picture saved to a file gets half written, then ENOSPC (a
+    simulation: space that another process takes during the run)."""
+    real = Image.Image.save
+
+    def save(image, fp, *args, **kwargs):
+        if not isinstance(fp, (str, os.PathLike)):  # in memory (the format probe)
+            return real(image, fp, *args, **kwargs)
+        Path(fp).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with _patched(Image.Image, "save", save):
+        yield
+
+
+@contextlib.contextmanager
+def killed_writer_temps(out: Path) -> Iterator[None]:
+    """The temps of a writer of {out}/r.png killed by SIGKILL (made by a real process, really killed)."""
+    killed_writer(out / "r.png", {"edit": "swap", "optimswap": "killed"})
+    yield
+
+
+def environment(name: str, value: str, file: str = "") -> Callable[[Path], contextlib.AbstractContextManager]:
+    """Sets the variable ``name`` to ``value`` ({out} filled in) for the case; ``file``: a file made there first."""
+    @contextlib.contextmanager
+    def around(out: Path) -> Iterator[None]:
+        if file:
+            (out / file).write_bytes(b"x")
+        previous = os.environ.get(name)
+        os.environ[name] = value.replace("{out}", str(out))
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = previous
+    return around
+
+
+@contextlib.contextmanager
+def fresh_mediapipe(out: Path) -> Iterator[None]:
+    """MediaPipe's graphs made anew in the case (they log as they are made and first run)."""
+    from optimswap.face import detect
+
+    detect._face_mesh.cache_clear()
+    yield
+
+
+@contextlib.contextmanager
+def _patched(owner: object, name: str, value: object) -> Iterator[None]:
+    real = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, real)
+
+
+def user_fault_cases(faces: Path) -> list[Case]:
+    """What a demanding user meets beyond bad files (issue #37): each a command as that user typed it."""
+    people = faces / "identities"
+    source, targets = str(people / "mark" / "01.jpg"), str(people / "jennifer")
+    swap = ["swap", source, targets]
+    plain, reference = (str(faces / "makeup" / k / "01.jpg") for k in ("plain", "makeup"))
+    makeup = ["makeup", plain, reference]  # the lightest edit, where what is tested is not the edit's own
+    mediapipe_makeup = [*makeup, "-o", "{out}/r.png", "--landmarks", "mediapipe", *TINY]
+    return [
+        Case("output on a full disk", [*swap, "-o", "{out}/full/r.png", *SWAP_TINY], 2, "r.png", says="free",
+             around=full_disk, before_run=True),
+        Case("the disk fills while writing", [*makeup, "-o", "{out}/r.png", *TINY], 2, "r.png",
+             says="no space left", around=disk_fills_while_writing),
+        Case("JPEG output", [*makeup, "-o", "{out}/r.jpg", *TINY], 0, says="is a JPEG"),
+        *[Case(f"--device {device}", [*swap, "-o", "{out}/r.png", "--device", device, *SWAP_TINY], 2, "--device")
+          for device in ("mps", "xla", "meta", "vulkan")],
+        Case("a killed writer's temps beside OUT", [*makeup, "-o", "{out}/r.png", *TINY], 0,
+             around=killed_writer_temps),
+        Case("eval: a killed writer's temps beside a run", ["eval", "{records_killed}"], 0),
+        Case("demo: OPTIMSWAP_DATA is a file", ["demo", "-o", "{out}/r.png", *SWAP_TINY], 2, "OPTIMSWAP_DATA",
+             around=environment("OPTIMSWAP_DATA", "{out}/a_file", file="a_file")),
+        Case("fetch: OPTIMSWAP_DATA in /proc", ["fetch", "mark"], 2, "OPTIMSWAP_DATA",
+             around=environment("OPTIMSWAP_DATA", "/proc/optimswap_cache")),
+        Case("-q: MediaPipe's native logs kept off stderr", mediapipe_makeup, 0, quiet=True, around=fresh_mediapipe),
+        Case("--debug: MediaPipe's native logs shown", ["--debug", *mediapipe_makeup], 0, says="Feedback manager",
+             around=fresh_mediapipe),
+        Case("a list of target photos", ["swap", source, *(f"{targets}/0{i}.jpg" for i in (1, 2, 3)), "-o",
+                                         "{out}/r.png", *SWAP_TINY], 0, says="targets used"),
+        Case("a folder among target photos", ["swap", source, f"{targets}/01.jpg", targets, "-o", "{out}/r.png",
+                                              *SWAP_TINY], 2, "is a folder", before_run=True),
+        Case("a source face cut by the border", ["swap", "{cut_face.jpg}", targets, "-o", "{out}/r.png", *SWAP_TINY],
+             0, says="cut by the photo's border"),
+        Case("stylize: a photograph as the style", ["stylize", plain, f"{targets}/01.jpg", "-o", "{out}/r.png",
+                                                   *TINY], 0, says="looks like a photograph"),
+        Case("makeup: the plain photo as its own reference", ["makeup", plain, plain, "-o", "{out}/r.png", *TINY], 0,
+             says="the reference is the plain photo itself"),
+        Case("eval: a copied run whose picture was replaced", ["eval", "{records_copied}"], 0,
+             says="scored good.png beside the record"),
+    ]
+
+
 def materialize(case: Case, corpus: dict[str, Path], out: Path) -> list[str]:
     """The case's arguments with corpus entries and the output folder filled in; its existing files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +590,7 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 
 def all_cases(faces: Path) -> list[Case]:
     return (photo_cases(faces) + folder_cases(faces) + output_cases(faces) + option_cases(faces)
-            + command_cases(faces))
+            + command_cases(faces) + user_fault_cases(faces))
 
 
 def main() -> None:
@@ -395,7 +599,10 @@ def main() -> None:
     corpus = build_corpus(root / "corpus", faces)
     print("| case | command | exit | message |\n|---|---|---|---|")
     for i, case in enumerate(all_cases(faces)):
-        code, _, err = run_cli(materialize(case, corpus, root / f"case{i:03d}"), dry=case.dry)
+        out = root / f"case{i:03d}"
+        args = materialize(case, corpus, out)
+        with case.around(out) if case.around else contextlib.nullcontext():
+            code, _, err = run_cli(args, dry=case.dry)
         message = err.strip().splitlines()[-1] if err.strip() else ""
         print(f"| {case.name} | {case.args[0]} | {code} | {message.replace('|', '/')} |", flush=True)
     print(json.dumps({"cases": len(all_cases(faces))}))

@@ -9,7 +9,10 @@ from optimswap import memory
 from optimswap.edits.makeup import MAKEUP
 from optimswap.edits.swap import SWAP
 from optimswap.errors import OptionError
+from optimswap.face import find_face
+from optimswap.io import read_image
 from optimswap.memory import GIB, available_memory, estimate_memory
+from optimswap.pipeline import photo_region
 from optimswap.registry import run_edit
 
 MARK_PIXELS = 1024 * 682  # identities/mark/01.jpg
@@ -31,7 +34,11 @@ def test_estimate_grows_with_the_frame_the_targets_the_photo_and_lbfgs_memory():
     estimate = lambda cfg, pixels=MARK_PIXELS: estimate_memory(cfg, pixels)
     assert estimate(base.replace(size=512)) > 3 * (estimate(base) - memory.FIXED)
     assert estimate(base.replace(n_targets=2)) < estimate(base)
-    assert estimate(base, 4 * MARK_PIXELS) - estimate(base) == memory.PER_PHOTO_PIXEL * 3 * MARK_PIXELS
+    per_pixel = memory.PER_PHOTO_PIXEL + memory.PER_WHOLE_PIXEL
+    assert estimate(base, 4 * MARK_PIXELS) - estimate(base) == per_pixel * 3 * MARK_PIXELS
+    # a larger photo around the same face region costs its decoding and writing only
+    larger = estimate_memory(base, MARK_PIXELS, 30 * MARK_PIXELS) - estimate(base)
+    assert larger == memory.PER_WHOLE_PIXEL * 29 * MARK_PIXELS
     lbfgs_history = estimate(base) - estimate(base.replace(optimizer="adam"))
     assert lbfgs_history == 4 * 3 * (2 * 50 + 4) * 256**2  # 50 remembered steps, two 3-channel images each
     assert estimate(base.replace(iters=10)) < estimate(base)  # no more steps remembered than taken
@@ -61,14 +68,16 @@ def little_memory(monkeypatch):
     def trap(*args, **kwargs):
         raise AssertionError("the run went on after the memory check")
 
-    monkeypatch.setattr("optimswap.registry.find_face", trap)
-    monkeypatch.setattr("optimswap.registry.load_inputs", trap)
     monkeypatch.setattr("optimswap.registry.run_pipeline", trap)
 
 
 def test_a_run_that_does_not_fit_is_refused_before_anything_runs(faces, little_memory):
     cfg = SWAP.preset(size=1024)
-    needed = estimate_memory(cfg, MARK_PIXELS) / GIB
+    photo = read_image(faces / "identities" / "mark" / "01.jpg")
+    rows, columns = photo_region(*photo.shape[:2], find_face(photo), cfg)
+    region = (rows.stop - rows.start) * (columns.stop - columns.start)
+    assert region < MARK_PIXELS  # the face's part of the photo
+    needed = estimate_memory(cfg, region, MARK_PIXELS) / GIB
     with pytest.raises(OptionError) as err:
         run_edit("swap", faces / "identities" / "mark" / "01.jpg", {"target": faces / "identities" / "tony_blair"},
                  cfg, progress=False)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pooch
 
-from optimswap.errors import OptionError
+from optimswap.errors import OptimswapError, OptionError
+from optimswap.io.image import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,21 @@ def faces_dir(faces: str | os.PathLike | None = None) -> Path | None:
     return Path(chosen)
 
 
+def check_cache() -> None:
+    """OptimswapError naming $OPTIMSWAP_DATA when it is not a folder where files can be made (a file, no
+    permission, a read-only place); a missing folder is made when fetching."""
+    chosen = os.environ.get("OPTIMSWAP_DATA")
+    if chosen:
+        try:
+            check_writable(chosen, folder=True, option="OPTIMSWAP_DATA")
+        except OptionError as err:
+            raise OptimswapError(f"$OPTIMSWAP_DATA: {err.reason} (the sample photos' cache folder)") from None
+
+
 def registry() -> pooch.Pooch:
     """The sample photos as a pooch registry. Files downscaled for the local copy have another hash upstream;
     those are registered without one (downloaded unverified)."""
+    check_cache()
     rows = manifest()
     return pooch.create(
         path=pooch.os_cache("optimswap"), base_url="", env="OPTIMSWAP_DATA",

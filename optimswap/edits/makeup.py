@@ -10,6 +10,7 @@ preset ``beautygan``). Only the regions may change; everything else is the input
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,6 +34,8 @@ from optimswap.objective import Objective, Term
 from optimswap.optim import resize_to
 from optimswap.pipeline import EditResult, Frame, Level, Plan
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
+
+log = logging.getLogger(__name__)
 
 REGIONS = ("lips", "eyes", "skin")
 # The skin follows the reference only in chroma and only at the scale of blush and foundation (a tenth of the
@@ -174,6 +177,12 @@ def makeup_objective(ref: torch.Tensor, inside: torch.Tensor, frame: Frame, cfg:
     return level_objective
 
 
+def is_the_photo(image: np.ndarray, setup: Setup) -> bool:
+    """Whether ``image`` is the photo being edited (its pixels where ``setup.photo`` was cut from)."""
+    (x, y), (h, w) = setup.offset, setup.photo.shape[:2]
+    return image.shape[0] >= y + h and image.shape[1] >= x + w and np.array_equal(image[y:y + h, x:x + w], setup.photo)
+
+
 def _reference_face(reference: Photo, cfg: MakeupConfig) -> Face:
     return find_face(reference.image, cfg.landmarks, name=reference.name)
 
@@ -181,6 +190,10 @@ def _reference_face(reference: Photo, cfg: MakeupConfig) -> Face:
 def prepare(setup: Setup) -> Plan:
     reference: Photo = setup.inputs["reference"]
     ref_face = _reference_face(reference, setup.cfg)
+    if is_the_photo(reference.image, setup):
+        log.warning("the reference is the plain photo itself: no makeup to transfer; the result is the photo as it is")
+        photo = to_tensor(setup.photo, setup.device)
+        return Plan(None, finish=lambda out: photo, result={"reference_face": ref_face})
     ref, inside = align_reference(reference.image, ref_face, setup.frame, setup.cfg, setup.device)
     return Plan(makeup_objective(ref, inside, setup.frame, setup.cfg, setup.device),
                 result={"reference_face": ref_face})

@@ -574,7 +574,8 @@ class SwapResult(EditResult):
 
 SWAP = register(Edit(
     name="swap", summary="Put the identity of the person photographed in TARGET onto the face in SOURCE.",
-    source="source", inputs=(Input("target", "photos", "Folder (or list) of photos of the target person."),),
+    source="source",
+    inputs=(Input("target", "photos", "A folder of photos of the target person, or several photo files."),),
     presets=PRESETS, prepare=prepare, score=score, result_type=SwapResult))
 
 

@@ -9,24 +9,27 @@ from __future__ import annotations
 import csv
 import json
 import math
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from optimswap.config import EditConfig
 from optimswap.errors import OptimswapError, OptionError
 from optimswap.eval.metrics import high_frequency_ratio, identity_distance, psnr
 from optimswap.face import face_at, face_descriptor, find_face, warp_from_frame, warp_to_frame
 from optimswap.io import IMAGE_SUFFIXES, read_image, to_tensor
-from optimswap.io.image import json_file, write_files
+from optimswap.io.image import LOSSLESS_FORMATS, image_format, is_temp, json_file, save_options, write_files
 from optimswap.pipeline import make_frame
 from optimswap.registry import Edit, Scoring, edit_names, get_edit
 
 COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
-           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error",
+           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "psnr_outside_resaved",
+           "lighting_error",
            "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
-           "seconds", "evaluations", "recoveries", "peak_memory_mb", "error"]
+           "seconds", "evaluations", "recoveries", "peak_memory_mb", "note", "error"]
 
 
 JSON_KINDS = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
@@ -104,16 +107,34 @@ def check_record(path: Path, record: Any) -> tuple[Edit, EditConfig]:
     return edit, cfg
 
 
-def _read_picture(path: Path, record: dict, name: str) -> np.ndarray:
-    """The record's source or output picture; an output not found where it was written is looked for beside the
-    record (a moved folder)."""
-    picture = Path(record[name])
-    if name == "output" and not picture.exists():
-        picture = path.with_suffix(picture.suffix)
+def _output_picture(path: Path, record: dict) -> tuple[Path, str]:
+    """The picture a record scores: the one beside it (OUT.json's OUT picture, with the recorded picture's
+    extension), else, for a record kept apart from its picture, the recorded path; and a note when that is not the
+    recorded path (a copied or moved run folder)."""
+    recorded = Path(record["output"])
+    beside = path.with_suffix(recorded.suffix)
+    if not beside.is_file():
+        return recorded, ""
+    if recorded.exists() and beside.resolve() == recorded.resolve():
+        return beside, ""
+    return beside, f"scored {beside.name} beside the record; the record names {recorded}"
+
+
+def _read_picture(path: Path, record: dict, name: str, picture: Path | None = None) -> np.ndarray:
+    """The record's source or output picture (``picture``: where the output is read)."""
     try:
-        return read_image(picture)
+        return read_image(picture or Path(record[name]))
     except OptimswapError as err:
         raise OptimswapError(f"{path}: field '{name}': {err}") from None
+
+
+def _resaved(source: np.ndarray, output: Path, source_path: str) -> np.ndarray:
+    """``source`` written and read back as the output picture was written (its format, a JPEG with the source's
+    settings): what the format alone does to the photo."""
+    buffer = BytesIO()
+    Image.fromarray(source).save(buffer, **save_options(output, source_path if Path(source_path).is_file() else None))
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
@@ -129,7 +150,8 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
                            "evaluations": record.get("evaluations", len(record["loss_history"])),
                            "recoveries": len(record.get("recoveries", [])),
                            "peak_memory_mb": record.get("peak_memory_mb"), "error": ""}
-    source, output = _read_picture(path, record, "source"), _read_picture(path, record, "output")
+    picture, row["note"] = _output_picture(path, record)
+    source, output = _read_picture(path, record, "source"), _read_picture(path, record, "output", picture)
     if output.shape != source.shape:
         raise OptimswapError(f"{path}: field 'output': the picture is {output.shape[1]}x{output.shape[0]} but the "
                              f"source is {source.shape[1]}x{source.shape[0]}")
@@ -146,6 +168,8 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
     h, w = source.shape[:2]
     outside = warp_from_frame(frame.mask, frame.matrix, h, w)[0, 0].numpy() == 0  # never touched by the edit
     row["psnr_outside"] = psnr(output, source, outside)
+    if image_format(picture) not in LOSSLESS_FORMATS:  # the format's own share of the change outside the face
+        row["psnr_outside_resaved"] = psnr(_resaved(source, picture, record["source"]), source, outside)
     row["hf_ratio"] = high_frequency_ratio(output_frame, frame.image, frame.mask)
     output_face = face_at(output, face.box)
     if output_face is None:
@@ -185,7 +209,7 @@ def find_records(paths: list[Path]) -> list[Path]:
     found = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += [c for c in sorted(p.rglob("*.json")) if _is_record(c, named=False)]
+            found += [c for c in sorted(p.rglob("*.json")) if not is_temp(c) and _is_record(c, named=False)]
         elif _is_record(p, named=True):
             found.append(p)
     return found

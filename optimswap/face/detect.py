@@ -7,11 +7,17 @@ mesh, offline; the 68 points are derived from it by ``optimswap.face.mesh.ibug68
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import logging
+import os
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +36,12 @@ class Face:
     @property
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+    def moved(self, dx: float, dy: float) -> Face:
+        """The same face with every coordinate moved by (dx, dy) pixels (into a crop of the photo and back)."""
+        x0, y0, x1, y1 = self.box
+        dense = None if self.dense is None else self.dense + [dx, dy, 0.0]
+        return Face((x0 + dx, y0 + dy, x1 + dx, y1 + dy), self.landmarks + [dx, dy], dense)
 
 
 def face_recognition_models_dir() -> Path:
@@ -129,16 +141,36 @@ def _face_mesh(max_faces: int):
         static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces)
 
 
-def mediapipe_process(graph, image: np.ndarray):
-    """``graph.process(image)`` for a legacy MediaPipe solution, without protobuf's deprecation warning (mediapipe
-    0.10.14 calls an API that newer protobuf flags)."""
-    with warnings.catch_warnings():
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+    """Standard error (file descriptor 2) to the null device for the block: MediaPipe's C++ (TensorFlow Lite, absl)
+    logs there past Python, and its lines would be a run's last words. Shown with --debug (the optimswap logger at
+    DEBUG)."""
+    if logging.getLogger("optimswap").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def mediapipe_process(graph: Callable[[], Any], image: np.ndarray) -> Any:
+    """``graph().process(image)`` for a legacy MediaPipe solution (``graph`` makes or returns the cached one), its
+    native logs hidden, without protobuf's deprecation warning (mediapipe 0.10.14 calls an API that newer protobuf
+    flags)."""
+    with native_logs_hidden(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
-        return graph.process(image)
+        return graph().process(image)
 
 
 def _detect_mediapipe(image: np.ndarray, max_faces: int = MESH_MAX_FACES) -> list[Face]:
-    result = mediapipe_process(_face_mesh(max_faces), image)
+    result = mediapipe_process(functools.partial(_face_mesh, max_faces), image)
     height, width = image.shape[:2]
     faces = []
     for mesh in result.multi_face_landmarks or []:

@@ -235,7 +235,7 @@ def strands_along(textured: np.ndarray, outline: np.ndarray, eye_distance: float
 def hands_occlusion(photo: np.ndarray, matrix: np.ndarray, size: int, eye_distance: float) -> np.ndarray:
     """(S, S) bool in the frame given by ``matrix``: the convex hull of every hand MediaPipe finds in the photo, grown
     by ``HAND_MARGIN`` x the eye distance (in frame pixels)."""
-    result = mediapipe_process(_hands(), photo)
+    result = mediapipe_process(_hands, photo)
     height, width = photo.shape[:2]
     mask = torch.zeros(1, 1, size, size)
     for hand in result.multi_hand_landmarks or []:

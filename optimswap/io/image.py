@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
+import logging
 import os
+import re
 import secrets
+import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -18,9 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from optimswap.errors import ImageError, OptionError
+
+log = logging.getLogger(__name__)
 
 MAX_PIXELS = 50_000_000  # ~ a 8660x5770 photo; beyond that a per-image optimization has no sense here
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -30,6 +38,9 @@ def list_images(photos: str | os.PathLike | list | tuple) -> list[Path]:
     """A folder's images (sorted by name) or an explicit list of files."""
     if isinstance(photos, (list, tuple)):
         paths = [Path(p) for p in photos]
+        folders = [p for p in paths if p.is_dir()]
+        if folders:
+            raise ImageError(f"{folders[0]} is a folder; give one folder of photos or several photo files")
     else:
         folder = Path(photos)
         if not folder.is_dir():
@@ -93,6 +104,89 @@ def image_format(path: str | os.PathLike) -> str:
     raise ImageError(f"{path}: cannot write a picture {what}; use e.g. .png or .jpg")
 
 
+# Formats whose pictures hold the pixels as given; any other (JPEG, GIF's palette, ...) changes them, the whole photo.
+LOSSLESS_FORMATS = {"PNG", "TIFF", "BMP", "WEBP", "PPM", "TGA", "SGI", "IM", "PCX", "DIB", "QOI"}
+SAVE_OPTIONS = {"WEBP": {"lossless": True}}  # PIL writes lossy WebP by default
+
+
+def jpeg_settings(source: str | os.PathLike | None) -> dict[str, Any]:
+    """How a JPEG result is written: with a JPEG source's own quantization tables and chroma subsampling, so that
+    blocks the edit did not touch come out as re-saving the source would make them; else quality 95 without chroma
+    subsampling."""
+    if source is not None:
+        with contextlib.suppress(OSError, UnidentifiedImageError), Image.open(source) as im:
+            if isinstance(im, JpegImagePlugin.JpegImageFile) and im.quantization:
+                return {"qtables": im.quantization, "subsampling": JpegImagePlugin.get_sampling(im)}
+    return {"quality": 95, "subsampling": 0}
+
+
+def save_options(path: str | os.PathLike, source: str | os.PathLike | None = None) -> dict[str, Any]:
+    """PIL ``save`` keywords for a picture at ``path`` (format from the extension) made from ``source``."""
+    fmt = image_format(path)
+    return {"format": fmt, **(jpeg_settings(source) if fmt == "JPEG" else SAVE_OPTIONS.get(fmt, {}))}
+
+
+def warn_if_lossy(path: str | os.PathLike) -> None:
+    """One line when ``path``'s format re-encodes the whole photo: outside the face the pixels then are not the
+    source's."""
+    fmt = image_format(path)
+    if fmt == "JPEG":
+        log.warning("%s is a JPEG: the whole photo is re-encoded (with the source's own settings when it is a JPEG: "
+                    "farther than 16 px from the edit as re-saving the source would); use .png to keep the source's "
+                    "pixels exactly", path)
+    elif fmt not in LOSSLESS_FORMATS:
+        log.warning("%s: %s does not keep the pixels as they are; use .png to keep the source's pixels exactly",
+                    path, fmt)
+
+
+def free_space(path: str | os.PathLike) -> int | None:
+    """Bytes free for a file at ``path`` (on the nearest existing folder's filesystem); None where unknown."""
+    start = Path(path).parent
+    try:
+        nearest = next(p for p in (start, *start.parents) if p.is_dir())
+        return shutil.disk_usage(nearest).free
+    except (OSError, StopIteration):
+        return None
+
+
+def check_space(needs: Sequence[tuple[str | os.PathLike, int]], option: str = "output") -> None:
+    """OptionError naming the first file when ``needs`` (path, bytes) does not fit in the free space of its
+    filesystem (files on one filesystem count together)."""
+    totals: dict[int, int] = {}
+    for path, size in needs:
+        start = Path(path).parent
+        nearest = next((p for p in (start, *start.parents) if p.is_dir()), None)
+        if nearest is None:
+            continue
+        device = nearest.stat().st_dev
+        totals[device] = totals.get(device, 0) + size
+        free = free_space(path)
+        if free is not None and totals[device] > free:
+            raise OptionError(option, f"{path}: about {_megabytes(totals[device])} needed, {_megabytes(free)} free "
+                                      f"on that disk")
+
+
+def picture_bytes(path: str | os.PathLike, pixels: int) -> int:
+    """About the most a picture of ``pixels`` takes at ``path``: 3 bytes a pixel in a lossless format (a PNG of a
+    photo takes 40-70 % of that), 1 in another (JPEG at quality 95: 0.3-0.6)."""
+    return (3 if image_format(path) in LOSSLESS_FORMATS else 1) * pixels
+
+
+def photo_pixels(photo: str | os.PathLike | np.ndarray) -> int | None:
+    """A photo's pixel count from its header (an array's shape); None when it cannot be read (reported later)."""
+    if isinstance(photo, np.ndarray):
+        return photo.shape[0] * photo.shape[1]
+    try:
+        with Image.open(photo) as im:
+            return im.width * im.height
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
 def check_writable(path: str | os.PathLike, folder: bool = False, option: str = "output") -> None:
     """Fail now, before any work, where a file (with ``folder``: a folder of files) could not be written at
     ``path`` later: something else is in the way, or the nearest existing folder does not let a file be created
@@ -146,10 +240,44 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+# Temp files name their writer (host, process), so that a later write can tell those of a killed one (SIGKILL, power
+# loss) from those of a writer still at work.
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8}(?P<suffix>\.[^.]*)?")
+
+
+def is_temp(path: str | os.PathLike) -> bool:
+    """A hidden temp file ``write_files`` makes beside a file it writes."""
+    return TEMP_NAME.fullmatch(Path(path).name) is not None
+
+
+def _writer_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's process lives
+        return False
+    return False
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of ``path`` left by writers on this host that no longer run (a reused process id
+    keeps them: only files that surely lost their writer go)."""
+    with contextlib.suppress(OSError):
+        for candidate in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            match = TEMP_NAME.fullmatch(candidate.name)
+            if match is None or (match["name"], match["suffix"] or "", match["host"]) != (path.name, path.suffix, HOST):
+                continue
+            if _writer_gone(int(match["pid"])):
+                with _signals_held():
+                    candidate.unlink(missing_ok=True)
+
+
 def _new_temp(path: Path) -> Path:
     """An empty hidden file beside ``path`` (mode as a plain open gives it, umask applied, unlike mkstemp)."""
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -198,31 +326,45 @@ def _place(temps: list[Path], paths: list[Path], overwrite: bool) -> None:
         raise
 
 
-def write_files(files: Sequence[tuple[Path, Callable[[Path], object]]], overwrite: bool = True) -> None:
+def write_files(files: Sequence[tuple[Path, Callable[[Path], object]]], overwrite: bool = True,
+                option: str = "output") -> None:
     """Write files as one: each ``write(tmp)`` fills a hidden temp file beside its path, then they are moved into
     place in the given order with SIGINT and SIGTERM held back, so an interruption leaves them all old or all new
     and a reader that sees the last one sees the others. Without ``overwrite`` no file is replaced, not even one
-    that appeared meanwhile: FileAppeared, and none is placed. No temp file remains, whatever happens."""
+    that appeared meanwhile: FileAppeared, and none is placed. No temp file remains, whatever happens; temps that
+    killed writers left at these paths are removed. A full disk (or quota) is an OptionError on ``option`` naming
+    the file."""
     temps: list[Path] = []
+    path = Path()
     try:
         for path, write in files:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(path)
             with _signals_held():  # listed as soon as it exists, so the cleanup below always knows it
                 temps.append(_new_temp(path))
             write(temps[-1])
         with _signals_held():
             _place(temps, [path for path, _ in files], overwrite)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = free_space(path)
+        raise OptionError(option, f"{path}: no space left on that disk ({err.strerror}"
+                                  + (f"; {_megabytes(free)} free" if free is not None else "") + "); nothing written"
+                          ) from err
     finally:
         with _signals_held():
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
 
 
-def image_file(path: str | os.PathLike, image: np.ndarray) -> tuple[Path, Callable[[Path], None]]:
-    """``write_files``' entry for an RGB uint8 picture (format from the extension)."""
+def image_file(path: str | os.PathLike, image: np.ndarray,
+               source: str | os.PathLike | None = None) -> tuple[Path, Callable[[Path], None]]:
+    """``write_files``' entry for an RGB uint8 picture (format from the extension; a JPEG like ``source``, see
+    ``jpeg_settings``)."""
     path = Path(path)
-    fmt = image_format(path)
-    return path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt)
+    options = save_options(path, source)
+    return path, lambda tmp: Image.fromarray(image).save(tmp, **options)
 
 
 def json_file(path: str | os.PathLike, data: dict | list) -> tuple[Path, Callable[[Path], None]]:
