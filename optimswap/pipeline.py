@@ -20,7 +20,7 @@ from torch import nn
 from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable, OptimizationError
-from optimswap.face import Face, frame_matrix, warp_from_frame, warp_to_frame
+from optimswap.face import Face, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
@@ -60,7 +60,7 @@ MaskFn = Callable[[np.ndarray, int, Any, torch.device, np.ndarray | None], torch
 
 def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn) -> Frame:
     """The aligned frame of ``face`` in ``photo`` (1, 3, H, W) with the edit's editable mask."""
-    matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
+    matrix = cfg.frame_matrix(face.landmarks, *photo.shape[-2:])
     landmarks = apply_matrix(matrix, face.landmarks)
     dense = None if face.dense is None else apply_matrix(matrix, face.dense[:, :2])
     image = warp_to_frame(photo, matrix, cfg.size)

@@ -32,7 +32,7 @@ from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import histogram_distance
 from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame, warp_to_frame
-from optimswap.face.align import JAW, NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
+from optimswap.face.align import JAW, NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix, warp_photo_to_frame
 from optimswap.face.detect import import_mediapipe, mediapipe_process
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 from optimswap.face.regions import OUTER_LIPS, brows_mask, eyes_mask, union
@@ -46,7 +46,7 @@ from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 METHODS = ("optimize", "preview")
-REGIONS = ("face", "head", "all")
+REGIONS = ("portrait", "head", "face")
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # Gatys et al. 2016's style layers (up to relu4_1)
 
 
@@ -62,11 +62,13 @@ class StylizeConfig(EditConfig):
     color_match_result: bool = option(False, "Colour-match the optimized face to the photo's before compositing.")
     method: str = option("optimize", "optimize (patch loss from the preview), or preview (guided patch copying "
                                      "only, StyleBlit).", choices=METHODS)
-    region: str = option("head", "What takes the exemplar's medium: face, head (hair too, background kept) or all "
-                                 "(the whole frame).", choices=REGIONS)
-    # Border blend of head and all: wider than the face mask's, so the medium fades into the photo.
-    border_feather: float = option(0.03, "Feather sigma of the head / whole-frame region (frame fraction).", low=0,
-                                   high=0.2)
+    # A drawn head on a sharp photograph reads as face paint: the default frame is the whole photo, person and
+    # background both in the medium.
+    region: str = option("portrait", "What takes the exemplar's medium: portrait (the whole photo: person in its "
+                                     "strokes, background in its backdrop), head (face and hair, the rest kept) or "
+                                     "face.", choices=REGIONS)
+    # Border blend of the head region: wider than the face mask's, so the medium fades into the photo.
+    border_feather: float = option(0.03, "Feather sigma of the head region (frame fraction).", low=0, high=0.2)
     appearance_sigma: float = option(0.02, "Appearance guide: blur sigma of grey - blur(grey) (frame fraction).",
                                      low=0, high=0.2, above=True)
     appearance_weight: float = option(1.0, "Share of the appearance guide in the patch search cost, against the "
@@ -114,6 +116,12 @@ class StylizeConfig(EditConfig):
             if getattr(self, name) not in LAYER_STRIDE:
                 raise OptionError(name, f"unknown layer {getattr(self, name)!r}")
 
+    def frame_matrix(self, landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The portrait region works on the whole photo (``photo_frame_matrix``), the others on the face crop."""
+        if self.region == "portrait":
+            return photo_frame_matrix(height, width, self.size)
+        return super().frame_matrix(landmarks, height, width)
+
 
 PRESETS = {
     "default": StylizeConfig(),
@@ -123,6 +131,32 @@ PRESETS = {
 
 
 # ---------------------------------------------------------------- regions
+
+
+def photo_frame_matrix(height: int, width: int, size: int) -> np.ndarray:
+    """2x3 scale and shift of the whole (``height`` x ``width``) photo into the ``size`` square, centred (the frame's
+    pixel edges on the photo's, as ``frame_matrix``; a non-square photo leaves bands of the frame outside it)."""
+    side = max(height, width)
+    s = size / side
+    return np.array([[s, 0, -s * ((width - side) / 2 - 0.5) - 0.5], [0, s, -s * ((height - side) / 2 - 0.5) - 0.5]])
+
+
+def _square(matrix: np.ndarray) -> np.ndarray:
+    """A 2x3 affine matrix as 3x3, to compose and invert."""
+    return np.vstack([matrix, [0, 0, 1]])
+
+
+def exemplar_matrix(style_landmarks: np.ndarray, photo_landmarks: np.ndarray, matrix: np.ndarray,
+                    cfg: StylizeConfig) -> np.ndarray:
+    """2x3 exemplar pixels -> the frame of ``matrix`` (photo pixels -> frame), placing the exemplar's face where the
+    photo's face lies in that frame, at its size and tilt (FaceBlit's alignment: the strokes keep their size against
+    the face). In the face crop that is the exemplar's own face crop."""
+    size = cfg.size
+    face = frame_matrix(style_landmarks, size, cfg.frame_scale)
+    if cfg.region != "portrait":
+        return face
+    photo_face = frame_matrix(photo_landmarks, size, cfg.frame_scale)
+    return (_square(matrix) @ np.linalg.inv(_square(photo_face)) @ _square(face))[:2]
 
 
 def head_polygon(landmarks: np.ndarray) -> np.ndarray:
@@ -143,18 +177,16 @@ def above_jaw(landmarks: np.ndarray, margin: float) -> np.ndarray:
 def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any,
                    dense: np.ndarray | None = None) -> torch.Tensor:
     """The editable mask: the face, the head outline (the background in it is kept by the person segmentation,
-    see ``background_keep``) or the whole frame, feathered inwards from the frame border."""
+    see ``background_keep``) or, for the portrait, the whole frame (the photo's frame: ``background_keep`` leaves
+    out what lies beyond the photo)."""
     if cfg.region == "face":
         return face_mask(landmarks, size, cfg.forehead, cfg.feather, device=device)
+    if cfg.region == "portrait":
+        return torch.ones(1, 1, size, size, device=device)
     sigma = max(cfg.border_feather * size, 0.5)
-    if cfg.region == "head":
-        head = polygon_mask(head_polygon(landmarks), size, device) * polygon_mask(above_jaw(landmarks, sigma), size,
-                                                                                    device)
-        return soften(head, sigma)
-    inner = torch.zeros(1, 1, size, size, device=device)
-    margin = int(2 * sigma)
-    inner[..., margin:size - margin, margin:size - margin] = 1
-    return soften(inner, sigma)
+    head = polygon_mask(head_polygon(landmarks), size, device) * polygon_mask(above_jaw(landmarks, sigma), size,
+                                                                                device)
+    return soften(head, sigma)
 
 
 @functools.cache
@@ -170,9 +202,12 @@ def person_share(image: np.ndarray, device: Any = "cpu") -> torch.Tensor:
 
 
 def background_keep(person: torch.Tensor, cfg: StylizeConfig) -> torch.Tensor | None:
-    """The share of each pixel that is background, which the head region keeps as the photo's; None for the other
-    regions, which keep nothing. ``person``: the photo's ``person_share``."""
-    return 1 - person if cfg.region == "head" else None
+    """The share of each photo pixel kept as it is: the background for the head region, nothing for the portrait
+    (zeros, so that the frame's bands beyond the photo are not edited either), None for the face. ``person``: the
+    photo's ``person_share``."""
+    if cfg.region == "face":
+        return None
+    return 1 - person if cfg.region == "head" else torch.zeros_like(person)
 
 
 def feature_mask(landmarks: np.ndarray, size: int, device: Any = "cpu") -> torch.Tensor:
@@ -205,6 +240,7 @@ class Guides:
     exemplar_smooth: torch.Tensor  # the same, bilinear
     exemplar_appearance: torch.Tensor  # (1, 1, S, S): the exemplar's appearance guide in its frame
     landmarks: np.ndarray  # (68, 2): the exemplar's landmarks in its frame
+    person: torch.Tensor  # (1, 1, S, S): the photo's person share in the frame
 
     def warped(self, image: torch.Tensor) -> torch.Tensor:
         """An exemplar-frame image resampled at the positional guide: onto the photo's geometry."""
@@ -230,6 +266,23 @@ def appearance_guide(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Grey minus blurred grey (FaceBlit's appearance guide), (B, 1, H, W)."""
     grey = image.mean(1, keepdim=True)
     return grey - gaussian_blur(grey, sigma)
+
+
+def picture_box(matrix: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """[[x0, y0], [x1, y1]]: the bounding box in the ``size`` frame of a (``height`` x ``width``) picture that
+    ``matrix`` places there, cut to the frame."""
+    corners = apply_matrix(matrix, np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5],
+                                             [width - 0.5, height - 0.5]]))
+    return np.clip(np.stack([corners.min(0), corners.max(0)]), 0, size - 1)
+
+
+def backdrop_guide(photo_box: np.ndarray, exemplar_box: np.ndarray, size: int) -> np.ndarray:
+    """(2, S, S) float32: the photo's box in the frame stretched onto the exemplar's in its frame, each axis on its
+    own: the backdrop around the exemplar's sitter where the photo's background lies around its person."""
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    scale = (exemplar_box[1] - exemplar_box[0]) / np.maximum(photo_box[1] - photo_box[0], 1)
+    return np.stack([exemplar_box[0, 0] + (xs - photo_box[0, 0]) * scale[0],
+                     exemplar_box[0, 1] + (ys - photo_box[0, 1]) * scale[1]]).astype(np.float32)
 
 
 def onto_person(position: np.ndarray, exemplar_person: np.ndarray, photo_person: np.ndarray) -> np.ndarray:
@@ -265,24 +318,44 @@ def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeC
     ``person_share`` (default: all person), where the positional guide must not reach the exemplar's background
     (``onto_person``)."""
     size, device = frame.size, frame.image.device
-    matrix = frame_matrix(style_face.landmarks, size, cfg.frame_scale)
+    photo_landmarks = apply_matrix(np.linalg.inv(_square(frame.matrix))[:2], frame.landmarks)
+    matrix = exemplar_matrix(style_face.landmarks, photo_landmarks, frame.matrix, cfg)
     landmarks = apply_matrix(matrix, style_face.landmarks)
     m = torch.as_tensor(matrix, dtype=torch.float32, device=device)[None]
     photo = to_tensor(style, device)
     # Reflection beyond the exemplar's borders: its paper or paint, never black, where the frame reaches past it.
     exemplar = warp_affine(photo, m, (size, size), mode="nearest", padding_mode="reflection")
     smooth = warp_affine(photo, m, (size, size), mode="bilinear", padding_mode="reflection")
-    exemplar_person = warp_affine(person_share(style, device), m, (size, size), padding_mode="reflection")
-    position = onto_person(position_guide(frame.landmarks, landmarks, size), exemplar_person[0, 0].cpu().numpy(),
-                           np.ones((size, size)) if person is None
-                           else warp_to_frame(person, frame.matrix, size)[0, 0].cpu().numpy())
+    exemplar_person = warp_affine(person_share(style, device), m, (size, size), padding_mode="reflection")[0, 0]
+    photo_person = (torch.ones(1, 1, size, size, device=device) if person is None
+                    else warp_to_frame(person, frame.matrix, size))
+    position = position_guide(frame.landmarks, landmarks, size)
+    exemplar_sitter, photo_sitter = exemplar_person.cpu().numpy(), photo_person[0, 0].cpu().numpy()
+    if cfg.region == "portrait" and person is not None:
+        # The landmark warp reaches far past the exemplar around a small face (its reflected copies, sitter
+        # included); the background rather follows the two pictures' extents, then leaves the exemplar's sitter
+        # (the fix below with person and background swapped). The person is cut at half share on both sides.
+        in_picture = warp_affine(torch.ones_like(photo[:, :1]), m, (size, size))[0, 0].cpu().numpy()
+        backdrop = backdrop_guide(picture_box(frame.matrix, *person.shape[-2:], size),
+                                  picture_box(matrix, *style.shape[:2], size), size)
+        photo_sitter = (photo_sitter >= 0.5).astype(np.float32)
+        # The exemplar's backdrop: clear of its sitter (hair strands included) by the searches' reach, so that no
+        # chunk or patch brings the sitter's edge into the background.
+        reach = max(cfg.chunk + cfg.chunk_search, cfg.search_window) * size
+        clear = distance_transform_edt(exemplar_sitter < 0.05) > reach
+        backdrop = onto_person(backdrop, clear * in_picture, 1 - photo_sitter)
+        position = np.where(photo_sitter > 0, position, backdrop)
+    position = onto_person(position, exemplar_sitter, photo_sitter)
     sigma = cfg.appearance_sigma * size
     style_app = appearance_guide(smooth, sigma)
     photo_app = appearance_guide(frame.image, sigma)
-    matched = match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy())
-    return Guides(torch.as_tensor(position, device=device)[None],
-                  torch.as_tensor(matched, dtype=torch.float32, device=device)[None, None], exemplar, smooth, style_app,
-                  landmarks)
+    matched = torch.as_tensor(match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy()),
+                              dtype=torch.float32, device=device)[None, None]
+    if cfg.region == "portrait":
+        # The background takes the exemplar's backdrop, not the photo's scenery drawn in its strokes.
+        matched = matched * photo_person
+    return Guides(torch.as_tensor(position, device=device)[None], matched, exemplar, smooth, style_app, landmarks,
+                  photo_person)
 
 
 # ---------------------------------------------------------------- preview (StyleBlit)
@@ -380,7 +453,11 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
             source = encoder(level.image, layers)
             target = encoder(resize_to(warped, level.size), list(STYLE_LAYERS))
         features = feature_mask(landmarks, level.size, device)
-        terms = [Term("content", cfg.content_weight, ContentLoss(source[cfg.content_layer]), cfg.content_layer),
+        content = source[cfg.content_layer]
+        # The portrait's background is the exemplar's backdrop: style terms only there.
+        person = (pool_to(resize_to(guides.person, level.size), content.shape[-2:]) if cfg.region == "portrait"
+                  else None)
+        terms = [Term("content", cfg.content_weight, ContentLoss(content, person), cfg.content_layer),
                  Term("identity", cfg.identity_weight,
                       ContentLoss(source[cfg.identity_layer], pool_to(features, source[cfg.identity_layer].shape[-2:])),
                       cfg.identity_layer),
@@ -449,15 +526,18 @@ def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarr
 
 
 class StyleReference:
-    """The exemplar warped onto the photo's face (``exemplar``, frame), as style distances measure against it over
-    ``mask`` (frame): its Gram matrices and colours, computed once for every image scored."""
+    """The exemplar (``exemplar``, frame: warped onto the photo's face, or its whole picture placed by the face), as
+    style distances measure against it: images over ``mask`` (frame), the exemplar over ``exemplar_mask`` (default:
+    ``mask``); its Gram matrices and colours, computed once for every image scored."""
 
     @torch.no_grad()
-    def __init__(self, exemplar: torch.Tensor, mask: torch.Tensor, encoder: Any):
+    def __init__(self, exemplar: torch.Tensor, mask: torch.Tensor, encoder: Any,
+                 exemplar_mask: torch.Tensor | None = None):
+        exemplar_mask = mask if exemplar_mask is None else exemplar_mask
         self.mask, self.encoder = mask, encoder
         self.region = mask[0, 0] > 0.5
-        self.grams = gram_matrices(exemplar, mask, encoder)
-        self.pixels = exemplar[0].permute(1, 2, 0)[self.region]
+        self.grams = gram_matrices(exemplar, exemplar_mask, encoder)
+        self.pixels = exemplar[0].permute(1, 2, 0)[exemplar_mask[0, 0] > 0.5]
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
@@ -478,8 +558,9 @@ def score(s: Scoring) -> dict:
     background is the photo's by design (over the whole head outline even the exemplar itself pasted on the person
     stayed at 0.44-0.67 of the photo's Gram distance on mark's five pairs)."""
     style = load_photo(s.record["inputs"]["style"], "style")
+    style_face = _style_face(style, s.cfg)
     person = person_share(s.source)
-    guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg, person)
+    guides = make_guides(style.image, style_face, s.frame, s.cfg, person)
     encoder = load_encoder(s.cfg.encoder, "cpu")
     edited = editable_mask(s.frame, background_keep(person, s.cfg))
     # The output is scored as read back from the photo into the frame; the exemplar is read the same way. The
@@ -495,6 +576,35 @@ def score(s: Scoring) -> dict:
             row[f"{name}_{when}"] = value
     with torch.no_grad():
         row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, edited, s.cfg, encoder)
+    return row | whole_picture_scores(s, style.image, style_face, encoder)
+
+
+# Levels (of 255) within which an output pixel still counts as the photograph's.
+PHOTO_LEVELS = 4
+
+
+@torch.no_grad()
+def whole_picture_scores(s: Scoring, style: np.ndarray, style_face: Face, encoder: Any) -> dict[str, float]:
+    """Over the whole photo, whatever the region edited (the portrait frame: the photo in the working size): Gram
+    and colour-histogram distance to the exemplar's whole picture, placed with its face at the photo's face's size,
+    of the photo (``*_whole_before``) and the output (``*_whole_after``); ``share_of_photo``: the share of the
+    pixels outside the face still the photograph's (every channel within PHOTO_LEVELS of it)."""
+    h, w = s.source.shape[:2]
+    portrait = s.cfg.replace(region="portrait")
+    matrix = photo_frame_matrix(h, w, portrait.size)
+    placed = exemplar_matrix(style_face.landmarks, s.face.landmarks, matrix, portrait)
+    photo, in_photo = warp_photo_to_frame(to_tensor(s.source), matrix, portrait.size).split(3, 1)
+    output = warp_to_frame(to_tensor(s.output), matrix, portrait.size)
+    exemplar, in_exemplar = warp_photo_to_frame(to_tensor(style), placed, portrait.size).split(3, 1)
+    reference = StyleReference(exemplar, (in_photo > 0.5).float(), encoder, (in_exemplar > 0.5).float())
+    row = {}
+    for when, image in (("before", photo), ("after", output)):
+        for name, value in reference(image).items():
+            row[f"{name}_whole_{when}"] = value
+    face = face_mask(apply_matrix(matrix, s.face.landmarks), portrait.size, s.cfg.forehead, s.cfg.feather)
+    outside = (in_photo[0, 0] > 0.5) & (face[0, 0] < 0.5)
+    still = ((output - photo).abs().amax(1)[0] * 255 <= PHOTO_LEVELS)[outside]
+    row["share_of_photo"] = float(still.float().mean())
     return row
 
 
