@@ -8,6 +8,10 @@ optimization; ``optimize`` starts from it and runs the restricted CNNMRF patch l
 target (search window = positional guide, appearance guide in the search cost), a Gram loss to the warped exemplar
 over the edited region (Gatys et al. 2016), a weak content loss, and an identity term (deeper features on eyes,
 brows, nose and mouth, plus the face's low-frequency shading).
+
+By default (region ``portrait``) the frame is the whole photo: the person is guided as above, the background by the
+two pictures' extents onto the exemplar's backdrop (both sitters found by MediaPipe's selfie segmentation), and kept
+as the preview's copy of it while the person is optimized.
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # Gatys et al. 2016
 
 @dataclass(frozen=True)
 class StylizeConfig(EditConfig):
-    size: int = option(512, "Working frame side in pixels.", low=32, high=4096)
+    size: int = option(512, "Working frame side in pixels (portrait: the whole photo's longer side; head, face: "
+                                "the face crop).", low=32, high=4096)
     # The whole head (hair included) must fit the frame: 1.5 x the FFHQ crop.
-    frame_scale: float = option(1.5, "Crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. 2019).",
-                                low=0.25, high=4.0)
+    frame_scale: float = option(1.5, "Face crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. "
+                                     "2019); head and face regions only.", low=0.25, high=4.0)
     levels: int = option(2, "Pyramid levels (coarse to fine, halving the side).", low=1, high=6)
     iters: int = option(15, "Optimizer iterations per pyramid level.", low=1, high=100_000)
     # The exemplar's colours are the point of the edit.
@@ -240,7 +245,7 @@ class Guides:
     exemplar_smooth: torch.Tensor  # the same, bilinear
     exemplar_appearance: torch.Tensor  # (1, 1, S, S): the exemplar's appearance guide in its frame
     landmarks: np.ndarray  # (68, 2): the exemplar's landmarks in its frame
-    person: torch.Tensor  # (1, 1, S, S): the photo's person share in the frame
+    person: torch.Tensor  # (1, 1, S, S): the photo's person share in the frame (the portrait: cut at half share)
 
     def warped(self, image: torch.Tensor) -> torch.Tensor:
         """An exemplar-frame image resampled at the positional guide: onto the photo's geometry."""
@@ -268,9 +273,10 @@ def appearance_guide(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return grey - gaussian_blur(grey, sigma)
 
 
-def picture_box(matrix: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
-    """[[x0, y0], [x1, y1]]: the bounding box in the ``size`` frame of a (``height`` x ``width``) picture that
-    ``matrix`` places there, cut to the frame."""
+def picture_box(matrix: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """[[x0, y0], [x1, y1]]: the bounding box in the ``size`` frame of a picture of ``shape`` (height, width, ...)
+    that ``matrix`` places there, cut to the frame."""
+    height, width = shape[:2]
     corners = apply_matrix(matrix, np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5],
                                              [width - 0.5, height - 0.5]]))
     return np.clip(np.stack([corners.min(0), corners.max(0)]), 0, size - 1)
@@ -336,9 +342,10 @@ def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeC
         # included); the background rather follows the two pictures' extents, then leaves the exemplar's sitter
         # (the fix below with person and background swapped). The person is cut at half share on both sides.
         in_picture = warp_affine(torch.ones_like(photo[:, :1]), m, (size, size))[0, 0].cpu().numpy()
-        backdrop = backdrop_guide(picture_box(frame.matrix, *person.shape[-2:], size),
-                                  picture_box(matrix, *style.shape[:2], size), size)
-        photo_sitter = (photo_sitter >= 0.5).astype(np.float32)
+        backdrop = backdrop_guide(picture_box(frame.matrix, tuple(person.shape[-2:]), size),
+                                  picture_box(matrix, style.shape, size), size)
+        photo_person = (photo_person >= 0.5).float()
+        photo_sitter = photo_person[0, 0].cpu().numpy()
         # The exemplar's backdrop: clear of its sitter (hair strands included) by the searches' reach, so that no
         # chunk or patch brings the sitter's edge into the background.
         reach = max(cfg.chunk + cfg.chunk_search, cfg.search_window) * size
@@ -449,15 +456,18 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
     def build(level: Level) -> Objective:
         layers = [cfg.content_layer, cfg.identity_layer, *STYLE_LAYERS]
         landmarks = frame.landmarks * (level.size / frame.size)
+        # The portrait's background stays the preview's copy of the exemplar's backdrop, which is the content there
+        # (the photo's on the person), and the style terms work on the person: left to them, jennifer's flat
+        # charcoal paper drifted to pink and green.
+        person = resize_to(guides.person, level.size) if cfg.region == "portrait" else None
+        styled = level.mask if person is None else level.mask * person
         with torch.no_grad():
             source = encoder(level.image, layers)
             target = encoder(resize_to(warped, level.size), list(STYLE_LAYERS))
+            content = source[cfg.content_layer] if person is None else encoder(
+                level.start + person * (level.image - level.start), [cfg.content_layer])[cfg.content_layer]
         features = feature_mask(landmarks, level.size, device)
-        content = source[cfg.content_layer]
-        # The portrait's background is the exemplar's backdrop: style terms only there.
-        person = (pool_to(resize_to(guides.person, level.size), content.shape[-2:]) if cfg.region == "portrait"
-                  else None)
-        terms = [Term("content", cfg.content_weight, ContentLoss(content, person), cfg.content_layer),
+        terms = [Term("content", cfg.content_weight, ContentLoss(content), cfg.content_layer),
                  Term("identity", cfg.identity_weight,
                       ContentLoss(source[cfg.identity_layer], pool_to(features, source[cfg.identity_layer].shape[-2:])),
                       cfg.identity_layer),
@@ -467,7 +477,7 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
         for layer in STYLE_LAYERS:
             feat = target[layer]
             shape = feat.shape[-2:]
-            region = pool_to(level.mask, shape)
+            region = pool_to(styled, shape)
             scale = float((source[layer] ** 2).mean().clamp_min(1e-8))
             guide_q, guide_t = pool_to(resize_to(guides.appearance, level.size), shape), pool_to(
                 resize_to(warped_app, level.size), shape)
@@ -615,7 +625,8 @@ class StylizeResult(EditResult):
 
 
 STYLIZE = register(Edit(
-    name="stylize", summary="Paint the face in PHOTO in the medium of the portrait STYLE, keeping the person.",
+    name="stylize", summary="Paint PHOTO in the medium of the portrait STYLE (person and background), keeping the "
+                            "person.",
     source="photo", inputs=(Input("style", "photo", "Painted or drawn portrait (one face) whose medium to take."),),
     presets=PRESETS, prepare=prepare, mask=stylize_region, score=score, result_type=StylizeResult))
 
