@@ -341,16 +341,20 @@ def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeC
         # The landmark warp reaches far past the exemplar around a small face (its reflected copies, sitter
         # included); the background rather follows the two pictures' extents, then leaves the exemplar's sitter
         # (the fix below with person and background swapped). The person is cut at half share on both sides.
-        in_picture = warp_affine(torch.ones_like(photo[:, :1]), m, (size, size))[0, 0].cpu().numpy()
-        backdrop = backdrop_guide(picture_box(frame.matrix, tuple(person.shape[-2:]), size),
-                                  picture_box(matrix, style.shape, size), size)
+        # The exemplar's backdrop: clear of its sitter (hair strands included) and of its picture's edges by the
+        # searches' reach, so that no chunk or patch brings the sitter's edge or the mirror beyond the picture into
+        # the background; by half the clearance there is where the backdrop is narrower (the watercolour's paper
+        # beside its sitter, seen around mark's small face).
+        reach = max(cfg.chunk + cfg.chunk_search, cfg.search_window) * size
+        in_picture = warp_affine(torch.ones_like(photo[:, :1]), m, (size, size))[0, 0].cpu().numpy() > 0.5
+        clearance = np.minimum(distance_transform_edt(exemplar_sitter < 0.05), distance_transform_edt(in_picture))
+        backdrop_area = clearance > min(reach, clearance.max() / 2)
+        exemplar_box = picture_box(matrix, style.shape, size)
+        exemplar_box = exemplar_box + np.minimum(reach, (exemplar_box[1] - exemplar_box[0]) / 4) * [[1], [-1]]
+        backdrop = backdrop_guide(picture_box(frame.matrix, tuple(person.shape[-2:]), size), exemplar_box, size)
         photo_person = (photo_person >= 0.5).float()
         photo_sitter = photo_person[0, 0].cpu().numpy()
-        # The exemplar's backdrop: clear of its sitter (hair strands included) by the searches' reach, so that no
-        # chunk or patch brings the sitter's edge into the background.
-        reach = max(cfg.chunk + cfg.chunk_search, cfg.search_window) * size
-        clear = distance_transform_edt(exemplar_sitter < 0.05) > reach
-        backdrop = onto_person(backdrop, clear * in_picture, 1 - photo_sitter)
+        backdrop = onto_person(backdrop, backdrop_area.astype(np.float32), 1 - photo_sitter)
         position = np.where(photo_sitter > 0, position, backdrop)
     position = onto_person(position, exemplar_sitter, photo_sitter)
     sigma = cfg.appearance_sigma * size
@@ -510,7 +514,14 @@ def prepare(setup: Setup) -> Plan:
     inside = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
     start = photo + inside * (warp_from_frame(quick, frame.matrix, h, w) - photo)
     objective = None if cfg.method == "preview" else stylize_objective(guides, frame, cfg, device)
-    return Plan(objective, start=start, keep=background_keep(person, cfg),
+    finish = None
+    if cfg.region == "portrait":
+        # The background is the preview's copy of the exemplar's backdrop, as copied: the person's style terms
+        # reach into it through the encoder's receptive fields (jennifer x charcoal: the paper drifted to lilac,
+        # 0.06 off the preview on average at 128 px).
+        def finish(out: torch.Tensor) -> torch.Tensor:
+            return out + (1 - person) * (start - out)
+    return Plan(objective, start=start, keep=background_keep(person, cfg), finish=finish,
                 result={"guides": guides, "preview": quick})
 
 
