@@ -158,11 +158,18 @@ def test_identity_weight_keeps_the_person(tony, faces):
 
 
 def test_preview_method_and_cli(cli, faces, tmp_path):
+    """The default portrait from the command line, scored by eval: nothing of the photograph is left outside the
+    face, and over the whole picture the colours moved most of the way to the exemplar's."""
+    from optimswap.eval.report import evaluate_record
+
     out = tmp_path / "s.png"
     code, _, err = cli("stylize", faces / "identities" / "tony_blair" / "01.jpg", faces / "styles" / "04.jpg", "-o",
                        out, "--method", "preview", "--size", "128", "-q")
     assert code == 0, err
     assert read_image(out).shape == read_image(faces / "identities" / "tony_blair" / "01.jpg").shape
+    row = evaluate_record(out.with_suffix(".json"))
+    assert row["share_of_photo"] < 0.05
+    assert row["colour_whole_after"] < 0.5 * row["colour_whole_before"]
 
 
 def test_style_without_a_face_is_a_one_line_error(cli, faces, tmp_path):
