@@ -36,7 +36,7 @@ from optimswap.config import EditConfig, option
 from optimswap.errors import OptionError
 from optimswap.eval.metrics import histogram_distance
 from optimswap.face import Face, face_mask, find_face, frame_matrix, interocular, warp_from_frame, warp_to_frame
-from optimswap.face.align import JAW, NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix, warp_photo_to_frame
+from optimswap.face.align import JAW, NOSE_BRIDGE, NOSE_WINGS, TPS_POINTS, apply_matrix
 from optimswap.face.detect import import_mediapipe, mediapipe_process
 from optimswap.face.mask import face_polygon, grow, polygon_mask, soften
 from optimswap.face.regions import OUTER_LIPS, brows_mask, eyes_mask, union
@@ -46,7 +46,7 @@ from optimswap.losses import ContentLoss, GramLoss, LuminanceLoss, PatchStyleLos
 from optimswap.losses.luminance import low_luminance, luminance_loss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
-from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask
+from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask, make_frame
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 METHODS = ("optimize", "preview")
@@ -547,18 +547,15 @@ def identity_proxy(image: torch.Tensor, photo: torch.Tensor, landmarks: np.ndarr
 
 
 class StyleReference:
-    """The exemplar (``exemplar``, frame: warped onto the photo's face, or its whole picture placed by the face), as
-    style distances measure against it: images over ``mask`` (frame), the exemplar over ``exemplar_mask`` (default:
-    ``mask``); its Gram matrices and colours, computed once for every image scored."""
+    """The exemplar warped onto the photo's face (``exemplar``, frame), as style distances measure against it over
+    ``mask`` (frame): its Gram matrices and colours, computed once for every image scored."""
 
     @torch.no_grad()
-    def __init__(self, exemplar: torch.Tensor, mask: torch.Tensor, encoder: Any,
-                 exemplar_mask: torch.Tensor | None = None):
-        exemplar_mask = mask if exemplar_mask is None else exemplar_mask
+    def __init__(self, exemplar: torch.Tensor, mask: torch.Tensor, encoder: Any):
         self.mask, self.encoder = mask, encoder
         self.region = mask[0, 0] > 0.5
-        self.grams = gram_matrices(exemplar, exemplar_mask, encoder)
-        self.pixels = exemplar[0].permute(1, 2, 0)[exemplar_mask[0, 0] > 0.5]
+        self.grams = gram_matrices(exemplar, mask, encoder)
+        self.pixels = exemplar[0].permute(1, 2, 0)[self.region]
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
@@ -571,61 +568,57 @@ class StyleReference:
                 "colour": histogram_distance(image[0].permute(1, 2, 0)[self.region], self.pixels)}
 
 
-def score(s: Scoring) -> dict:
-    """Style distance to the exemplar (Gram on the encoder, colour histogram) of the photo (before) and the
-    output (after) over the pixels the edit changes, and the dlib-free identity proxy of the output to the photo.
-
-    With ``region`` head that is the head outline less the background the person segmentation keeps: the kept
-    background is the photo's by design (over the whole head outline even the exemplar itself pasted on the person
-    stayed at 0.44-0.67 of the photo's Gram distance on mark's five pairs)."""
-    style = load_photo(s.record["inputs"]["style"], "style")
-    style_face = _style_face(style, s.cfg)
-    person = person_share(s.source)
-    guides = make_guides(style.image, style_face, s.frame, s.cfg, person)
-    encoder = load_encoder(s.cfg.encoder, "cpu")
-    edited = editable_mask(s.frame, background_keep(person, s.cfg))
+def style_distances(frame: Frame, cfg: StylizeConfig, photo: np.ndarray, output: np.ndarray, style: np.ndarray,
+                    style_face: Face, person: torch.Tensor, encoder: Any, suffix: str = "") -> dict[str, float]:
+    """Gram and colour-histogram distance to the exemplar, guided onto the photo in ``frame`` as ``cfg`` guides it,
+    of the photo (``gram{suffix}_before`` ...) and the output (``*{suffix}_after``) over the pixels ``cfg``'s region
+    changes (for the portrait: the whole photo)."""
+    guides = make_guides(style, style_face, frame, cfg, person)
+    edited = editable_mask(frame, background_keep(person, cfg))
     # The output is scored as read back from the photo into the frame; the exemplar is read the same way. The
     # Gram distance is that sensitive to resampling: the warped exemplar itself, pasted into jennifer's photo, kept
     # 0.47 of the photo's distance read against its frame copy, 0.24 against the copy read back (512 px).
-    h, w = s.source.shape[:2]
-    exemplar = warp_to_frame(warp_from_frame(guides.warped_exemplar(), s.frame.matrix, h, w),
-                             s.frame.matrix, s.frame.size)
+    h, w = photo.shape[:2]
+    exemplar = warp_to_frame(warp_from_frame(guides.warped_exemplar(), frame.matrix, h, w), frame.matrix, frame.size)
     reference = StyleReference(exemplar, edited, encoder)
-    row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
-    for when, image in (("before", s.frame.image), ("after", s.output_frame)):
-        for name, value in reference(image).items():
-            row[f"{name}_{when}"] = value
-    with torch.no_grad():
-        row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, edited, s.cfg, encoder)
-    return row | whole_picture_scores(s, style.image, style_face, encoder)
+    row = {}
+    for when, image in (("before", photo), ("after", output)):
+        for name, value in reference(warp_to_frame(to_tensor(image), frame.matrix, frame.size)).items():
+            row[f"{name}{suffix}_{when}"] = value
+    return row
 
 
 # Levels (of 255) within which an output pixel still counts as the photograph's.
 PHOTO_LEVELS = 4
 
 
-@torch.no_grad()
-def whole_picture_scores(s: Scoring, style: np.ndarray, style_face: Face, encoder: Any) -> dict[str, float]:
-    """Over the whole photo, whatever the region edited (the portrait frame: the photo in the working size): Gram
-    and colour-histogram distance to the exemplar's whole picture, placed with its face at the photo's face's size,
-    of the photo (``*_whole_before``) and the output (``*_whole_after``); ``share_of_photo``: the share of the
-    pixels outside the face still the photograph's (every channel within PHOTO_LEVELS of it)."""
-    h, w = s.source.shape[:2]
+def score(s: Scoring) -> dict:
+    """Style distance to the exemplar (Gram on the encoder, colour histogram) of the photo (before) and the
+    output (after) over the pixels the edit changes, the same over the whole photo whatever the region (as the
+    portrait guides the exemplar onto it: ``*_whole``), the share of the picture outside the face still the
+    photograph's (``share_of_photo``: every channel within PHOTO_LEVELS of it), and the dlib-free identity proxy of
+    the output to the photo.
+
+    With ``region`` head the edited pixels are the head outline less the background the person segmentation keeps:
+    the kept background is the photo's by design (over the whole head outline even the exemplar itself pasted on
+    the person stayed at 0.44-0.67 of the photo's Gram distance on mark's five pairs)."""
+    style = load_photo(s.record["inputs"]["style"], "style")
+    style_face = _style_face(style, s.cfg)
+    person = person_share(s.source)
+    encoder = load_encoder(s.cfg.encoder, "cpu")
+    row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
+    row |= style_distances(s.frame, s.cfg, s.source, s.output, style.image, style_face, person, encoder)
     portrait = s.cfg.replace(region="portrait")
-    matrix = photo_frame_matrix(h, w, portrait.size)
-    placed = exemplar_matrix(style_face.landmarks, s.face.landmarks, matrix, portrait)
-    photo, in_photo = warp_photo_to_frame(to_tensor(s.source), matrix, portrait.size).split(3, 1)
-    output = warp_to_frame(to_tensor(s.output), matrix, portrait.size)
-    exemplar, in_exemplar = warp_photo_to_frame(to_tensor(style), placed, portrait.size).split(3, 1)
-    reference = StyleReference(exemplar, (in_photo > 0.5).float(), encoder, (in_exemplar > 0.5).float())
-    row = {}
-    for when, image in (("before", photo), ("after", output)):
-        for name, value in reference(image).items():
-            row[f"{name}_whole_{when}"] = value
-    face = face_mask(apply_matrix(matrix, s.face.landmarks), portrait.size, s.cfg.forehead, s.cfg.feather)
-    outside = (in_photo[0, 0] > 0.5) & (face[0, 0] < 0.5)
-    still = ((output - photo).abs().amax(1)[0] * 255 <= PHOTO_LEVELS)[outside]
-    row["share_of_photo"] = float(still.float().mean())
+    whole = make_frame(to_tensor(s.source), s.face, portrait, stylize_region)
+    row |= style_distances(whole, portrait, s.source, s.output, style.image, style_face, person, encoder, "_whole")
+    output = warp_to_frame(to_tensor(s.output), whole.matrix, whole.size)
+    face = face_mask(whole.landmarks, whole.size, s.cfg.forehead, s.cfg.feather)[0, 0]
+    outside = (editable_mask(whole, background_keep(person, portrait))[0, 0] > 0.5) & (face < 0.5)
+    row["share_of_photo"] = float(((output - whole.image).abs().amax(1)[0] * 255 <= PHOTO_LEVELS)[outside].float()
+                                  .mean())
+    with torch.no_grad():
+        edited = editable_mask(s.frame, background_keep(person, s.cfg))
+        row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, edited, s.cfg, encoder)
     return row
 
 
