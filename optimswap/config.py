@@ -13,7 +13,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
+
 from optimswap.errors import OptionError
+from optimswap.face.align import frame_matrix as face_frame_matrix
 
 ENCODERS = ("vgg16-hed", "vgg19")
 LANDMARK_BACKENDS = ("dlib", "fan", "mediapipe")
@@ -115,6 +118,11 @@ class EditConfig:
 
     def check(self) -> None:
         """Checks that involve several fields of a particular edit (subclasses override)."""
+
+    def frame_matrix(self, landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+        """2x3 similarity from the (``height`` x ``width``) photo's pixels to the working frame: the aligned face
+        crop (subclasses may frame more of the photo)."""
+        return face_frame_matrix(landmarks, self.size, self.frame_scale)
 
     def input_files(self) -> list[str]:
         """Files the options name that a run reads besides its photos (its outputs never replace them; subclasses

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from optimswap.compose import gaussian_blur, laplacian_blend, match_color
 from optimswap.config import EditConfig
 from optimswap.errors import BackendUnavailable, OptimizationError
-from optimswap.face import Face, face_mask, frame_matrix, warp_from_frame, warp_to_frame
+from optimswap.face import Face, face_mask, warp_from_frame, warp_to_frame
 from optimswap.face.align import apply_matrix, warp_photo_to_frame
 from optimswap.io import to_numpy, to_tensor
 from optimswap.objective import Objective
@@ -91,7 +91,7 @@ MaskFn = Callable[[np.ndarray, int, Any, torch.device, np.ndarray | None], torch
 
 def make_frame(photo: torch.Tensor, face: Face, cfg: EditConfig, mask_fn: MaskFn) -> Frame:
     """The aligned frame of ``face`` in ``photo`` (1, 3, H, W) with the edit's editable mask."""
-    matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
+    matrix = cfg.frame_matrix(face.landmarks, *photo.shape[-2:])
     landmarks = apply_matrix(matrix, face.landmarks)
     dense = None if face.dense is None else apply_matrix(matrix, face.dense[:, :2])
     image = warp_to_frame(photo, matrix, cfg.size)
@@ -103,7 +103,7 @@ def photo_region(height: int, width: int, face: Face, cfg: EditConfig) -> tuple[
     editable mask lies inside it) and around it a quarter of the frame's side plus the blending's coarsest cell
     (photo-space blurs and the multi-band blend reach that far), within the photo. A camera photo's face is a small
     part of it: the edit and its composite then cost what the face does, not the photo."""
-    matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
+    matrix = cfg.frame_matrix(face.landmarks, height, width)
     edge = cfg.size - 0.5
     to_photo = invert_affine_transform(torch.as_tensor(matrix)[None])[0].numpy()
     corners = apply_matrix(to_photo, np.array([[-0.5, -0.5], [edge, -0.5], [edge, edge], [-0.5, edge]]))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -27,8 +29,13 @@ def style(faces) -> np.ndarray:
     return read_image(faces / "styles" / "01.jpg")
 
 
-def _guides(photo, style, size, device="cpu"):
-    cfg = STYLIZE.preset(size=size)
+@pytest.fixture(scope="module")
+def tony(faces) -> np.ndarray:
+    return read_image(faces / "identities" / "tony_blair" / "01.jpg")
+
+
+def _guides(photo, style, size, region="head", device="cpu"):
+    cfg = STYLIZE.preset(size=size, region=region)
     frame = make_frame(to_tensor(photo, device), find_face(photo), cfg, STYLIZE.mask)
     return cfg, frame, make_guides(style, find_face(style), frame, cfg)
 
@@ -63,7 +70,7 @@ def test_the_guide_sends_the_photos_person_onto_the_exemplars_person_only():
 def test_the_head_region_takes_the_hair_and_stops_at_the_jaw(jennifer):
     """Above the brows up to the hair and beside the temples: edited; the neck under the chin: not (the positional
     guide would paint it with what the exemplar has under its chin)."""
-    cfg = STYLIZE.preset(size=256)
+    cfg = STYLIZE.preset(size=256, region="head")
     frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, STYLIZE.mask)
     mask, points = frame.mask[0, 0], frame.landmarks
     eye = interocular(points)
@@ -107,7 +114,7 @@ def test_the_preview_follows_the_photos_features_not_the_exemplars(jennifer, sty
 
 
 def test_optimization_lowers_the_style_distance(jennifer, style, device):
-    cfg, frame, guides = _guides(jennifer, style, 64, device)
+    cfg, frame, guides = _guides(jennifer, style, 64, device=device)
     encoder = load_encoder(cfg.encoder, device)
     objective = stylize_objective(guides, frame, cfg, device)(Level(64, frame.image, frame.mask, frame.image))
     param = frame.image.clone()
@@ -135,26 +142,34 @@ def test_the_gram_term_brings_the_exemplars_statistics_closer_than_the_patch_los
     assert gram_after(cfg) < 0.8 * gram_after(cfg.replace(gram_weight=0.0))  # measured 0.34 vs 0.47
 
 
-def test_identity_weight_keeps_the_person(faces, device):
-    photo = faces / "identities" / "mark" / "01.jpg"
-    runs = {w: stylize(photo, faces / "styles" / "02.jpg", STYLIZE.preset(size=64, levels=1, iters=8,
-                                                                         identity_weight=w, device=str(device)),
+def test_identity_weight_keeps_the_person(tony, faces, device):
+    """In the default portrait (the whole photo in the frame, the face a fraction of it) the identity terms hold
+    the face: the dlib-free identity proxy to the photo is lower with them than without."""
+    runs = {w: stylize(tony, faces / "styles" / "02.jpg", STYLIZE.preset(size=128, levels=1, iters=8,
+                                                                        identity_weight=w, device=str(device)),
                        progress=False)
             for w in (0.0, STYLIZE.preset().identity_weight)}
     encoder = load_encoder("vgg16-hed", device)
-    cfg = STYLIZE.preset(size=64, levels=1)
+    cfg = STYLIZE.preset(size=128, levels=1)
     proxy = {w: identity_proxy(r.frame_result, r.frame.image, r.frame.landmarks, r.frame.mask, cfg, encoder)
              for w, r in runs.items()}
     assert proxy[STYLIZE.preset().identity_weight] < proxy[0.0]
-    assert feature_mask(runs[0.0].frame.landmarks, 64).sum() > 0
+    assert feature_mask(runs[0.0].frame.landmarks, 128).sum() > 0
 
 
 def test_preview_method_and_cli(cli, faces, tmp_path):
+    """The default portrait from the command line, scored by eval: nothing of the photograph is left outside the
+    face, and over the whole picture the colours moved most of the way to the exemplar's."""
+    from optimswap.eval.report import evaluate_record
+
     out = tmp_path / "s.png"
     code, _, err = cli("stylize", faces / "identities" / "tony_blair" / "01.jpg", faces / "styles" / "04.jpg", "-o",
-                       out, "--method", "preview", "--size", "128", "--region", "all", "-q")
+                       out, "--method", "preview", "--size", "128", "-q")
     assert code == 0, err
     assert read_image(out).shape == read_image(faces / "identities" / "tony_blair" / "01.jpg").shape
+    row = evaluate_record(out.with_suffix(".json"))
+    assert row["share_of_photo"] < 0.05
+    assert row["colour_whole_after"] < 0.5 * row["colour_whole_before"]
 
 
 def test_style_without_a_face_is_a_one_line_error(cli, faces, tmp_path):
@@ -178,7 +193,7 @@ def test_the_exemplar_placed_in_the_photo_scores_close_to_it(faces, tmp_path):
 
     photo_path, style_path = faces / "identities" / "jennifer" / "01.jpg", faces / "styles" / "03.jpg"
     out = tmp_path / "s.png"
-    cfg = STYLIZE.preset(method="preview", size=256)
+    cfg = STYLIZE.preset(method="preview", size=256, region="head")
     run_to_files("stylize", photo_path, {"style": style_path}, out, cfg, progress=False)
     photo, style = read_image(photo_path), read_image(style_path)
     cfg, frame, _ = _guides(photo, style, 256)
@@ -189,3 +204,58 @@ def test_the_exemplar_placed_in_the_photo_scores_close_to_it(faces, tmp_path):
     write_image(out, (pasted[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
     row = evaluate_record(out.with_suffix(".json"))
     assert row["gram_after"] < 0.35 * row["gram_before"]
+
+
+def test_the_portrait_sends_person_onto_person_and_background_onto_the_backdrop(tony, faces):
+    """The portrait's positional guide: the photo's person (MediaPipe, half share) lands on the exemplar's sitter,
+    its background on the exemplar's backdrop clear of the sitter, and never beyond the exemplar's picture."""
+    style = read_image(faces / "styles" / "03.jpg")
+    cfg = STYLIZE.preset(size=128)
+    person = person_share(tony)
+    frame = make_frame(to_tensor(tony), find_face(tony), cfg, STYLIZE.mask)
+    guides = make_guides(style, find_face(style), frame, cfg, person)
+    from kornia.geometry.transform import warp_affine
+
+    from optimswap.edits.stylize import _reflect, exemplar_matrix
+    from optimswap.face import warp_to_frame
+    matrix = torch.as_tensor(exemplar_matrix(find_face(style).landmarks, find_face(tony).landmarks, frame.matrix, cfg),
+                             dtype=torch.float32)[None]
+    # Beyond the frame the exemplar is read mirrored (its clothes go on under the picture's edge).
+    sitter = warp_affine(person_share(style), matrix, (128, 128), padding_mode="reflection")[0, 0]
+    x, y = (_reflect(c.round().long(), 128) for c in guides.position[0])
+    at = sitter[y, x]
+    photo_person = warp_to_frame(person, frame.matrix, 128)[0, 0]
+    in_photo = warp_to_frame(torch.ones_like(person), frame.matrix, 128)[0, 0] > 0.5
+    assert float((at[(photo_person > 0.5) & in_photo] > 0.5).float().mean()) > 0.99  # measured 0.996
+    assert (at[(photo_person < 0.5) & in_photo] < 0.05).all()
+
+
+def test_the_portrait_background_takes_the_exemplars_backdrop_colours(tony, faces):
+    """tony_blair's beige and red wall in the dark oil exemplar (03): the preview's background has the colour mean
+    and spread of the exemplar's backdrop, not of the photo's wall; the person's pixels are edited too."""
+    style = read_image(faces / "styles" / "03.jpg")
+    result = stylize(tony, style, STYLIZE.preset(method="preview", size=128), progress=False)
+    background, person = person_share(tony)[0, 0] < 0.05, person_share(tony)[0, 0] > 0.95
+    backdrop = to_tensor(style)[0][:, person_share(style)[0, 0] < 0.05]
+    out, photo = to_tensor(result.image)[0], to_tensor(tony)[0]
+
+    def stats(pixels):
+        return torch.cat([pixels.mean(1), pixels.std(1)])
+
+    to_backdrop = (stats(out[:, background]) - stats(backdrop)).abs().max()
+    photo_to_backdrop = (stats(photo[:, background]) - stats(backdrop)).abs().max()
+    assert to_backdrop < 0.25 * photo_to_backdrop
+    assert float((out[:, person] - photo[:, person]).abs().mean()) > 0.05
+
+
+def test_the_head_region_reproduces_the_head_only_stylization(tony, faces):
+    """``--region head`` is the stylization as it was before the portrait became the default: the same frame
+    (preview at 128 px, to the level) and the same optimization (64 px, 4 iterations, to a few levels), against
+    outputs saved by that code."""
+    saved = np.load(Path(__file__).parent / "data" / "stylize_head_tony_blair_04.npz")
+    style = faces / "styles" / "04.jpg"
+    for name, cfg, tolerance in (("preview", STYLIZE.preset(method="preview", size=128, region="head"), 1),
+                                 ("optimize", STYLIZE.preset(size=64, levels=1, iters=4, region="head"), 3)):
+        frame = stylize(tony, style, cfg, progress=False).frame_result[0].permute(1, 2, 0).numpy()
+        difference = np.abs((frame * 255).round() - saved[name].astype(np.float64))
+        assert difference.max() <= tolerance, name

@@ -8,6 +8,10 @@ optimization; ``optimize`` starts from it and runs the restricted CNNMRF patch l
 target (search window = positional guide, appearance guide in the search cost), a Gram loss to the warped exemplar
 over the edited region (Gatys et al. 2016), a weak content loss, and an identity term (deeper features on eyes,
 brows, nose and mouth, plus the face's low-frequency shading).
+
+By default (region ``portrait``) the frame is the whole photo: the person is guided as above, the background by the
+two pictures' extents onto the exemplar's backdrop (both sitters found by MediaPipe's selfie segmentation), and kept
+as the preview's copy of it while the person is optimized.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from optimswap.losses import ContentLoss, GramLoss, LuminanceLoss, PatchStyleLos
 from optimswap.losses.luminance import low_luminance, luminance_loss
 from optimswap.objective import Objective, Term
 from optimswap.optim import pool_to, resize_to
-from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask
+from optimswap.pipeline import EditResult, Frame, Level, Plan, editable_mask, make_frame
 from optimswap.registry import Edit, Input, Photo, Scoring, Setup, load_photo, register, run_edit
 
 log = logging.getLogger(__name__)
@@ -53,27 +57,30 @@ METHODS = ("optimize", "preview")
 # residual of a 3x3 median on the skin in a 256-px frame: the 5 shared exemplars 4.9-7.9, 17 photographs
 # (identities, makeup, lfw) 0.25-2.3; a warning below the middle of the gap.
 MEDIUM_TEXTURE_SIZE, PHOTOGRAPH_TEXTURE = 256, 3.5
-REGIONS = ("face", "head", "all")
+REGIONS = ("portrait", "head", "face")
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # Gatys et al. 2016's style layers (up to relu4_1)
 
 
 @dataclass(frozen=True)
 class StylizeConfig(EditConfig):
-    size: int = option(512, "Working frame side in pixels.", low=32, high=4096)
+    size: int = option(512, "Working frame side in pixels (portrait: the whole photo's longer side; head, face: "
+                                "the face crop).", low=32, high=4096)
     # The whole head (hair included) must fit the frame: 1.5 x the FFHQ crop.
-    frame_scale: float = option(1.5, "Crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. 2019).",
-                                low=0.25, high=4.0)
+    frame_scale: float = option(1.5, "Face crop side = 4 x eye distance x this (FFHQ alignment rule, Karras et al. "
+                                     "2019); head and face regions only.", low=0.25, high=4.0)
     levels: int = option(2, "Pyramid levels (coarse to fine, halving the side).", low=1, high=6)
     iters: int = option(15, "Optimizer iterations per pyramid level.", low=1, high=100_000)
     # The exemplar's colours are the point of the edit.
     color_match_result: bool = option(False, "Colour-match the optimized face to the photo's before compositing.")
     method: str = option("optimize", "optimize (patch loss from the preview), or preview (guided patch copying "
                                      "only, StyleBlit).", choices=METHODS)
-    region: str = option("head", "What takes the exemplar's medium: face, head (hair too, background kept) or all "
-                                 "(the whole frame).", choices=REGIONS)
-    # Border blend of head and all: wider than the face mask's, so the medium fades into the photo.
-    border_feather: float = option(0.03, "Feather sigma of the head / whole-frame region (frame fraction).", low=0,
-                                   high=0.2)
+    # A drawn head on a sharp photograph reads as face paint: the default frame is the whole photo, person and
+    # background both in the medium.
+    region: str = option("portrait", "What takes the exemplar's medium: portrait (the whole photo: person in its "
+                                     "strokes, background in its backdrop), head (face and hair, the rest kept) or "
+                                     "face.", choices=REGIONS)
+    # Border blend of the head region: wider than the face mask's, so the medium fades into the photo.
+    border_feather: float = option(0.03, "Feather sigma of the head region (frame fraction).", low=0, high=0.2)
     appearance_sigma: float = option(0.02, "Appearance guide: blur sigma of grey - blur(grey) (frame fraction).",
                                      low=0, high=0.2, above=True)
     appearance_weight: float = option(1.0, "Share of the appearance guide in the patch search cost, against the "
@@ -121,6 +128,12 @@ class StylizeConfig(EditConfig):
             if getattr(self, name) not in LAYER_STRIDE:
                 raise OptionError(name, f"unknown layer {getattr(self, name)!r}")
 
+    def frame_matrix(self, landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The portrait region works on the whole photo (``photo_frame_matrix``), the others on the face crop."""
+        if self.region == "portrait":
+            return photo_frame_matrix(height, width, self.size)
+        return super().frame_matrix(landmarks, height, width)
+
 
 PRESETS = {
     "default": StylizeConfig(),
@@ -130,6 +143,32 @@ PRESETS = {
 
 
 # ---------------------------------------------------------------- regions
+
+
+def photo_frame_matrix(height: int, width: int, size: int) -> np.ndarray:
+    """2x3 scale and shift of the whole (``height`` x ``width``) photo into the ``size`` square, centred (the frame's
+    pixel edges on the photo's, as ``frame_matrix``; a non-square photo leaves bands of the frame outside it)."""
+    side = max(height, width)
+    s = size / side
+    return np.array([[s, 0, -s * ((width - side) / 2 - 0.5) - 0.5], [0, s, -s * ((height - side) / 2 - 0.5) - 0.5]])
+
+
+def _square(matrix: np.ndarray) -> np.ndarray:
+    """A 2x3 affine matrix as 3x3, to compose and invert."""
+    return np.vstack([matrix, [0, 0, 1]])
+
+
+def exemplar_matrix(style_landmarks: np.ndarray, photo_landmarks: np.ndarray, matrix: np.ndarray,
+                    cfg: StylizeConfig) -> np.ndarray:
+    """2x3 exemplar pixels -> the frame of ``matrix`` (photo pixels -> frame), placing the exemplar's face where the
+    photo's face lies in that frame, at its size and tilt (FaceBlit's alignment: the strokes keep their size against
+    the face). In the face crop that is the exemplar's own face crop."""
+    size = cfg.size
+    face = frame_matrix(style_landmarks, size, cfg.frame_scale)
+    if cfg.region != "portrait":
+        return face
+    photo_face = frame_matrix(photo_landmarks, size, cfg.frame_scale)
+    return (_square(matrix) @ np.linalg.inv(_square(photo_face)) @ _square(face))[:2]
 
 
 def head_polygon(landmarks: np.ndarray) -> np.ndarray:
@@ -150,18 +189,16 @@ def above_jaw(landmarks: np.ndarray, margin: float) -> np.ndarray:
 def stylize_region(landmarks: np.ndarray, size: int, cfg: StylizeConfig, device: Any,
                    dense: np.ndarray | None = None) -> torch.Tensor:
     """The editable mask: the face, the head outline (the background in it is kept by the person segmentation,
-    see ``background_keep``) or the whole frame, feathered inwards from the frame border."""
+    see ``background_keep``) or, for the portrait, the whole frame (the photo's frame: ``background_keep`` leaves
+    out what lies beyond the photo)."""
     if cfg.region == "face":
         return face_mask(landmarks, size, cfg.forehead, cfg.feather, device=device)
+    if cfg.region == "portrait":
+        return torch.ones(1, 1, size, size, device=device)
     sigma = max(cfg.border_feather * size, 0.5)
-    if cfg.region == "head":
-        head = polygon_mask(head_polygon(landmarks), size, device) * polygon_mask(above_jaw(landmarks, sigma), size,
-                                                                                    device)
-        return soften(head, sigma)
-    inner = torch.zeros(1, 1, size, size, device=device)
-    margin = int(2 * sigma)
-    inner[..., margin:size - margin, margin:size - margin] = 1
-    return soften(inner, sigma)
+    head = polygon_mask(head_polygon(landmarks), size, device) * polygon_mask(above_jaw(landmarks, sigma), size,
+                                                                                device)
+    return soften(head, sigma)
 
 
 @functools.cache
@@ -177,9 +214,12 @@ def person_share(image: np.ndarray, device: Any = "cpu") -> torch.Tensor:
 
 
 def background_keep(person: torch.Tensor, cfg: StylizeConfig) -> torch.Tensor | None:
-    """The share of each pixel that is background, which the head region keeps as the photo's; None for the other
-    regions, which keep nothing. ``person``: the photo's ``person_share``."""
-    return 1 - person if cfg.region == "head" else None
+    """The share of each photo pixel kept as it is: the background for the head region, nothing for the portrait
+    (zeros, so that the frame's bands beyond the photo are not edited either), None for the face. ``person``: the
+    photo's ``person_share``."""
+    if cfg.region == "face":
+        return None
+    return 1 - person if cfg.region == "head" else torch.zeros_like(person)
 
 
 def feature_mask(landmarks: np.ndarray, size: int, device: Any = "cpu") -> torch.Tensor:
@@ -212,6 +252,7 @@ class Guides:
     exemplar_smooth: torch.Tensor  # the same, bilinear
     exemplar_appearance: torch.Tensor  # (1, 1, S, S): the exemplar's appearance guide in its frame
     landmarks: np.ndarray  # (68, 2): the exemplar's landmarks in its frame
+    person: torch.Tensor  # (1, 1, S, S): the photo's person share in the frame (the portrait: cut at half share)
 
     def warped(self, image: torch.Tensor) -> torch.Tensor:
         """An exemplar-frame image resampled at the positional guide: onto the photo's geometry."""
@@ -237,6 +278,24 @@ def appearance_guide(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Grey minus blurred grey (FaceBlit's appearance guide), (B, 1, H, W)."""
     grey = image.mean(1, keepdim=True)
     return grey - gaussian_blur(grey, sigma)
+
+
+def picture_box(matrix: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """[[x0, y0], [x1, y1]]: the bounding box in the ``size`` frame of a picture of ``shape`` (height, width, ...)
+    that ``matrix`` places there, cut to the frame."""
+    height, width = shape[:2]
+    corners = apply_matrix(matrix, np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5],
+                                             [width - 0.5, height - 0.5]]))
+    return np.clip(np.stack([corners.min(0), corners.max(0)]), 0, size - 1)
+
+
+def backdrop_guide(photo_box: np.ndarray, exemplar_box: np.ndarray, size: int) -> np.ndarray:
+    """(2, S, S) float32: the photo's box in the frame stretched onto the exemplar's in its frame, each axis on its
+    own: the backdrop around the exemplar's sitter where the photo's background lies around its person."""
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    scale = (exemplar_box[1] - exemplar_box[0]) / np.maximum(photo_box[1] - photo_box[0], 1)
+    return np.stack([exemplar_box[0, 0] + (xs - photo_box[0, 0]) * scale[0],
+                     exemplar_box[0, 1] + (ys - photo_box[0, 1]) * scale[1]]).astype(np.float32)
 
 
 def onto_person(position: np.ndarray, exemplar_person: np.ndarray, photo_person: np.ndarray) -> np.ndarray:
@@ -272,24 +331,49 @@ def make_guides(style: np.ndarray, style_face: Face, frame: Frame, cfg: StylizeC
     ``person_share`` (default: all person), where the positional guide must not reach the exemplar's background
     (``onto_person``)."""
     size, device = frame.size, frame.image.device
-    matrix = frame_matrix(style_face.landmarks, size, cfg.frame_scale)
+    photo_landmarks = apply_matrix(np.linalg.inv(_square(frame.matrix))[:2], frame.landmarks)
+    matrix = exemplar_matrix(style_face.landmarks, photo_landmarks, frame.matrix, cfg)
     landmarks = apply_matrix(matrix, style_face.landmarks)
     m = torch.as_tensor(matrix, dtype=torch.float32, device=device)[None]
     photo = to_tensor(style, device)
     # Reflection beyond the exemplar's borders: its paper or paint, never black, where the frame reaches past it.
     exemplar = warp_affine(photo, m, (size, size), mode="nearest", padding_mode="reflection")
     smooth = warp_affine(photo, m, (size, size), mode="bilinear", padding_mode="reflection")
-    exemplar_person = warp_affine(person_share(style, device), m, (size, size), padding_mode="reflection")
-    position = onto_person(position_guide(frame.landmarks, landmarks, size), exemplar_person[0, 0].cpu().numpy(),
-                           np.ones((size, size)) if person is None
-                           else warp_to_frame(person, frame.matrix, size)[0, 0].cpu().numpy())
+    exemplar_person = warp_affine(person_share(style, device), m, (size, size), padding_mode="reflection")[0, 0]
+    photo_person = (torch.ones(1, 1, size, size, device=device) if person is None
+                    else warp_to_frame(person, frame.matrix, size))
+    position = position_guide(frame.landmarks, landmarks, size)
+    exemplar_sitter, photo_sitter = exemplar_person.cpu().numpy(), photo_person[0, 0].cpu().numpy()
+    if cfg.region == "portrait" and person is not None:
+        # The landmark warp reaches far past the exemplar around a small face (its reflected copies, sitter
+        # included); the background rather follows the two pictures' extents, then leaves the exemplar's sitter
+        # (the fix below with person and background swapped). The person is cut at half share on both sides.
+        # The exemplar's backdrop: clear of its sitter (hair strands included) and of its picture's edges by the
+        # searches' reach, so that no chunk or patch brings the sitter's edge or the mirror beyond the picture into
+        # the background; by half the clearance there is where the backdrop is narrower (the watercolour's paper
+        # beside its sitter, seen around mark's small face).
+        reach = max(cfg.chunk + cfg.chunk_search, cfg.search_window) * size
+        in_picture = warp_affine(torch.ones_like(photo[:, :1]), m, (size, size))[0, 0].cpu().numpy() > 0.5
+        clearance = np.minimum(distance_transform_edt(exemplar_sitter < 0.05), distance_transform_edt(in_picture))
+        backdrop_area = clearance > min(reach, clearance.max() / 2)
+        exemplar_box = picture_box(matrix, style.shape, size)
+        exemplar_box = exemplar_box + np.minimum(reach, (exemplar_box[1] - exemplar_box[0]) / 4) * [[1], [-1]]
+        backdrop = backdrop_guide(picture_box(frame.matrix, tuple(person.shape[-2:]), size), exemplar_box, size)
+        photo_person = (photo_person >= 0.5).float()
+        photo_sitter = photo_person[0, 0].cpu().numpy()
+        backdrop = onto_person(backdrop, backdrop_area.astype(np.float32), 1 - photo_sitter)
+        position = np.where(photo_sitter > 0, position, backdrop)
+    position = onto_person(position, exemplar_sitter, photo_sitter)
     sigma = cfg.appearance_sigma * size
     style_app = appearance_guide(smooth, sigma)
     photo_app = appearance_guide(frame.image, sigma)
-    matched = match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy())
-    return Guides(torch.as_tensor(position, device=device)[None],
-                  torch.as_tensor(matched, dtype=torch.float32, device=device)[None, None], exemplar, smooth, style_app,
-                  landmarks)
+    matched = torch.as_tensor(match_histograms(photo_app[0, 0].cpu().numpy(), style_app[0, 0].cpu().numpy()),
+                              dtype=torch.float32, device=device)[None, None]
+    if cfg.region == "portrait":
+        # The background takes the exemplar's backdrop, not the photo's scenery drawn in its strokes.
+        matched = matched * photo_person
+    return Guides(torch.as_tensor(position, device=device)[None], matched, exemplar, smooth, style_app, landmarks,
+                  photo_person)
 
 
 # ---------------------------------------------------------------- preview (StyleBlit)
@@ -383,11 +467,18 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
     def build(level: Level) -> Objective:
         layers = [cfg.content_layer, cfg.identity_layer, *STYLE_LAYERS]
         landmarks = frame.landmarks * (level.size / frame.size)
+        # The portrait's background stays the preview's copy of the exemplar's backdrop, which is the content there
+        # (the photo's on the person), and the style terms work on the person: left to them, jennifer's flat
+        # charcoal paper drifted to pink and green.
+        person = resize_to(guides.person, level.size) if cfg.region == "portrait" else None
+        styled = level.mask if person is None else level.mask * person
         with torch.no_grad():
             source = encoder(level.image, layers)
             target = encoder(resize_to(warped, level.size), list(STYLE_LAYERS))
+            content = source[cfg.content_layer] if person is None else encoder(
+                level.start + person * (level.image - level.start), [cfg.content_layer])[cfg.content_layer]
         features = feature_mask(landmarks, level.size, device)
-        terms = [Term("content", cfg.content_weight, ContentLoss(source[cfg.content_layer]), cfg.content_layer),
+        terms = [Term("content", cfg.content_weight, ContentLoss(content), cfg.content_layer),
                  Term("identity", cfg.identity_weight,
                       ContentLoss(source[cfg.identity_layer], pool_to(features, source[cfg.identity_layer].shape[-2:])),
                       cfg.identity_layer),
@@ -397,7 +488,7 @@ def stylize_objective(guides: Guides, frame: Frame, cfg: StylizeConfig, device: 
         for layer in STYLE_LAYERS:
             feat = target[layer]
             shape = feat.shape[-2:]
-            region = pool_to(level.mask, shape)
+            region = pool_to(styled, shape)
             scale = float((source[layer] ** 2).mean().clamp_min(1e-8))
             guide_q, guide_t = pool_to(resize_to(guides.appearance, level.size), shape), pool_to(
                 resize_to(warped_app, level.size), shape)
@@ -444,7 +535,14 @@ def prepare(setup: Setup) -> Plan:
     inside = warp_from_frame(frame.mask, frame.matrix, h, w).clamp(0, 1)
     start = photo + inside * (warp_from_frame(quick, frame.matrix, h, w) - photo)
     objective = None if cfg.method == "preview" else stylize_objective(guides, frame, cfg, device)
-    return Plan(objective, start=start, keep=background_keep(person, cfg),
+    finish = None
+    if cfg.region == "portrait":
+        # The background is the preview's copy of the exemplar's backdrop, as copied: the person's style terms
+        # reach into it through the encoder's receptive fields (jennifer x charcoal: the paper drifted to lilac,
+        # 0.06 off the preview on average at 128 px).
+        def finish(out: torch.Tensor) -> torch.Tensor:
+            return out + (1 - person) * (start - out)
+    return Plan(objective, start=start, keep=background_keep(person, cfg), finish=finish,
                 result={"guides": guides, "preview": quick})
 
 
@@ -491,30 +589,56 @@ class StyleReference:
                 "colour": histogram_distance(image[0].permute(1, 2, 0)[self.region], self.pixels)}
 
 
-def score(s: Scoring) -> dict:
-    """Style distance to the exemplar (Gram on the encoder, colour histogram) of the photo (before) and the
-    output (after) over the pixels the edit changes, and the dlib-free identity proxy of the output to the photo.
-
-    With ``region`` head that is the head outline less the background the person segmentation keeps: the kept
-    background is the photo's by design (over the whole head outline even the exemplar itself pasted on the person
-    stayed at 0.44-0.67 of the photo's Gram distance on mark's five pairs)."""
-    style = load_photo(s.record["inputs"]["style"], "style")
-    person = person_share(s.source)
-    guides = make_guides(style.image, _style_face(style, s.cfg), s.frame, s.cfg, person)
-    encoder = load_encoder(s.cfg.encoder, "cpu")
-    edited = editable_mask(s.frame, background_keep(person, s.cfg))
+def style_distances(frame: Frame, cfg: StylizeConfig, photo: np.ndarray, output: np.ndarray, style: np.ndarray,
+                    style_face: Face, person: torch.Tensor, encoder: Any, suffix: str = "") -> dict[str, float]:
+    """Gram and colour-histogram distance to the exemplar, guided onto the photo in ``frame`` as ``cfg`` guides it,
+    of the photo (``gram{suffix}_before`` ...) and the output (``*{suffix}_after``) over the pixels ``cfg``'s region
+    changes (for the portrait: the whole photo)."""
+    guides = make_guides(style, style_face, frame, cfg, person)
+    edited = editable_mask(frame, background_keep(person, cfg))
     # The output is scored as read back from the photo into the frame; the exemplar is read the same way. The
     # Gram distance is that sensitive to resampling: the warped exemplar itself, pasted into jennifer's photo, kept
     # 0.47 of the photo's distance read against its frame copy, 0.24 against the copy read back (512 px).
-    h, w = s.source.shape[:2]
-    exemplar = warp_to_frame(warp_from_frame(guides.warped_exemplar(), s.frame.matrix, h, w),
-                             s.frame.matrix, s.frame.size)
+    h, w = photo.shape[:2]
+    exemplar = warp_to_frame(warp_from_frame(guides.warped_exemplar(), frame.matrix, h, w), frame.matrix, frame.size)
     reference = StyleReference(exemplar, edited, encoder)
+    row = {}
+    for when, image in (("before", photo), ("after", output)):
+        for name, value in reference(warp_to_frame(to_tensor(image), frame.matrix, frame.size)).items():
+            row[f"{name}{suffix}_{when}"] = value
+    return row
+
+
+# Levels (of 255) within which an output pixel still counts as the photograph's.
+PHOTO_LEVELS = 4
+
+
+def score(s: Scoring) -> dict:
+    """Style distance to the exemplar (Gram on the encoder, colour histogram) of the photo (before) and the
+    output (after) over the pixels the edit changes, the same over the whole photo whatever the region (as the
+    portrait guides the exemplar onto it: ``*_whole``), the share of the picture outside the face still the
+    photograph's (``share_of_photo``: every channel within PHOTO_LEVELS of it), and the dlib-free identity proxy of
+    the output to the photo.
+
+    With ``region`` head the edited pixels are the head outline less the background the person segmentation keeps:
+    the kept background is the photo's by design (over the whole head outline even the exemplar itself pasted on
+    the person stayed at 0.44-0.67 of the photo's Gram distance on mark's five pairs)."""
+    style = load_photo(s.record["inputs"]["style"], "style")
+    style_face = _style_face(style, s.cfg)
+    person = person_share(s.source)
+    encoder = load_encoder(s.cfg.encoder, "cpu")
     row: dict[str, Any] = {"style": style.name, "region": s.cfg.region}
-    for when, image in (("before", s.frame.image), ("after", s.output_frame)):
-        for name, value in reference(image).items():
-            row[f"{name}_{when}"] = value
+    row |= style_distances(s.frame, s.cfg, s.source, s.output, style.image, style_face, person, encoder)
+    portrait = s.cfg.replace(region="portrait")
+    whole = make_frame(to_tensor(s.source), s.face, portrait, stylize_region)
+    row |= style_distances(whole, portrait, s.source, s.output, style.image, style_face, person, encoder, "_whole")
+    output = warp_to_frame(to_tensor(s.output), whole.matrix, whole.size)
+    face = face_mask(whole.landmarks, whole.size, s.cfg.forehead, s.cfg.feather)[0, 0]
+    outside = (editable_mask(whole, background_keep(person, portrait))[0, 0] > 0.5) & (face < 0.5)
+    row["share_of_photo"] = float(((output - whole.image).abs().amax(1)[0] * 255 <= PHOTO_LEVELS)[outside].float()
+                                  .mean())
     with torch.no_grad():
+        edited = editable_mask(s.frame, background_keep(person, s.cfg))
         row["id_proxy"] = identity_proxy(s.output_frame, s.frame.image, s.frame.landmarks, edited, s.cfg, encoder)
     return row
 
@@ -526,7 +650,8 @@ class StylizeResult(EditResult):
 
 
 STYLIZE = register(Edit(
-    name="stylize", summary="Paint the face in PHOTO in the medium of the portrait STYLE, keeping the person.",
+    name="stylize", summary="Paint PHOTO in the medium of the portrait STYLE (person and background), keeping the "
+                            "person.",
     source="photo", inputs=(Input("style", "photo", "Painted or drawn portrait (one face) whose medium to take."),),
     presets=PRESETS, prepare=prepare, mask=stylize_region, score=score, result_type=StylizeResult))
 

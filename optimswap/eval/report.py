@@ -167,9 +167,10 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
     output_frame = warp_to_frame(to_tensor(output), frame.matrix, cfg.size)
     h, w = source.shape[:2]
     outside = warp_from_frame(frame.mask, frame.matrix, h, w)[0, 0].numpy() == 0  # never touched by the edit
-    row["psnr_outside"] = psnr(output, source, outside)
-    if image_format(picture) not in LOSSLESS_FORMATS:  # the format's own share of the change outside the face
-        row["psnr_outside_resaved"] = psnr(_resaved(source, picture, record["source"]), source, outside)
+    if outside.any():  # an edit of the whole photo (the stylized portrait) leaves nothing outside
+        row["psnr_outside"] = psnr(output, source, outside)
+        if image_format(picture) not in LOSSLESS_FORMATS:  # the format's own share of the change outside the face
+            row["psnr_outside_resaved"] = psnr(_resaved(source, picture, record["source"]), source, outside)
     row["hf_ratio"] = high_frequency_ratio(output_frame, frame.image, frame.mask)
     output_face = face_at(output, face.box)
     if output_face is None:
