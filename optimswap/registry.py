@@ -61,6 +61,8 @@ class Setup:
     inputs: dict[str, Any]  # name -> Photo ("photo" inputs) or list[Path] ("photos" inputs)
     cfg: Any
     device: torch.device
+    # What the edit keeps from one frame of a clip to the next (what it prepares once per clip); None for a still.
+    clip: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -178,9 +180,18 @@ def run_edit(edit: str | Edit, source: PhotoLike, inputs: Mapping[str, Any], cfg
     check_memory(cfg, photo.image.shape[0] * photo.image.shape[1], resolve_device(cfg.device))
     loaded = load_inputs(edit, inputs)
     face = find_face(photo.image, cfg.landmarks, face_index, name=photo.name)
+    return run_on_face(edit, photo, face, loaded, cfg, solver, progress)
 
+
+def run_on_face(edit: Edit, photo: Photo, face: Face, loaded: dict[str, Any], cfg: EditConfig,
+                solver: Solver | None = None, progress: bool = True, clip: dict | None = None,
+                adjust: Callable[[Plan, Frame], Plan] | None = None) -> Any:
+    """``run_edit`` on a given ``face`` of ``photo`` with its inputs loaded (``load_inputs``); a clip's frames pass
+    the edit's ``clip`` state (``Setup.clip``) and ``adjust`` the plan to the frames before (warm start, temporal
+    term)."""
     def prepare(frame: Frame, device: torch.device) -> Plan:
-        return edit.prepare(Setup(photo.image, face, frame, loaded, cfg, device))
+        plan = edit.prepare(Setup(photo.image, face, frame, loaded, cfg, device, clip))
+        return plan if adjust is None else adjust(plan, frame)
 
     result, plan = run_pipeline(photo.image, face, cfg, edit.mask, prepare, solver, progress)
     result.record = {"source": photo.name, "inputs": describe_inputs(loaded), **result.record}
