@@ -396,10 +396,9 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
     else:
         fps = clip.fps or Fraction(video.fps).limit_denominator(1001)
         files = [(output, lambda tmp: write_video(tmp, (read_image(p) for p in cached), fps, clip.path, video.crf))]
-    record["timings"].update(analysis_s=round(analysis_s, 3), write_s=0.0)
+    record["timings"]["analysis_s"] = round(analysis_s, 3)
     record["timings"]["total_s"] = round(analysis_s + sum(r["seconds"] for r in rows), 3)
     write_files([json_file(record_path(output), record), *files], overwrite)
-    record["timings"]["write_s"] = round(time.perf_counter() - t2, 3)
     shutil.rmtree(cache.folder)
     return record
 
