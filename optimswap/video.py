@@ -45,7 +45,7 @@ from optimswap.compose import gaussian_blur
 from optimswap.config import EditConfig, check_fields, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.metrics import head_pose
-from optimswap.face import Face, detect_faces, interocular, tps_warp
+from optimswap.face import Face, detect_faces, interocular, tps_warp, warp_to_frame
 from optimswap.io.image import check_outputs, image_file, json_file, read_image, to_tensor, write_files
 from optimswap.io.video import (
     Clip,
@@ -76,7 +76,7 @@ class VideoConfig:
                               low=1, high=10_000)
     carry_over: bool = option(True, "Start each frame from the previous frame's result carried to its landmarks, "
                                     "held by the temporal term (off: every frame from its own start).")
-    temporal_weight: float = option(20.0, "Weight of the temporal term (the face kept as the previous frame's, "
+    temporal_weight: float = option(10_000.0, "Weight of the temporal term (the face kept as the previous frame's, "
                                           "carried, where the source did not change; 0 = off).", low=0)
     temporal_tolerance: float = option(0.04, "Change of the source (0-1 grey levels, after the landmark motion) "
                                              "at which the temporal term has let go to 37 %.", low=0, above=True)
@@ -210,12 +210,18 @@ def smooth_track(track: Track, sigma: float) -> None:
 
 @dataclass
 class Carried:
-    """What the next frame starts from: this frame's optimized face, its landmarks and source, in its frame."""
+    """What the next frame starts from, in this frame's aligned frame: the optimization's change to this frame's start
+    (its result less its start), the landmarks and the source's image."""
 
     index: int
-    result: torch.Tensor  # (1, 3, S, S)
+    change: torch.Tensor  # (1, 3, S, S)
     landmarks: np.ndarray  # (68, 2) frame pixels
-    source: torch.Tensor  # (1, 3, S, S) the source frame's image
+    source: torch.Tensor  # (1, 3, S, S)
+
+
+def frame_start(plan: Plan, frame: Frame) -> torch.Tensor:
+    """The image the plan's optimization starts from in ``frame`` (its start warped in, or the frame itself)."""
+    return frame.image if plan.start is None else warp_to_frame(plan.start, frame.matrix, frame.size)
 
 
 def unchanged_weight(source: torch.Tensor, carried_source: torch.Tensor, tolerance: float) -> torch.Tensor:
@@ -225,15 +231,19 @@ def unchanged_weight(source: torch.Tensor, carried_source: torch.Tensor, toleran
     return torch.exp(-((change / tolerance) ** 2))
 
 
-def warm_start(plan: Plan, frame: Frame, before: Carried, video: VideoConfig) -> Plan:
-    """``plan`` starting from ``before``'s result carried to ``frame``'s landmarks, with the temporal term."""
-    moved = tps_warp(torch.cat([before.result, before.source]), np.stack([before.landmarks] * 2),
-                     frame.landmarks)
-    carried, carried_source = moved[:1], moved[1:]
-    if plan.objective is None or not video.temporal_weight:
-        return dataclasses.replace(plan, init=carried)
+def warm_start(plan: Plan, frame: Frame, start: torch.Tensor, before: Carried, video: VideoConfig) -> Plan:
+    """``plan`` (starting from ``start`` in ``frame``) starting from ``before``'s change carried to ``frame``'s
+    landmarks and added to this frame's start, where the source moved as the landmarks say (elsewhere from its own
+    start: the ear beside the jaw, a blink), and held there by the temporal term. The change, not the image, is
+    carried: the start follows the source's geometry and detail in every frame, and the carried image does not
+    soften from one resampling to the next."""
+    moved = tps_warp(torch.cat([before.change, before.source]), np.stack([before.landmarks] * 2), frame.landmarks)
+    change, carried_source = moved[:1], moved[1:]
     weight = unchanged_weight(frame.image, carried_source, video.temporal_tolerance)
-    build = plan.objective
+    init = start + weight * change
+    if plan.objective is None or not video.temporal_weight:
+        return dataclasses.replace(plan, init=init)
+    build, carried = plan.objective, start + change
 
     def with_temporal(level: Level) -> Objective:
         objective = build(level)
@@ -241,7 +251,7 @@ def warm_start(plan: Plan, frame: Frame, before: Carried, video: VideoConfig) ->
         return Objective(objective.encoder, [*objective.terms, Term("temporal", video.temporal_weight, temporal,
                                                                     None)])
 
-    return dataclasses.replace(plan, init=carried, objective=with_temporal)
+    return dataclasses.replace(plan, init=init, objective=with_temporal)
 
 
 def cache_path(output: Path) -> Path:
@@ -313,6 +323,20 @@ def check_video_output(output: Path, folder: bool, clip: Clip, overwrite: bool, 
     check_outputs(files, overwrite)
 
 
+def _edit_frame(edit: Edit, photo: Photo, face: Face, loaded: dict[str, Any], cfg: EditConfig, state: dict,
+                before: Carried | None, video: VideoConfig) -> tuple[Any, torch.Tensor]:
+    """The edit's result on one frame (warm-started from ``before`` when given) and the frame-space start its
+    optimization had."""
+    starts: list[torch.Tensor] = []
+
+    def adjust(plan: Plan, frame: Frame) -> Plan:
+        starts.append(frame_start(plan, frame))
+        return plan if before is None else warm_start(plan, frame, starts[0], before, video)
+
+    result = run_on_face(edit, photo, face, loaded, cfg, progress=False, clip=state, adjust=adjust)
+    return result, starts[0]
+
+
 def _prime(edit: Edit, image: np.ndarray, face: Face, loaded: dict[str, Any], cfg: EditConfig, state: dict) -> None:
     """Fill the edit's per-clip state from the clip's first edited frame, as its run did (a resumed run)."""
     device = resolve_device(cfg.device)
@@ -349,7 +373,10 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
     before = cache.carried() if rows else None
     state: dict = {}  # the edit's per-clip state (Setup.clip)
     first_edited = next((i for i, r in enumerate(rows) if r["status"] == "edited"), None)
-    warm_cfg = cfg.replace(levels=1, iters=video.frame_iters)
+    # Every frame, the first of a shot too, runs frame_iters at the finest level from its start: a face optimized as
+    # deep as a still moves its landmarks past the swap's pull-back tolerance, and the pull-back's warp, driven by the
+    # detector's frame-to-frame noise, then jitters (talk_green, 6 frames: flicker 1.69 against 0.48 without it).
+    frame_cfg = cfg.replace(levels=1, iters=video.frame_iters)
     bar = tqdm(total=clip.frames, initial=len(rows), desc="frames", unit="frame", disable=not progress)
     for i, image in enumerate(read_frames(clip)):
         if i == first_edited and i < len(rows):
@@ -368,15 +395,16 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
         else:
             chained = (before is not None and before.index == i - 1 and i not in track.cuts
                        and track.faces[i - 1] is not None)
-            use_cfg = warm_cfg if chained else cfg  # without carry-over: the same budget, from its own start
-            adjust = ((lambda plan, frame, b=before: warm_start(plan, frame, b, video))
-                      if chained and video.carry_over else None)
-            result = run_on_face(edit, Photo(image, f"{clip.path}#{i}"), Face(face.box, points), loaded, use_cfg,
-                                 progress=False, clip=state, adjust=adjust)
+            warm = chained and video.carry_over
+            result, start = _edit_frame(edit, Photo(image, f"{clip.path}#{i}"), Face(face.box, points), loaded,
+                                        frame_cfg, state, before if warm else None, video)
             out = result.image
-            carried = Carried(i, result.frame_result.detach().cpu(), result.frame.landmarks,
+            carried = Carried(i, (result.frame_result - start).detach().cpu(), result.frame.landmarks,
                               result.frame.image.detach().cpu())
-            row.update(status="edited", start="carried" if adjust else "own", evaluations=len(result.history),
+            row.update(status="edited", start="carried" if warm else "own", chained=chained,
+                       evaluations=len(result.history),
+                       loss={k: round(v, 5) for k, v in result.history[-1].items() if k not in ("level", "eval")}
+                       if result.history else None,
                        landmarks=np.round(points, 2).tolist())
             if not any(r["status"] == "edited" for r in rows):
                 row["targets_used"] = result.record.get("targets_used")
@@ -386,7 +414,6 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
         before = carried if carried is not None else before
         bar.update(1)
     bar.close()
-    t2 = time.perf_counter()
     record = _record(edit.name, clip, output, folder, described, cfg, video, face_index, rows, track, extra)
     names = frame_file_names(clip)
     cached = [cache.frame(i) for i in range(clip.frames)]
@@ -406,8 +433,8 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
 def _record(edit_name: str, clip: Clip, output: Path, folder: bool, inputs: dict, cfg: EditConfig,
             video: VideoConfig, face_index: int, rows: list[dict], track: Track, extra: dict | None) -> dict:
     edited = [r for r in rows if r["status"] == "edited"]
-    first = [r["seconds"] for r in edited if r["start"] == "own"]
-    rest = [r["seconds"] for r in edited if r["start"] == "carried"]
+    first = [r["seconds"] for r in edited if not r["chained"]]
+    rest = [r["seconds"] for r in edited if r["chained"]]
     return {
         "optimswap": __version__, "edit": edit_name, "source": str(clip.path.resolve()), "inputs": inputs,
         "output": str(output.resolve()), "face_index": face_index, "options": cfg.to_dict(),
