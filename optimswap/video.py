@@ -8,11 +8,11 @@ found from the colour histograms of consecutive frames, and the landmarks are sm
 Then each frame goes through the edit as a still would (``registry.run_on_face``), except that
 - what the edit prepares from its inputs is prepared once per clip (``Setup.clip``: a swap's target photos, their
   features);
-- the first frame of a shot runs the preset's schedule; every later frame starts from the previous frame's optimized
-  face carried to this frame's landmarks (a thin-plate spline, ``Plan.init``), runs ``frame_iters`` iterations at the
-  finest level only, and a temporal term keeps it equal to that carried face where the source itself did not change
-  once its landmark motion is taken out (Ruder et al. 2016's warm start and temporal loss, with the landmark warp as
-  the motion and the source's own change as the occlusion mask).
+- every frame runs ``frame_iters`` iterations at the finest level; the first of a shot starts from its own start,
+  every later one from the previous frame's change to its start carried to this frame's landmarks (a thin-plate
+  spline) and added to its own start (``Plan.init``), and a temporal term keeps it there where the source itself did
+  not change once its landmark motion is taken out (Ruder et al. 2016's warm start and temporal loss, with the
+  landmark warp as the motion and the source's own change as the occlusion mask).
 
 Every finished frame lands in a cache beside the output (``OUT.resume/``) with what the next frame needs, so that an
 interrupted run resumes where it stopped and gives the frames an uninterrupted one gives; the output and its record
@@ -70,10 +70,9 @@ log = logging.getLogger(__name__)
 class VideoConfig:
     """How a clip is carried through: tracking, cuts, skipped faces, warm start, temporal term, the written video."""
 
-    # A warm-started frame is already close: the first frame of a shot runs the preset's pyramid and iterations,
-    # every later one this many at the finest level.
-    frame_iters: int = option(10, "Optimizer iterations of a frame after the first of a shot (finest level only).",
-                              low=1, high=10_000)
+    # A warm-started frame is already close; see run_clip for why the first frame of a shot is not run as deep as a
+    # still.
+    frame_iters: int = option(10, "Optimizer iterations of every frame (finest level only).", low=1, high=10_000)
     carry_over: bool = option(True, "Start each frame from the previous frame's result carried to its landmarks, "
                                     "held by the temporal term (off: every frame from its own start).")
     temporal_weight: float = option(10_000.0, "Weight of the temporal term (the face kept as the previous frame's, "
