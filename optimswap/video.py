@@ -79,6 +79,8 @@ class VideoConfig:
                                           "carried, where the source did not change; 0 = off).", low=0)
     temporal_tolerance: float = option(0.04, "Change of the source (0-1 grey levels, after the landmark motion) "
                                              "at which the temporal term has let go to 37 %.", low=0, above=True)
+    carry_sigma: float = option(0.0, "Blur (frame pixels) of the change carried from frame to frame (0 = none).",
+                                low=0, high=16)
     landmark_smoothing: float = option(1.0, "Smoothing of the landmarks over time: Gaussian sigma in frames "
                                             "(0 = each frame's own).", low=0, high=25)
     cut_threshold: float = option(0.3, "Colour-histogram distance (Bhattacharyya, 0-1) between consecutive frames "
@@ -238,6 +240,8 @@ def warm_start(plan: Plan, frame: Frame, start: torch.Tensor, before: Carried, v
     soften from one resampling to the next."""
     moved = tps_warp(torch.cat([before.change, before.source]), np.stack([before.landmarks] * 2), frame.landmarks)
     change, carried_source = moved[:1], moved[1:]
+    if video.carry_sigma:
+        change = gaussian_blur(change, video.carry_sigma, "replicate")
     weight = unchanged_weight(frame.image, carried_source, video.temporal_tolerance)
     init = start + weight * change
     if plan.objective is None or not video.temporal_weight:
