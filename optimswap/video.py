@@ -79,7 +79,7 @@ class VideoConfig:
                                           "carried, where the source did not change; 0 = off).", low=0)
     temporal_tolerance: float = option(0.04, "Change of the source (0-1 grey levels, after the landmark motion) "
                                              "at which the temporal term has let go to 37 %.", low=0, above=True)
-    carry_sigma: float = option(0.0, "Blur (frame pixels) of the change carried from frame to frame (0 = none).",
+    carry_sigma: float = option(2.0, "Blur (frame pixels) of the change carried from frame to frame (0 = none).",
                                 low=0, high=16)
     landmark_smoothing: float = option(1.0, "Smoothing of the landmarks over time: Gaussian sigma in frames "
                                             "(0 = each frame's own).", low=0, high=25)
