@@ -58,6 +58,13 @@ def _check_field(field: dataclasses.Field, kind: Any, value: Any) -> None:
             raise OptionError(field.name, f"unknown value {item!r}; choose from {', '.join(choices)}")
 
 
+def check_fields(options: Any) -> None:
+    """Each field of a dataclass declared with ``option`` against its kind and allowed values (OptionError)."""
+    hints = typing.get_type_hints(type(options))
+    for field in dataclasses.fields(options):
+        _check_field(field, hints[field.name], getattr(options, field.name))
+
+
 @dataclass(frozen=True)
 class EditConfig:
     """Frame, pyramid, optimizer, device, seed, encoder, landmarks and compositing: what every edit shares."""
@@ -105,9 +112,7 @@ class EditConfig:
     ALIASES: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
-            _check_field(field, hints[field.name], getattr(self, field.name))
+        check_fields(self)
         if self.size % 2**self.levels:
             raise OptionError("size", f"must be divisible by 2**levels = {2**self.levels} for {self.levels} "
                                       f"pyramid levels, got {self.size}")

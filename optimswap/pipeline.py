@@ -130,6 +130,7 @@ class Level:
     image: torch.Tensor
     mask: torch.Tensor
     start: torch.Tensor
+    init: torch.Tensor | None = None  # where the parameters begin instead of the start (see ``Plan.init``)
 
 
 class Parameterization(ABC):
@@ -168,7 +169,7 @@ class MaskedPixels(Parameterization):
     def start(self, level: Level) -> list[torch.Tensor]:
         self.level = level
         if self.result is None or self.previous_start is None:
-            init = level.start
+            init = level.start if level.init is None else level.init
         else:
             init = level.start + resize_to(self.result - self.previous_start, level.size)
         self.param = init.detach().clone()
@@ -236,6 +237,9 @@ class Plan:
     # Made and run in order once the plan's own optimization is done, each when the one before is (so it can use
     # what that one fitted); the last one's result is composited.
     stages: tuple[Callable[[], Stage], ...] = ()
+    # Frame-sized image the optimization begins from, its change still put back onto ``start`` (a video's previous
+    # frame's result carried to this frame: a warm start); None: the start itself.
+    init: torch.Tensor | None = None
 
 
 @dataclass
@@ -252,8 +256,10 @@ class EditResult:
 
 
 def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan | Stage, solver: Solver,
-                   progress: bool = True, label: str = "") -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
-    """Coarse-to-fine optimization from the frame-sized ``start``; returns each level's result (the last is the
+                   progress: bool = True, label: str = "", init: torch.Tensor | None = None,
+                   ) -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
+    """Coarse-to-fine optimization from the frame-sized ``start`` (its parameters begin at ``init`` when given, see
+    ``Plan.init``); returns each level's result (the last is the
     answer), the per-evaluation loss history, timings and the solver's restarts after faults (see
     ``optimswap.optim.solver``). OptimizationError naming the level when a level cannot be recovered."""
     torch.manual_seed(cfg.seed)
@@ -268,7 +274,7 @@ def optimize_frame(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Pla
     for i, size in enumerate(sizes):
         t0 = time.perf_counter()
         level = Level(size, resize_to(frame.image, size), resize_to(frame.mask, size).clamp(0, 1),
-                      resize_to(start, size))
+                      resize_to(start, size), None if init is None else resize_to(init, size))
         objective = plan.objective(level)
         params = plan.parameterization.start(level)
         timings[f"level{i}_setup_s"] = time.perf_counter() - t0
@@ -291,7 +297,7 @@ def optimize_plan(frame: Frame, start: torch.Tensor, cfg: EditConfig, plan: Plan
                   progress: bool = True) -> tuple[list[torch.Tensor], list[dict], dict, list[dict]]:
     """``optimize_frame`` for the plan, then for each of its stages from the result before (its own solver); a
     stage's history rows and restarts carry its name, its timings are prefixed with it."""
-    levels, history, timings, recoveries = optimize_frame(frame, start, cfg, plan, solver, progress)
+    levels, history, timings, recoveries = optimize_frame(frame, start, cfg, plan, solver, progress, init=plan.init)
     for make in plan.stages:
         stage = make()
         more, more_history, more_timings, more_recoveries = optimize_frame(

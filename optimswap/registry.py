@@ -64,6 +64,8 @@ class Setup:
     cfg: Any
     device: torch.device
     offset: tuple[int, int] = (0, 0)  # (x, y) of ``photo``'s top-left pixel in the whole photo
+    # What the edit keeps from one frame of a clip to the next (what it prepares once per clip); None for a still.
+    clip: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,15 @@ def run_edit(edit: str | Edit, source: PhotoLike, inputs: Mapping[str, Any], cfg
     photo = load_photo(source, edit.source)
     loaded = load_inputs(edit, inputs)
     face = find_face(photo.image, cfg.landmarks, face_index, name=photo.name)
+    return run_on_face(edit, photo, face, loaded, cfg, solver, progress)
+
+
+def run_on_face(edit: Edit, photo: Photo, face: Face, loaded: dict[str, Any], cfg: EditConfig,
+                solver: Solver | None = None, progress: bool = True, clip: dict | None = None,
+                adjust: Callable[[Plan, Frame], Plan] | None = None) -> Any:
+    """``run_edit`` on a given ``face`` of ``photo`` with its inputs loaded (``load_inputs``); a clip's frames pass
+    the edit's ``clip`` state (``Setup.clip``) and ``adjust`` the plan to the frames before (warm start, temporal
+    term)."""
     height, width = photo.image.shape[:2]
     rows, columns = photo_region(height, width, face, cfg)
     region = photo.image[rows, columns]
@@ -187,7 +198,8 @@ def run_edit(edit: str | Edit, source: PhotoLike, inputs: Mapping[str, Any], cfg
     local = face.moved(-columns.start, -rows.start)
 
     def prepare(frame: Frame, device: torch.device) -> Plan:
-        return edit.prepare(Setup(region, local, frame, loaded, cfg, device, (columns.start, rows.start)))
+        plan = edit.prepare(Setup(region, local, frame, loaded, cfg, device, (columns.start, rows.start), clip))
+        return plan if adjust is None else adjust(plan, frame)
 
     result, plan = run_pipeline(region, local, cfg, edit.mask, prepare, solver, progress)
     image = photo.image.copy()

@@ -323,13 +323,16 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
         return build_paste
 
     encoder = load_encoder(cfg.encoder, device)
+    encoded: dict = {}  # level size -> the targets' features: encoded once per clip
 
     def build(level: Level) -> Objective:
         with torch.no_grad():
             source_feats = encoder(level.image, [cfg.content_layer, *cfg.style_layers])
             if cfg.content_from == "start":
                 source_feats[cfg.content_layer] = encoder(level.start, [cfg.content_layer])[cfg.content_layer]
-            target_feats = encoder(resize_to(targets.images, level.size), list(cfg.style_layers))
+            if level.size not in encoded:
+                encoded[level.size] = encoder(resize_to(targets.images, level.size), list(cfg.style_layers))
+            target_feats = encoded[level.size]
         valid = resize_to(targets.valid, level.size)
         terms = [Term("content", cfg.content_weight, ContentLoss(source_feats[cfg.content_layer]), cfg.content_layer)]
         for layer, layer_weight in zip(cfg.style_layers, cfg.layer_weights, strict=True):
@@ -491,7 +494,11 @@ def matched_detail(image: torch.Tensor, frame: Frame, editable: torch.Tensor) ->
 
 def prepare(setup: Setup) -> Plan:
     cfg, frame, device = setup.cfg, setup.frame, setup.device
-    targets = prepare_targets(setup.inputs["target"], frame, cfg, device)
+    # A clip's target photos are found, ranked, relit and colour-matched on its first face, and encoded once.
+    clip = {} if setup.clip is None else setup.clip
+    if "targets" not in clip:
+        clip["targets"] = prepare_targets(setup.inputs["target"], frame, cfg, device)
+    targets = clip["targets"]
     keep = keep_mask(setup.photo, setup.face, cfg, device)
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
@@ -508,7 +515,9 @@ def prepare(setup: Setup) -> Plan:
     editable = editable_mask(frame, keep)
     if keep is not None:
         record["kept_share_of_face"] = float(1 - editable.sum() / frame.mask.sum())
-    objective = swap_objective(targets, cfg, device) if optimized else None
+    if optimized and "objective" not in clip:
+        clip["objective"] = swap_objective(targets, cfg, device)
+    objective = clip["objective"] if optimized else None
     photo = to_tensor(setup.photo, device)
 
     def finish(out: torch.Tensor) -> torch.Tensor:

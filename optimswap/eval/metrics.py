@@ -6,6 +6,7 @@ constructed cases with known answers.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from kornia.color import rgb_to_lab
@@ -138,3 +139,26 @@ def spatial_color_distance(image: torch.Tensor, reference: torch.Tensor, region:
         raise ValueError("empty region")
     a, b = (gaussian_blur(rgb_to_lab(x.clamp(0, 1)), max(sigma, 0.5)) for x in (image, reference))
     return float(((a - b).norm(dim=1, keepdim=True) * region).sum() / region.sum())
+
+
+def flicker(source_before: np.ndarray, source: np.ndarray, output_before: np.ndarray, output: np.ndarray,
+            region: np.ndarray) -> tuple[float, float]:
+    """Frame-to-frame change of ``output`` beyond the source's, after motion compensation, and the source's own
+    (grey levels 0-255, means over ``region``, (H, W) bool).
+
+    The motion is the source's (Farneback optical flow from each pixel of ``source`` to where it was in
+    ``source_before``); both frames before are carried by it, and each pixel's change of the output that exceeds
+    the source's own change there counts: a face that jitters, swims or changes colour where the source did not."""
+    grey_before, grey = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (source_before, source))
+    flow = cv2.calcOpticalFlowFarneback(grey, grey_before, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    h, w = grey.shape
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
+
+    def change(before: np.ndarray, now: np.ndarray) -> np.ndarray:
+        carried = cv2.remap(before, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return np.abs(now.astype(np.float32) - carried.astype(np.float32)).mean(2)
+
+    source_change = change(source_before, source)
+    excess = np.maximum(change(output_before, output) - source_change, 0)
+    return float(excess[region].mean()), float(source_change[region].mean())

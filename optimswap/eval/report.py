@@ -19,17 +19,19 @@ from PIL import Image
 from optimswap.config import EditConfig
 from optimswap.errors import OptimswapError, OptionError
 from optimswap.eval.metrics import high_frequency_ratio, identity_distance, psnr
+from optimswap.eval.video import evaluate_clip, is_clip_record
 from optimswap.face import face_at, face_descriptor, find_face, warp_from_frame, warp_to_frame
 from optimswap.io import IMAGE_SUFFIXES, read_image, to_tensor
 from optimswap.io.image import LOSSLESS_FORMATS, image_format, is_temp, json_file, save_options, write_files
 from optimswap.pipeline import make_frame
 from optimswap.registry import Edit, Scoring, edit_names, get_edit
 
-COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
-           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "psnr_outside_resaved",
-           "lighting_error",
-           "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
-           "seconds", "evaluations", "recoveries", "peak_memory_mb", "note", "error"]
+COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "frames", "skipped", "cuts",
+           "id_before", "id_after", "id_drop", "verified", "id_to_source", "retrieved", "nme", "flicker",
+           "source_change", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "psnr_outside_resaved", "outside_changed",
+           "passed_exact", "lighting_error", "hf_ratio",
+           *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
+           "first_frame_s", "rest_frame_s", "seconds", "evaluations", "recoveries", "peak_memory_mb", "note", "error"]
 
 
 JSON_KINDS = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
@@ -144,6 +146,8 @@ def evaluate_record(path: Path, identities_root: Path | None = None) -> dict:
     beside the run's target folder)."""
     path = Path(path)
     record = load_record(path)
+    if is_clip_record(record):
+        return evaluate_clip(path, record)
     edit, cfg = check_record(path, record)
     row: dict[str, Any] = {"run": str(path.with_suffix("")), "edit": edit.name, "source": record["source"],
                            "method": getattr(cfg, "method", None), "seconds": record["timings"]["total_s"],

@@ -1,0 +1,137 @@
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from optimswap.edits.swap import SWAP
+from optimswap.errors import OptionError
+from optimswap.eval.video import evaluate_clip
+from optimswap.io import read_image, write_image
+from optimswap.io.video import open_clip, read_frames, write_video
+from optimswap.video import VideoConfig, cache_path, run_clip, smooth_track, track_faces, unchanged_weight
+
+TINY = dict(size=64, levels=1, iters=4, n_targets=2, landmark_tolerance=0.0, keep_occluders=False)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), image.shape[1::-1],
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.fixture(scope="module")
+def small_face(faces) -> np.ndarray:
+    """jennifer/01 at 200 px wide: eyes ~45 px apart."""
+    photo = read_image(faces / "identities" / "jennifer" / "01.jpg")
+    return cv2.resize(photo, (200, round(200 * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_AREA)
+
+
+def test_video_round_trip_keeps_frame_count_rate_and_sound(tmp_path):
+    source = tmp_path / "in.mp4"
+    rate = Fraction(30000, 1001)
+    with av.open(str(source), "w") as out:  # 10 frames of 64x48 and a second of a 440 Hz tone
+        video, sound = out.add_stream("libx264", rate=rate), out.add_stream("aac", rate=16000)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8))):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)[None] * 0.3
+        for k in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
+    clip = open_clip(source)
+    write_video(tmp_path / "out.mp4", read_frames(clip), clip.fps, source)
+    copy = open_clip(tmp_path / "out.mp4")
+    assert (copy.frames, copy.fps, copy.width, copy.height, copy.audio) == (10, rate, 64, 48, True)
+    grey = [f.mean() for f in read_frames(copy)]
+    assert np.allclose(grey, 20 * np.arange(10), atol=2)  # the frames in their order
+
+
+def test_tracking_smooths_a_moving_face(small_face):
+    """A face moved along a slow sub-pixel path: the smoothed landmarks follow the path with less jitter and less
+    error than each frame's own."""
+    path = [(3 * np.sin(2 * np.pi * t / 20), 2 * np.cos(2 * np.pi * t / 20)) for t in range(10)]
+    frames = [shifted(small_face, dx, dy) for dx, dy in path]
+    track = track_faces(frames, VideoConfig(landmark_smoothing=0))
+    assert track.reasons == [None] * len(frames)
+    raw = np.stack(track.landmarks)
+    smooth_track(track, 1.0)
+
+    def off_path(landmarks):  # landmarks less the known motion, less their mean: detection error
+        still = landmarks - np.asarray(path)[:, None, :]
+        return still - still.mean(0)
+
+    raw, smooth = off_path(raw), off_path(np.stack(track.landmarks))
+    jitter = [np.abs(np.diff(x, 2, axis=0)).mean() for x in (raw, smooth)]
+    error = [np.sqrt((x**2).mean()) for x in (raw, smooth)]
+    assert jitter[1] < 0.5 * jitter[0]
+    assert error[1] < error[0]
+
+
+def test_a_planted_cut_is_detected(small_face, faces):
+    other = read_image(faces / "identities" / "mark" / "01.jpg")
+    other = cv2.resize(other, small_face.shape[1::-1], interpolation=cv2.INTER_AREA)
+    frames = [shifted(small_face, t, 0) for t in range(3)] + [shifted(other, t, 0) for t in range(3)]
+    track = track_faces(frames, VideoConfig())
+    assert track.cuts == [3]
+    assert max(d for i, d in enumerate(track.distances) if i != 3) < 0.3 * track.distances[3]
+
+
+def test_unchanged_weight_lets_go_where_the_source_changed():
+    before = torch.rand(1, 3, 32, 32)
+    now = before.clone()
+    now[..., 8:16, 8:16] += 0.5
+    weight = unchanged_weight(now, before, 0.04)
+    assert weight[..., 24:, 24:].min() > 0.99 and weight[..., 10:14, 10:14].max() < 0.01
+
+
+def test_clip_passes_faceless_frames_and_resumes_to_the_same_frames(small_face, faces, tmp_path, one_thread):
+    """Four frames, the second without a face: it passes through bit for bit and is counted (and, another picture
+    altogether, makes two cuts); a run interrupted before its last frame (warm-started from the third) resumes from
+    its cache to the frames of an uninterrupted run."""
+    frames, target = tmp_path / "frames", tmp_path / "target"
+    frames.mkdir()
+    target.mkdir()
+    for name in ("01.jpg", "02.jpg"):
+        (target / name).write_bytes((faces / "identities" / "angelina" / name).read_bytes())
+    blank = np.full_like(small_face, 128)
+    for i, image in enumerate([shifted(small_face, i, 0) if i != 1 else blank for i in range(4)]):
+        write_image(frames / f"f{i}.png", image)
+    cfg, video = SWAP.preset("fast", **TINY), VideoConfig(frame_iters=2)
+
+    whole = run_clip("swap", frames, {"target": target}, f"{tmp_path}/whole/", cfg, video, progress=False)
+    assert whole["skipped"] == [{"frame": 1, "reason": "no face"}] and whole["cuts"] == [1, 2]
+    assert [r.get("start") for r in whole["frame_rows"]] == ["own", None, "own", "carried"]
+    assert np.array_equal(read_image(tmp_path / "whole" / "f1.png"), blank)
+
+    def stop(i):
+        if i == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_clip("swap", frames, {"target": target}, f"{tmp_path}/resumed/", cfg, video, progress=False, on_frame=stop)
+    assert cache_path(tmp_path / "resumed").is_dir() and not (tmp_path / "resumed").exists()
+    with pytest.raises(OptionError, match="other inputs or options"):
+        run_clip("swap", frames, {"target": target}, f"{tmp_path}/resumed/", cfg, VideoConfig(frame_iters=3),
+                 progress=False)
+    run_clip("swap", frames, {"target": target}, f"{tmp_path}/resumed/", cfg, video, progress=False)
+    for i in range(4):
+        assert np.array_equal(*(read_image(tmp_path / run / f"f{i}.png") for run in ("resumed", "whole")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "resumed", "resumed.json", "target", "whole",
+                                                          "whole.json"]  # no cache, no temp file left
+
+    with pytest.raises(OptionError, match="exists"):  # nothing replaced without --overwrite
+        run_clip("swap", frames, {"target": target}, f"{tmp_path}/whole/", cfg, video, progress=False)
+
+    row = evaluate_clip(tmp_path / "whole.json", whole)
+    assert (row["frames"], row["skipped"], row["cuts"], row["passed_exact"]) == (4, 1, 2, "1/1")
+    assert row["outside_changed"] == 0
+    assert row["flicker"] is not None and row["sampled"] == 3
