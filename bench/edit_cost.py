@@ -115,7 +115,7 @@ def swap_case(case: dict, out: Path):
     if saved["images"].shape[0] < k:
         raise SystemExit(f"{k} photos asked, {saved['images'].shape[0]} prepared")
     frame = saved["frame"]
-    targets = TargetSet(saved["images"][:k], saved["valid"][:k], [], [], None, None, None)
+    targets = TargetSet(saved["images"][:k], saved["valid"][:k], torch.ones(k, 1, 1, 1), [], [], None, None, None)
     level = Level(cfg.size, frame.image, frame.mask, frame.image)
     return cfg, level, swap_objective(targets, cfg, torch.device("cpu")), MaskedPixels()
 

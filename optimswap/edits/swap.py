@@ -13,17 +13,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from kornia.color import lab_to_rgb, rgb_to_lab
 from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
 from optimswap.compose import gaussian_blur, match_color, with_coarse_color
 from optimswap.compose.classic import FOREHEAD, OUTER_RING, classic_swap, face_points
-from optimswap.compose.detail import detail_energy
+from optimswap.compose.detail import detail_energy, fine_detail_ratio
 from optimswap.compose.geometry import clipped_goal, point_displacement, warp_points
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
-from optimswap.eval.metrics import head_pose, identity_distance, landmark_nme, lighting_error, nearest_identity
+from optimswap.eval.metrics import (
+    head_pose,
+    identity_distance,
+    landmark_nme,
+    lighting_error,
+    nearest_identity,
+    skin_tone_distance,
+)
 from optimswap.face import (
     Face,
     face_at,
@@ -44,8 +52,10 @@ from optimswap.face.align import (
     warp_photo_to_frame,
     warp_to_frame,
 )
+from optimswap.face.mask import soften
 from optimswap.face.occlusion import occlusion_mask
-from optimswap.face.regions import INNER_LIPS, forehead_mask, skin_mask
+from optimswap.face.regions import INNER_LIPS, eyes_mask, forehead_mask, skin_mask
+from optimswap.face.skin import clean_skin
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_numpy, to_tensor
 from optimswap.lighting.net import load_lighting_net
@@ -59,6 +69,9 @@ from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 log = logging.getLogger(__name__)
 METHODS = ("full", "classic", "paste", "global")
 STARTS = ("classic", "source")
+TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
+SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
+FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,18 @@ class SwapConfig(EditConfig):
     # above classic as before (applied before the landmark pull-back instead: 17).
     source_forehead: bool = option(True, "The forehead's lightness and colour coarser than the start colour's blur "
                                           "are the source's (at the swapped face's mean); off when that blur is 0.")
+    # Keeping the source's skin colour is the design (it is what meets the neck, ears and hands); a face hull's
+    # colour statistics also hold a beard, brows, glasses' frames and shadowed hair, which turned a clean target
+    # skin grey under a bearded source. The target photos are colour-matched skin to skin (face/skin.py: the
+    # landmark skin whose colour is the face's own skin's in that photo).
+    skin_statistics: bool = option(True, "Colour-match the target photos over clean skin only (not over a beard, "
+                                         "brows or glasses).")
+    # The face's skin tone (CIELAB L, a, b averaged over clean skin within this blur) is brought to the source's,
+    # read where both show skin and spread from there over the editable face (the eye openings left out): patches
+    # of other photos' tone, paler or darker than the person's own neck, are evened out; finer shading and the
+    # features stay the optimized face's.
+    skin_tone_sigma: float = option(0.2, "Blur (eye distances) coarser than which the face's skin tone is the "
+                                         "source's (0 = off).", low=0, high=2)
     # The patches of the unwarped target photos carry their face shape, which is much of the identity (warping them
     # to the source's landmarks cost it) but also moves the landmarks: the face's landmarks, found again in the
     # composite, that drifted more than this from the source's are pulled back to this distance by a smooth warp.
@@ -182,6 +207,14 @@ class SwapConfig(EditConfig):
                                   high=1)
     n_targets: int = option(8, "Use the N target photos whose landmark shape is closest to the source's.", low=1,
                             high=1000)  # Korshunova et al. pick the best-matching target photos by pose
+    # Small, soft target photos (LFW faces of ~100 px in a 256-px frame) give the finest layers patches without
+    # detail, and a soft start shows through as a ghosted face. Sharpness is measured, not guessed: the energy of
+    # the face's finest band (3x3 Laplacian of lightness, in the frame) over that of the octave below (compose/
+    # detail.py fine_detail_ratio): ~2-3 for a face upsampled into the frame, ~9-13 for one downsampled into it.
+    start_pool: int = option(3, "The classic start is the sharpest of the N photos closest in shape (1 = the "
+                                "closest).", low=1, high=1000)
+    fine_targets: float = option(0.5, "Share of the target photos, the sharpest, whose patches the finest patch "
+                                      "layers (relu1, relu2) use (1 = all).", low=0, high=1, above=True)
     # Mean/std colour transfer of the targets to the source face (../shared/notes/calibration.md: keeps the
     # source's skin tone and lighting).
     color_match_targets: bool = option(True, "Colour-match the target photos to the source face before matching.")
@@ -218,14 +251,17 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
-                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False,
+                "skin_tone_sigma": 0.0, "start_pool": 1},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
-              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
+              "skin_statistics": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
                "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
-               "start_color_sigma": 0.0, "source_forehead": False},
+               "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
+               "skin_statistics": False},
 }
 
 PRESETS = {
@@ -245,6 +281,7 @@ class TargetSet:
 
     images: torch.Tensor  # (K, 3, S, S), colour-matched to the source face if configured
     valid: torch.Tensor  # (K, 1, S, S): inside the photo and inside that photo's own face mask
+    fine: torch.Tensor  # (K, 1, 1, 1): 1 for the photos whose patches the finest layers use
     used: list[dict]  # path + shape distance, best first
     skipped: list[dict]  # path + reason
     best_photo: np.ndarray  # the best-shape target photo (H', W', 3), its landmarks and occluders (H', W') or None
@@ -271,11 +308,20 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         raise ImageError(f"{folder}: none of the {len(paths)} target photos is usable (first: {skipped[0]['reason']})")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
+    framed_photos = [warp_photo_to_frame(to_tensor(c[2], device), c[3], cfg.size) for c in chosen]
+    sharpness = [fine_detail_ratio(inside[:, :3], inside[:, 3:] * face_mask(c[4], cfg.size, cfg.forehead, cfg.feather,
+                                                                          device=device))
+                 for c, inside in zip(chosen, framed_photos, strict=True)]
+    # The start (first from here on): the sharpest of the start_pool closest in shape.
+    start = max(range(min(cfg.start_pool, len(chosen))), key=lambda i: sharpness[i])
+    order = [start, *(i for i in range(len(chosen)) if i != start)]
+    chosen = [chosen[i] for i in order]
+    framed_photos = [framed_photos[i] for i in order]
+    sharpness = [sharpness[i] for i in order]
     if cfg.relight_targets:
         source_light = FaceGeometry.fit(source.image, source.landmarks).light
     framed, lms, occluders = [], [], []
-    for _, _, photo, matrix, landmarks, face in chosen:
-        photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
+    for (_, _, photo, matrix, landmarks, face), photo_inside in zip(chosen, framed_photos, strict=True):
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
@@ -291,10 +337,19 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     warped = tps_warp(torch.cat(framed), stacked, goal)  # one TPS solve for the photos and their validity
     images, valid = warped[:, :3], warped[:, 3:].clamp(0, 1)
     if cfg.color_match_targets:
-        region = valid * source.mask
-        images = match_color(images, source.image, region, source.mask)
-    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4)} for c in chosen]
-    return TargetSet(images, valid, used, skipped, chosen[0][2], chosen[0][5].landmarks,
+        if cfg.skin_statistics:
+            region = torch.cat([clean_skin([images[i:i + 1]], goal[i], cfg.size, cfg.forehead, cfg.feather)
+                                for i in range(len(images))]) * valid
+            reference = clean_skin([source.image], source.landmarks, cfg.size, cfg.forehead, cfg.feather)
+        else:
+            region, reference = valid * source.mask, source.mask
+        images = match_color(images, source.image, region, reference)
+    # The finest layers' patches come from the sharpest photos only (ties kept: with equal sharpness, all).
+    ranks = torch.tensor(sharpness).argsort(descending=True).argsort()
+    fine = (ranks < max(1, round(cfg.fine_targets * len(chosen)))).float().to(device).view(-1, 1, 1, 1)
+    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "sharpness": round(sharp, 3)}
+            for c, sharp in zip(chosen, sharpness, strict=True)]
+    return TargetSet(images, valid, fine, used, skipped, chosen[0][2], chosen[0][5].landmarks,
                      occluders[0] if occluders else None)
 
 
@@ -336,7 +391,8 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             shape = feat.shape[-2:]
             scale = float((source_feats[layer] ** 2).mean().clamp_min(1e-8))
             radius = None if cfg.method == "global" else search_radius(cfg, level.size, layer)
-            loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
+            usable = valid * targets.fine if LAYER_STRIDE[layer] <= FINEST_STRIDE else valid
+            loss = PatchStyleLoss(feat, pool_to(usable, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
                                   cfg.search_energy)
             terms.append(Term(f"style_{layer}", cfg.style_weight * layer_weight, loss, layer))
         if cfg.lighting_weight:
@@ -439,6 +495,29 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
     return with_coarse_color(image, lit, sigma, forehead, lightness=True)
 
 
+def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
+    """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
+    ``cfg.skin_tone_sigma`` eye distances, is the source's: the change is read where both the image and the source
+    show skin (face/skin.py) and spread from there, by the same normalised blur, over the editable ``region`` (photo
+    pixels) but the eye openings (a source's beard or brows take the change of the skin beside them; far from any,
+    the skin's mean change)."""
+    shown = warp_to_frame(image, frame.matrix, frame.size)
+    both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+    if float(both.sum()) < 1:
+        return image
+    sigma = cfg.skin_tone_sigma * interocular(frame.landmarks)
+    change = (rgb_to_lab(frame.image.clamp(0, 1)) - rgb_to_lab(shown.clamp(0, 1))) * both
+    mean_change = change.sum((2, 3), keepdim=True) / both.sum()
+    # The weight of the mean keeps a few stray skin pixels from setting the change far from the skin.
+    local = ((gaussian_blur(change, sigma) + SPARSE_SKIN * mean_change)
+             / (gaussian_blur(both, sigma) + SPARSE_SKIN))
+    h, w = image.shape[-2:]
+    eyes = soften(eyes_mask(frame.landmarks, frame.size, 0.05 * interocular(frame.landmarks), image.device), 1.0)
+    where = region * (1 - warp_from_frame(eyes, frame.matrix, h, w).clamp(0, 1))
+    toned = lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + warp_from_frame(local, frame.matrix, h, w)).clamp(0, 1)
+    return image + where * (toned - image)
+
+
 def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
     """``image`` whose finest band (finer than ``cfg.skin_texture_sigma`` frame pixels) on the source's skin is the
     source photo's."""
@@ -518,6 +597,8 @@ def prepare(setup: Setup) -> Plan:
             out = with_coarse_color(out, base, colour_sigma, region)
         if cfg.source_forehead and colour_sigma:
             out = with_source_forehead(out, photo, frame, region, colour_sigma)
+        if cfg.skin_tone_sigma:
+            out = with_source_skin_tone(out, frame, region, cfg)
 
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
@@ -545,6 +626,10 @@ def score(s: Scoring) -> dict:
     skin = skin_mask(s.frame.landmarks, s.frame.size, s.cfg.forehead, s.cfg.feather)
     row: dict[str, Any] = {"target": name,
                            "lighting_error": lighting_error(s.output_frame, s.frame.image, skin, s.frame.landmarks)}
+    # Skin tone kept: the face's skin against the source's, where both show skin (not a beard, brows or lips in
+    # either), compared at a tenth of the eye distance: the tone and its patches, not the grain.
+    both = clean_skin([s.output_frame, s.frame.image], s.frame.landmarks, s.frame.size, s.cfg.forehead, s.cfg.feather)
+    row["tone"] = skin_tone_distance(s.output_frame, s.frame.image, both, TONE_SCALE * interocular(s.frame.landmarks))
     target_mean = identity_mean(targets)
     row["id_before"] = identity_distance(face_descriptor(s.source, s.face), target_mean)
     if s.output_face is None:

@@ -138,3 +138,18 @@ def spatial_color_distance(image: torch.Tensor, reference: torch.Tensor, region:
         raise ValueError("empty region")
     a, b = (gaussian_blur(rgb_to_lab(x.clamp(0, 1)), max(sigma, 0.5)) for x in (image, reference))
     return float(((a - b).norm(dim=1, keepdim=True) * region).sum() / region.sum())
+
+
+def skin_tone_distance(image: torch.Tensor, reference: torch.Tensor, skin: torch.Tensor, sigma: float) -> float:
+    """Mean CIELAB Delta-E (CIE76) between the skin tones of ``image`` and ``reference`` (1, 3, H, W) in [0, 1] over
+    ``skin`` (1, 1, H, W; the pixels that are skin in both): each one's Lab averaged over the skin within a Gaussian
+    of ``sigma`` pixels (normalised by the skin's own weight, so no beard, brow or lip beside it enters), so that
+    the tone and its patches are compared, not the skin's grain or the face's features."""
+    weight = float(skin.sum())
+    if weight <= 0:
+        raise ValueError("no skin to compare")
+
+    def tone(x: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(rgb_to_lab(x.clamp(0, 1)) * skin, sigma) / gaussian_blur(skin, sigma).clamp_min(1e-6)
+
+    return float(((tone(image) - tone(reference)).norm(dim=1, keepdim=True) * skin).sum() / weight)

@@ -24,7 +24,7 @@ from optimswap.pipeline import make_frame
 from optimswap.registry import Edit, Scoring, edit_names, get_edit
 
 COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "id_before", "id_after", "id_drop",
-           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error",
+           "id_to_source", "retrieved", "nme", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "lighting_error", "tone",
            "hf_ratio", *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
            "seconds", "evaluations", "recoveries", "peak_memory_mb", "error"]
 
