@@ -512,7 +512,8 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     local = ((gaussian_blur(change, sigma) + SPARSE_SKIN * mean_change)
              / (gaussian_blur(both, sigma) + SPARSE_SKIN))
     h, w = image.shape[-2:]
-    eyes = soften(eyes_mask(frame.landmarks, frame.size, 0.05 * interocular(frame.landmarks), image.device), 1.0)
+    eyes = eyes_mask(frame.landmarks, frame.size, 0.05 * interocular(frame.landmarks), image.device)
+    eyes = torch.maximum(eyes, soften(eyes, 1.0))  # whole on the eye, however thin, and soft around it
     where = region * (1 - warp_from_frame(eyes, frame.matrix, h, w).clamp(0, 1))
     toned = lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + warp_from_frame(local, frame.matrix, h, w)).clamp(0, 1)
     return image + where * (toned - image)
