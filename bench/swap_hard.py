@@ -30,7 +30,7 @@ from optimswap.runs import run_to_files
 from common import FACES, REPO
 
 COLUMNS = ["method", "id_after", "id_to_source", "id_drop", "verified", "retrieved", "nme", "hf_ratio", "seam", "tone",
-           "seconds"]
+           "seconds", "cpu_s"]
 IDENTITIES = "identities"
 
 
@@ -98,7 +98,8 @@ def checks(rows: list[dict], classes: dict[str, list[str]]) -> list[str]:
     out.append(f"identity pairs: mean NME full {mean([full[i] for i in twenty], 'nme'):.4f} vs classic "
                f"{mean([classic[i] for i in twenty], 'nme'):.4f} (bound: classic + 0.005)")
     out.append(f"full seconds per swap: mean {mean(full, 'seconds'):.1f}, max "
-               f"{max((r['seconds'] for r in full), default=float('nan')):.1f} (shared CPU: indicative)")
+               f"{max((r['seconds'] for r in full), default=float('nan')):.1f} (shared CPU: indicative); CPU "
+               f"seconds: mean {mean(full, 'cpu_s'):.1f}, max {max((r.get('cpu_s', 0) for r in full), default=0):.1f}")
     return out
 
 
@@ -126,6 +127,9 @@ def main():
         classes.update({pair.name: [IDENTITIES] for pair in all_pairs()})
     if args.only:
         pairs = [p for p in pairs if any(text in p.name for text in args.only)]
+    # CPU seconds of each run: with one thread, what it takes on this CPU without the other users' load.
+    cpu_file = args.out / "cpu_seconds.json"
+    cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
     records, labels = [], []
     for pair in pairs:
         for method in args.methods:
@@ -133,10 +137,13 @@ def main():
             if not output.with_suffix(".json").exists():
                 if args.evaluate_only:
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 cfg = SWAP.preset(args.preset, size=args.size, method=method, **(extra if method == "full" else {}))
                 run_to_files("swap", pair.source, pair.inputs, output, cfg, progress=False, overwrite=True)
-                print(f"{pair.name} {method}: {time.perf_counter() - t0:.1f} s", flush=True)
+                cpu[output.stem] = time.process_time() - c0
+                cpu_file.write_text(json.dumps(cpu, indent=1))
+                print(f"{pair.name} {method}: {time.perf_counter() - t0:.1f} s, CPU {cpu[output.stem]:.1f} s",
+                      flush=True)
             records.append(output.with_suffix(".json"))
             labels.append(pair)
     rows = evaluate_runs(records, people_folder(args.out))
@@ -145,6 +152,8 @@ def main():
                                                                                                strict=True)}
     for row, pair, record in zip(rows, labels, records, strict=True):
         row["pair"], row["class"] = pair.name, "+".join(classes[pair.name])
+        if record.stem in cpu:
+            row["cpu_s"] = cpu[record.stem]
         if not row.get("error"):
             row["seam"] = seam(record.with_suffix(".png"), pair.source, size)
             row["verified"] = verified(row)
