@@ -317,8 +317,8 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
 
 
 def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sharpest_photos(jennifer, tmp_path):
-    """Of two copies of one photo, one blurred: the sharp one is the start whatever its shape rank, with a pool of 2;
-    with a pool of 1 the closest shape; the finest layers take patches from the sharp one only."""
+    """Of two copies of one photo, one blurred (the same shape): the sharp one is the start whatever its shape rank;
+    with no shape margin the closest shape; the finest layers take patches from the sharp one only."""
     from PIL import Image, ImageFilter
 
     from optimswap.compose.detail import fine_detail_ratio
@@ -334,10 +334,10 @@ def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sha
     mask = face_mask(frame.landmarks, 128)
     assert fine_detail_ratio(frame.image, mask) > fine_detail_ratio(to_tensor(np.asarray(
         Image.fromarray(jennifer).filter(ImageFilter.GaussianBlur(3)))), torch.ones(1, 1, *jennifer.shape[:2]))
-    pooled = prepare_targets(paths, frame, cfg.replace(start_pool=2, fine_targets=0.5), device)
+    pooled = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.15, fine_targets=0.5), device)
     assert pooled.used[0]["path"].endswith("sharp.png")
     assert pooled.used[0]["sharpness"] > pooled.used[1]["sharpness"]
     assert pooled.fine.flatten().tolist() == [1.0, 0.0]
-    closest = prepare_targets(paths, frame, cfg.replace(start_pool=1, fine_targets=1.0), device)
+    closest = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.0, fine_targets=1.0), device)
     assert closest.used[0]["shape_distance"] <= closest.used[1]["shape_distance"]
     assert closest.fine.flatten().tolist() == [1.0, 1.0]

@@ -71,6 +71,7 @@ METHODS = ("full", "classic", "paste", "global")
 STARTS = ("classic", "source")
 TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
 SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
+EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
 FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
 
 
@@ -160,6 +161,12 @@ class SwapConfig(EditConfig):
     # 0.0292; 20 pairs: 18 at or above classic (was 17), NME 0.0294 -> 0.0299.
     landmark_floor_px: float = option(2.0, "No landmark limit below this many photo pixels (the detector's "
                                            "precision).", low=0, high=100)
+    # The expression is the eyes' and the mouth's shape: with the inner points at 0.055 and the 2-px floor (0.048 on
+    # a 42-px LFW eye distance) the mouth and eyes of LFW sources drifted to NME 0.037-0.043 against the classic
+    # swap's 0.025-0.035. The detector places eyes and mouth about twice as precisely as the jaw and brows (p90
+    # 0.009-0.026 eye distances against 0.018-0.036), so their floor is half the landmark floor.
+    expression_tolerance: float = option(0.035, "Largest drift of the eyes' and the mouth's landmarks kept (eye "
+                                                "distances).", low=0, high=1, above=True)
     landmark_passes: int = option(2, "Most times the landmarks are found again and pulled back.", low=1, high=5)
     # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail, read
     # in the working frame, is brought to the source face's, by a blur or an unsharp mask.
@@ -211,8 +218,9 @@ class SwapConfig(EditConfig):
     # detail, and a soft start shows through as a ghosted face. Sharpness is measured, not guessed: the energy of
     # the face's finest band (3x3 Laplacian of lightness, in the frame) over that of the octave below (compose/
     # detail.py fine_detail_ratio): ~2-3 for a face upsampled into the frame, ~9-13 for one downsampled into it.
-    start_pool: int = option(3, "The classic start is the sharpest of the N photos closest in shape (1 = the "
-                                "closest).", low=1, high=1000)
+    # The start keeps its photo's expression, so only photos nearly as close in shape as the closest are considered.
+    start_shape_margin: float = option(0.15, "The classic start is the sharpest photo whose shape distance is within "
+                                             "this share of the closest's (0 = the closest).", low=0, high=10)
     fine_targets: float = option(0.5, "Share of the target photos, the sharpest, whose patches the finest patch "
                                       "layers (relu1, relu2) use (1 = all).", low=0, high=1, above=True)
     # Mean/std colour transfer of the targets to the source face (../shared/notes/calibration.md: keeps the
@@ -252,7 +260,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
                 "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False,
-                "skin_tone_sigma": 0.0, "start_pool": 1},
+                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
               "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
@@ -309,11 +317,13 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
     framed_photos = [warp_photo_to_frame(to_tensor(c[2], device), c[3], cfg.size) for c in chosen]
-    sharpness = [fine_detail_ratio(inside[:, :3], inside[:, 3:] * face_mask(c[4], cfg.size, cfg.forehead, cfg.feather,
-                                                                          device=device))
+    # Read on the clean skin: glasses' frames, hair strands and brows are sharp edges in a soft photo too.
+    sharpness = [fine_detail_ratio(inside[:, :3], inside[:, 3:] * clean_skin([inside[:, :3]], c[4], cfg.size,
+                                                                             cfg.forehead, cfg.feather))
                  for c, inside in zip(chosen, framed_photos, strict=True)]
-    # The start (first from here on): the sharpest of the start_pool closest in shape.
-    start = max(range(min(cfg.start_pool, len(chosen))), key=lambda i: sharpness[i])
+    # The start (first from here on): the sharpest of the photos nearly as close in shape as the closest.
+    near = [i for i, c in enumerate(chosen) if c[0] <= (1 + cfg.start_shape_margin) * chosen[0][0]]
+    start = max(near, key=lambda i: sharpness[i])
     order = [start, *(i for i in range(len(chosen)) if i != start)]
     chosen = [chosen[i] for i in order]
     framed_photos = [framed_photos[i] for i in order]
@@ -438,8 +448,9 @@ def _pixels_per_cell(frame: Frame) -> float:
 def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor, cfg: SwapConfig,
                         shown: Callable[[torch.Tensor], torch.Tensor] = lambda image: image) -> torch.Tensor:
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
-    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``; none
-    below ``cfg.landmark_floor_px`` photo pixels): the drifted ones are pulled back by a thin-plate-spline warp of
+    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``, the
+    eyes' and mouth's ``cfg.expression_tolerance``; none below ``cfg.landmark_floor_px`` photo pixels, half that for
+    the eyes and mouth): the drifted ones are pulled back by a thin-plate-spline warp of
     the editable part (``editable``, photo-sized), the ring around the face fixed; found and pulled up to
     ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to their limits
     than before it. The landmarks are found in ``shown(image)``, the composite as it will be delivered."""
@@ -448,7 +459,10 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW], limits[BROWS] = cfg.jaw_tolerance, cfg.brow_tolerance
     eye = interocular(face.landmarks)
-    limits = np.maximum(limits, cfg.landmark_floor_px / eye)
+    floor = np.full(len(source_points), cfg.landmark_floor_px / eye)
+    limits[EXPRESSION] = np.minimum(limits[EXPRESSION], cfg.expression_tolerance)
+    floor[EXPRESSION] /= 2
+    limits = np.maximum(limits, floor)
 
     def found_points(photo: torch.Tensor) -> np.ndarray | None:
         found = face_at(to_numpy(shown(photo)), face.box, cfg.landmarks)
