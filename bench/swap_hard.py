@@ -3,7 +3,7 @@ light skin, East Asian and other faces, women and men, each both ways) and the 2
 folders, full against classic, identity retrieved among all 13 people of ../shared/faces (identities/ + lfw/).
 
 python bench/swap_hard.py [--sets hard identities] [--methods full classic] [--preset default] [--out runs/hard]
-                          [--set OPTION=VALUE ...] [--evaluate-only]
+                          [--set OPTION=VALUE ...] [--only TEXT ...] [--part K/N] [--evaluate-only]
 Prints per pair and per class (a pair counts in each class of its class column) the identity checks (verified as the
 target: dlib distance to the target's mean < 0.6 and >= 0.6 to the source photo; retrieved), landmark NME, hf_ratio,
 seam, skin tone (eval's CIELAB Delta-E over skin in both) and time, then the acceptance checks. Writes the runs,
@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--size", type=int)
     ap.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE", help="More swap options (full only).")
     ap.add_argument("--only", nargs="*", default=[], help="Only the pairs whose names contain one of these.")
+    ap.add_argument("--part", default="0/1", metavar="K/N",
+                    help="Every N-th pair from the K-th (0-based): N processes share the pairs, each its own --out.")
     ap.add_argument("--evaluate-only", action="store_true", help="Score the finished runs; start none.")
     ap.add_argument("--out", type=Path, default=Path("runs/hard"))
     args = ap.parse_args()
@@ -127,6 +129,8 @@ def main():
         classes.update({pair.name: [IDENTITIES] for pair in all_pairs()})
     if args.only:
         pairs = [p for p in pairs if any(text in p.name for text in args.only)]
+    part, parts = (int(n) for n in args.part.split("/"))
+    pairs = pairs[part::parts]
     # CPU seconds of each run: with one thread, what it takes on this CPU without the other users' load.
     cpu_file = args.out / "cpu_seconds.json"
     cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
