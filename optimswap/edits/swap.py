@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy import ndimage
 from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
@@ -44,6 +45,7 @@ from optimswap.face.align import (
     warp_photo_to_frame,
     warp_to_frame,
 )
+from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
 from optimswap.face.occlusion import occlusion_mask
 from optimswap.face.regions import INNER_LIPS, forehead_mask, skin_mask
 from optimswap.features import LAYER_STRIDE, load_encoder
@@ -59,6 +61,7 @@ from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 log = logging.getLogger(__name__)
 METHODS = ("full", "classic", "paste", "global")
 STARTS = ("classic", "source")
+FACIAL_HAIR = ("target", "source")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,15 @@ class SwapConfig(EditConfig):
     # Hair, hands and objects over the face stay the source's (face/occlusion.py); Korshunova et al. name removed
     # occluders as a failure of their method.
     keep_occluders: bool = option(True, "Keep hair, hands and objects over the face as they are in the source.")
+    # Whose beard, moustache or stubble the result has (face/facial_hair.py finds it from appearance), never half of
+    # each: "target" = the target's beard or clean skin wholly (the source's hair gets none of its own texture
+    # back, and target photos whose facial hair disagrees with most of them give no patches there); "source" = the
+    # source's facial hair kept like an occluder, bit for bit.
+    facial_hair: str = option("target", "Whose facial hair the result has: target or source.", choices=FACIAL_HAIR)
+    # Frames are an object over the face; swapped, they came out smeared half away with pale patches.
+    keep_glasses: bool = option(True, "Keep the source's glasses frames as they are.")
+    # A target photo's frames would otherwise be pasted as patches around the source's eyes.
+    skip_target_glasses: bool = option(True, "Target photos with glasses give no patches around the eyes.")
     # An open source mouth keeps its own teeth and inner mouth: no target photo need show the same expression.
     keep_mouth: bool = option(True, "Keep the source's inner mouth (teeth) when its mouth is open.")
     # The target photos are often smoother or of lower resolution than the source (LFW faces are ~110 px); the
@@ -217,15 +229,16 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {},
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
-                "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
-                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+                "keep_glasses": False, "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0,
+                "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0,
+                "source_forehead": False},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
-              "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
-              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+              "keep_glasses": False, "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0,
+              "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
-               "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
-               "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
-               "start_color_sigma": 0.0, "source_forehead": False},
+               "relight_targets": False, "start": "source", "keep_occluders": False, "keep_glasses": False,
+               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
+               "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
 }
 
 PRESETS = {
@@ -273,17 +286,28 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     chosen = candidates[: cfg.n_targets]
     if cfg.relight_targets:
         source_light = FaceGeometry.fit(source.image, source.landmarks).light
-    framed, lms, occluders = [], [], []
-    for _, _, photo, matrix, landmarks, face in chosen:
+    hairs = [facial_hair_mask(photo, face) if cfg.facial_hair == "target" else None
+             for _, _, photo, _, _, face in chosen]
+    bearded = [hair is not None and bool(hair.any()) for hair in hairs]
+    target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
+    framed, lms, occluders, worn = [], [], [], []
+    for (_, _, photo, matrix, landmarks, face), hair, has_hair in zip(chosen, hairs, bearded, strict=True):
         photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face
-            occluders.append(occlusion_mask(photo, face, outline_strands=True))
+        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face; its beard is
+            occluders.append(occlusion_mask(photo, face, outline_strands=True) * (1 - hair if has_hair else 1))
             usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
                                                  cfg.size))
+        if hair is not None and has_hair != target_bearded:  # never half of each: its beard, or its clean chin, out
+            odd = (warp_to_frame(torch.as_tensor(hair, device=device)[None, None], matrix, cfg.size) if has_hair
+                   else torch.as_tensor(beard_region(landmarks, cfg.size), device=device).float())
+            usable = usable * (1 - odd)
+        worn.append(cfg.skip_target_glasses and glasses(photo, face)[0])
+        if worn[-1]:
+            usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
     stacked = np.stack(lms)
@@ -293,7 +317,8 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     if cfg.color_match_targets:
         region = valid * source.mask
         images = match_color(images, source.image, region, source.mask)
-    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4)} for c in chosen]
+    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "facial_hair": b, "glasses": g}
+            for c, b, g in zip(chosen, bearded, worn, strict=True)]
     return TargetSet(images, valid, used, skipped, chosen[0][2], chosen[0][5].landmarks,
                      occluders[0] if occluders else None)
 
@@ -357,14 +382,34 @@ def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float 
     return polygon2mask(shape, landmarks[INNER_LIPS][:, ::-1])
 
 
+def without_facial_hair(occluders: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """(H, W) bool ``occluders`` less the facial ``hair`` and every occluder blob lying mostly on it (the beard's
+    edges the hair mask missed): kept, they would leave the source's beard half kept, half replaced."""
+    labels, count = ndimage.label(occluders)
+    if count == 0:
+        return occluders
+    near = ndimage.binary_dilation(hair, iterations=3)
+    on_hair = np.asarray(ndimage.mean(near, labels, np.arange(1, count + 1))) > 0.5
+    return occluders & ~hair & ~np.concatenate([[False], on_hair])[labels]
+
+
 def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device) -> torch.Tensor | None:
-    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth; exactly 1
-    on them and a couple of pixels around (the occlusion mask's soft rim included), falling off outside."""
+    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth, the facial hair
+    (``facial_hair="source"``), the glasses frames; exactly 1 on them and a couple of pixels around (the occlusion
+    mask's soft rim included), falling off outside."""
     hard = np.zeros(photo.shape[:2], bool)
+    hair = facial_hair_mask(photo, face) > 0.25
     if cfg.keep_occluders:
-        hard |= occlusion_mask(photo, face) > 0.25
+        occluders = occlusion_mask(photo, face) > 0.25
+        if cfg.facial_hair == "target":  # a beard is textured and unlike skin: an occluder too, unless replaced
+            occluders = without_facial_hair(occluders, hair)
+        hard |= occluders
     if cfg.keep_mouth:
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
+    if cfg.facial_hair == "source":
+        hard |= hair
+    if cfg.keep_glasses:
+        hard |= glasses(photo, face)[1] > 0.25
     if not hard.any():
         return None
     # A rim that grew with the face (0.03 eye distances) softened the edge where a kept strand crosses the brow only
@@ -439,9 +484,10 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
     return with_coarse_color(image, lit, sigma, forehead, lightness=True)
 
 
-def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
+def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig,
+                        hair: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` whose finest band (finer than ``cfg.skin_texture_sigma`` frame pixels) on the source's skin is the
-    source photo's."""
+    source photo's; not on the source's facial ``hair`` (photo-sized share; a beard's grain is no skin's)."""
     sigma = cfg.skin_texture_sigma * _pixels_per_cell(frame)
 
     def fine(x: torch.Tensor) -> torch.Tensor:
@@ -449,6 +495,8 @@ def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, 
 
     skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
     skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
+    if hair is not None:
+        skin = skin * (1 - hair)
     return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
 
 
@@ -492,6 +540,9 @@ def prepare(setup: Setup) -> Plan:
     cfg, frame, device = setup.cfg, setup.frame, setup.device
     targets = prepare_targets(setup.inputs["target"], frame, cfg, device)
     keep = keep_mask(setup.photo, setup.face, cfg, device)
+    # The source's beard, replaced by the target's face, must not come back as texture (a grey smudge by the mouth).
+    source_hair = (torch.as_tensor(facial_hair_mask(setup.photo, setup.face), device=device)[None, None]
+                   if cfg.facial_hair == "target" and cfg.skin_texture else None)
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     optimized = cfg.method != "classic"  # the classic method is its start as it is
@@ -521,7 +572,7 @@ def prepare(setup: Setup) -> Plan:
 
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
-                image = with_source_texture(image, photo, frame, cfg)
+                image = with_source_texture(image, photo, frame, cfg, source_hair)
             return matched_detail(image, frame, editable) if cfg.match_detail else image
 
         if cfg.landmark_tolerance:
