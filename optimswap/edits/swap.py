@@ -300,7 +300,8 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
         if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face; its beard is
-            occluders.append(occlusion_mask(photo, face, outline_strands=True) * (1 - hair if has_hair else 1))
+            occluders.append(occlusion_mask(photo, face, outline_strands=True)
+                             * (1 - hair if hair is not None and has_hair else 1))
             usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
                                                  cfg.size))
         if hair is not None and has_hair != target_bearded:  # never half of each: its beard, or its clean chin, out
