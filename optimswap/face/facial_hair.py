@@ -1,15 +1,15 @@
 """Facial hair and glasses, found from appearance in the aligned frame; the landmarks only say where to look.
 
-Facial hair (beard, moustache, stubble) is skin below the nose and along the jaw that is unlike the same face's
-upper skin (cheeks under the eyes, forehead): darker, or of another colour (grey, white, bluish stubble), and more
-textured. Each pixel of the lower face is compared with the statistics of that upper skin (median and robust
-spread of log intensity and chromaticity, and of fine detail); soft shading under the chin is smooth and stays
-skin, a shadowed lower face is recognised by its missing texture. A face whose flagged share of the lower face is
-small is clean-shaven (the few pixels found are pores, a lip edge, a shadow).
+Facial hair (beard, moustache, stubble) grows below the nose and inside the jaw line. Three zones there (the upper
+lip, the chin, the jaw's sides) are compared with the same face's cheeks under the eyes: a zone is hair where its
+median is both darker and more textured (fine detail) than the cheeks'. Shading darkens a clean lower face too,
+but smoothly; single pixels are too noisy on a 100-px face, so the decision is the zone's. Inside a hairy zone the
+hair is every pixel unlike the cheeks: darker, of another colour (grey, white, bluish stubble) or textured.
 
-Glasses are thin dark or bright lines where a face has none: across the nose bridge between the eyes and along
-the rims around and below each eye. Their ridge strength there, against the same filter on the cheek, decides
-whether a face wears glasses; the frames themselves are the strong ridges of that eye band.
+Glasses are thin dark or bright lines where a face has none: across the nose bridge between the eyes and under
+each eye. Their ridge strength there, against the same filter on the cheek, decides whether a face wears glasses;
+the frames themselves are the strong ridges of the eye band. (On ~100-px faces with thin metal frames this cue
+misses most glasses and fires on lashes and brow edges of sharp photos; see docs/swap.md.)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from optimswap.io import to_tensor
 FRAME_SIDE = 256  # working frame side (4 eye distances wide): the detectors' scales are set in eye distances
 JAW_MARGIN = 0.08  # facial hair is looked for this many eye distances inside the jaw line
 # Zone medians against the cheeks (log intensity; fine detail as a multiple of the cheeks'). On the shared photos,
-# moustache zone: 8 bearded and 7 of 8 moustached faces 0.51-1.26 darker with texture 1.5-3.1, clean faces at most
+# upper lip: 7 of 8 bearded and 7 of 8 moustached faces 0.51-1.26 darker with texture 1.5-3.1, clean faces at most
 # 0.36 darker or texture 1.1 when darker; chin: bearded 0.33-0.95 / 1.5-2.1, clean faces darker only smoothly.
 MOUSTACHE_DARKER = 0.45
 BEARD_DARKER = 0.3
@@ -68,14 +68,14 @@ def _to_photo(found: np.ndarray, matrix: np.ndarray, photo: np.ndarray, face: Fa
     return warp_from_frame(soft, matrix, *photo.shape[:2])[0, 0].clamp(0, 1).numpy()
 
 
-def beard_region(landmarks: np.ndarray, size: int, reach: float = -JAW_MARGIN) -> np.ndarray:
+def beard_region(landmarks: np.ndarray, size: int) -> np.ndarray:
     """(S, S) bool: where facial hair grows, from the landmarks (frame pixels): below the line from the jaw's top
-    points to the nose's base, down to ``reach`` eye distances beyond the jaw line (negative: inside it, where
-    no background or collar is seen); lips and nostrils left out."""
+    points to the nose's base, down to ``JAW_MARGIN`` eye distances inside the jaw line (where no background or
+    collar is seen); lips and nostrils left out."""
     eye_distance = interocular(landmarks)
     jaw = landmarks[JAW][1:16]
     centre = landmarks[33]
-    moved = jaw + reach * eye_distance * (jaw - centre) / np.linalg.norm(jaw - centre, axis=1, keepdims=True)
+    moved = jaw - JAW_MARGIN * eye_distance * (jaw - centre) / np.linalg.norm(jaw - centre, axis=1, keepdims=True)
     region = polygon_mask(np.concatenate([moved, landmarks[[35, 34, 33, 32, 31]]]), size)[0, 0].numpy() > 0
     _, features = own_features(landmarks, size, eye_distance)
     return region & ~features
