@@ -91,7 +91,8 @@ def test_the_source_policy_keeps_the_beard_bit_for_bit_and_the_target_policy_rep
     hair = facial_hair_mask(bearded, face) > 0.25
     assert bool((kept[0, 0].numpy()[hair] == 1).all())
     replaced = keep_mask(bearded, face, SWAP.preset(facial_hair="target"), torch.device("cpu"))
-    assert replaced is None or float(replaced[0, 0].numpy()[hair].mean()) < 0.1
+    inner = ndimage.binary_erosion(hair, iterations=3)  # the kept rim of an occluder beside the beard may reach in
+    assert replaced is None or float(replaced[0, 0].numpy()[inner].mean()) < 0.05
     result = swap(bearded, faces / "identities" / "jennifer", SWAP.preset(facial_hair="source", **TINY),
                   progress=False)
     assert np.array_equal(result.image[hair], bearded[hair])
