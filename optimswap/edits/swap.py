@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
+from scipy import ndimage
 from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
@@ -52,6 +53,7 @@ from optimswap.face.align import (
     warp_photo_to_frame,
     warp_to_frame,
 )
+from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
 from optimswap.face.mask import soften
 from optimswap.face.occlusion import occlusion_mask
 from optimswap.face.regions import INNER_LIPS, eyes_mask, forehead_mask, skin_mask
@@ -69,6 +71,7 @@ from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 log = logging.getLogger(__name__)
 METHODS = ("full", "classic", "paste", "global")
 STARTS = ("classic", "source")
+FACIAL_HAIR = ("target", "source")
 TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
 SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
 EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
@@ -93,6 +96,18 @@ class SwapConfig(EditConfig):
     # Hair, hands and objects over the face stay the source's (face/occlusion.py); Korshunova et al. name removed
     # occluders as a failure of their method.
     keep_occluders: bool = option(True, "Keep hair, hands and objects over the face as they are in the source.")
+    # Whose beard, moustache or stubble the result has (face/facial_hair.py finds it from appearance), never half of
+    # each: "target" = the target's beard or clean skin wholly (the source's hair gets none of its own texture
+    # back, and target photos whose facial hair disagrees with most of them give no patches there); "source" = the
+    # source's facial hair kept like an occluder, bit for bit.
+    facial_hair: str = option("target", "Whose facial hair the result has: target or source.", choices=FACIAL_HAIR)
+    # Frames are an object over the face; swapped, they came out smeared half away with pale patches. Off by default:
+    # the glasses cue (face/facial_hair.py) is not yet reliable: on the shared photos it found colin_powell's
+    # glasses on 2 of 8 photos and pervez_musharraf's on 3 of 8, and fired on 7 of 7 nicole_kidman and 5 of 5 mark
+    # photos (no glasses), whose kept "frames" would have been lash lines and brow edges.
+    keep_glasses: bool = option(False, "Keep the source's glasses frames as they are.")
+    # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
+    skip_target_glasses: bool = option(False, "Target photos with glasses give no patches around the eyes.")
     # An open source mouth keeps its own teeth and inner mouth: no target photo need show the same expression.
     keep_mouth: bool = option(True, "Keep the source's inner mouth (teeth) when its mouth is open.")
     # The target photos are often smoother or of lower resolution than the source (LFW faces are ~110 px); the
@@ -333,16 +348,29 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     sharpness = [sharpness[i] for i in order]
     if cfg.relight_targets:
         source_light = FaceGeometry.fit(source.image, source.landmarks).light
-    framed, lms, occluders = [], [], []
-    for (_, _, photo, matrix, landmarks, face), photo_inside in zip(chosen, framed_photos, strict=True):
+    hairs = [facial_hair_mask(photo, face) if cfg.facial_hair == "target" else None
+             for _, _, photo, _, _, face in chosen]
+    bearded = [hair is not None and bool(hair.any()) for hair in hairs]
+    target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
+    framed, lms, occluders, worn = [], [], [], []
+    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair in zip(chosen, framed_photos, hairs,
+                                                                                     bearded, strict=True):
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face
-            occluders.append(occlusion_mask(photo, face, outline_strands=True))
+        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face; its beard is
+            occluders.append(occlusion_mask(photo, face, outline_strands=True)
+                             * (1 - hair if hair is not None and has_hair else 1))
             usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
                                                  cfg.size))
+        if hair is not None and has_hair != target_bearded:  # never half of each: its beard, or its clean chin, out
+            odd = (warp_to_frame(torch.as_tensor(hair, device=device)[None, None], matrix, cfg.size) if has_hair
+                   else torch.as_tensor(beard_region(landmarks, cfg.size), device=device).float())
+            usable = usable * (1 - odd)
+        worn.append(cfg.skip_target_glasses and glasses(photo, face)[0])
+        if worn[-1]:
+            usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
     stacked = np.stack(lms)
@@ -360,8 +388,8 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     # The finest layers' patches come from the sharpest photos only (ties kept: with equal sharpness, all).
     ranks = torch.tensor(sharpness).argsort(descending=True).argsort()
     fine = (ranks < max(1, round(cfg.fine_targets * len(chosen)))).float().to(device).view(-1, 1, 1, 1)
-    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "sharpness": round(sharp, 3)}
-            for c, sharp in zip(chosen, sharpness, strict=True)]
+    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "sharpness": round(sharp, 3), "facial_hair": b,
+             "glasses": g} for c, sharp, b, g in zip(chosen, sharpness, bearded, worn, strict=True)]
     return TargetSet(images, valid, fine, used, skipped, chosen[0][2], chosen[0][5].landmarks,
                      occluders[0] if occluders else None)
 
@@ -426,14 +454,37 @@ def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float 
     return polygon2mask(shape, landmarks[INNER_LIPS][:, ::-1])
 
 
+def without_facial_hair(occluders: np.ndarray, hair: np.ndarray, eye_distance: float) -> np.ndarray:
+    """(H, W) bool ``occluders`` less the facial ``hair`` and the slivers it leaves along its edge (pieces under
+    0.05 squared eye distances touching it; kept, they left the source's beard half kept, half replaced). A hand or
+    a finger over the beard is larger and stays (on fidel_castro/01 dropping every piece near the beard lost it)."""
+    rest = occluders & ~hair
+    labels, count = ndimage.label(rest)
+    if count == 0:
+        return rest
+    index = np.arange(1, count + 1)
+    small = np.asarray(ndimage.sum(rest, labels, index)) < 0.05 * eye_distance**2
+    touching = np.asarray(ndimage.maximum(ndimage.binary_dilation(hair, iterations=2), labels, index)) > 0
+    return rest & ~np.concatenate([[False], small & touching])[labels]
+
+
 def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device) -> torch.Tensor | None:
-    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth; exactly 1
-    on them and a couple of pixels around (the occlusion mask's soft rim included), falling off outside."""
+    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth, the facial hair
+    (``facial_hair="source"``), the glasses frames; exactly 1 on them and a couple of pixels around (the occlusion
+    mask's soft rim included), falling off outside."""
     hard = np.zeros(photo.shape[:2], bool)
+    hair = facial_hair_mask(photo, face) > 0.25
     if cfg.keep_occluders:
-        hard |= occlusion_mask(photo, face) > 0.25
+        occluders = occlusion_mask(photo, face) > 0.25
+        if cfg.facial_hair == "target":  # a beard is textured and unlike skin: an occluder too, unless replaced
+            occluders = without_facial_hair(occluders, hair, interocular(face.landmarks))
+        hard |= occluders
     if cfg.keep_mouth:
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
+    if cfg.facial_hair == "source":
+        hard |= hair
+    if cfg.keep_glasses:
+        hard |= glasses(photo, face)[1] > 0.25
     if not hard.any():
         return None
     # A rim that grew with the face (0.03 eye distances) softened the edge where a kept strand crosses the brow only
@@ -536,9 +587,10 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     return image + where * (toned - image)
 
 
-def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
+def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig,
+                        hair: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` whose finest band (finer than ``cfg.skin_texture_sigma`` frame pixels) on the source's skin is the
-    source photo's."""
+    source photo's; not on the source's facial ``hair`` (photo-sized share; a beard's grain is no skin's)."""
     sigma = cfg.skin_texture_sigma * _pixels_per_cell(frame)
 
     def fine(x: torch.Tensor) -> torch.Tensor:
@@ -546,6 +598,8 @@ def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, 
 
     skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
     skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
+    if hair is not None:
+        skin = skin * (1 - hair)
     return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
 
 
@@ -589,6 +643,9 @@ def prepare(setup: Setup) -> Plan:
     cfg, frame, device = setup.cfg, setup.frame, setup.device
     targets = prepare_targets(setup.inputs["target"], frame, cfg, device)
     keep = keep_mask(setup.photo, setup.face, cfg, device)
+    # The source's beard, replaced by the target's face, must not come back as texture (a grey smudge by the mouth).
+    source_hair = (torch.as_tensor(facial_hair_mask(setup.photo, setup.face), device=device)[None, None]
+                   if cfg.facial_hair == "target" and cfg.skin_texture else None)
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     optimized = cfg.method != "classic"  # the classic method is its start as it is
@@ -620,7 +677,7 @@ def prepare(setup: Setup) -> Plan:
 
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
-                image = with_source_texture(image, photo, frame, cfg)
+                image = with_source_texture(image, photo, frame, cfg, source_hair)
             return matched_detail(image, frame, editable) if cfg.match_detail else image
 
         if cfg.landmark_tolerance:
