@@ -159,11 +159,12 @@ def test_the_pull_back_reads_the_face_as_it_is_shown(pushed_out, jennifer):
 
 def test_no_limit_is_below_the_pixel_floor(pushed_out):
     """Limits of 0.02 eye distances under a floor of 0.07 eye distances in photo pixels (as on a face too small for
-    the detector to place points closer): the pushed-out points stay about the floor out, as with a 0.07 limit."""
+    the detector to place points closer): the pushed-out points stay about the floor out, far from the 0.02 limit
+    (the eyes and mouth, held at half the floor, draw the warp, and the jaw with it, a little closer: 0.046)."""
     face, drifted, region, eye = pushed_out
     cfg = SWAP.preset(**TIGHT, landmark_floor_px=0.07 * eye, landmark_passes=1)
     kept = with_landmarks_kept(drifted, face, region, cfg)
-    assert _drift(kept, face, eye, np.r_[0:27]) > 0.05
+    assert _drift(kept, face, eye, np.r_[0:27]) > 0.04
 
 
 def test_a_second_pass_lands_closer(pushed_out):
