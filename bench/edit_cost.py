@@ -140,7 +140,8 @@ def swap_case(case: dict, out: Path, device: torch.device):
     if saved["images"].shape[0] < k:
         raise SystemExit(f"{k} photos asked, {saved['images'].shape[0]} prepared")
     frame = saved["frame"]
-    targets = TargetSet(saved["images"][:k].to(device), saved["valid"][:k].to(device), [], [], None, None, None)
+    targets = TargetSet(saved["images"][:k].to(device), saved["valid"][:k].to(device),
+                        torch.ones(k, 1, 1, 1, device=device), [], [], None, None, None)
     level = Level(cfg.size, frame.image.to(device), frame.mask.to(device), frame.image.to(device))
     return cfg, level, swap_objective(targets, cfg, device), MaskedPixels()
 

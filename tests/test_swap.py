@@ -278,3 +278,65 @@ def test_detail_matching_sharpens_a_soft_face_in_a_frame_finer_than_the_photo(je
     before = detail_ratio(soft, frame, frame.mask)
     after = detail_ratio(matched_detail(soft, frame, frame.mask), frame, frame.mask)
     assert before < 0.4 and abs(after - 1) < 0.02, (before, after)  # a sub-pixel band: 0.6 at most
+
+
+def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(jennifer):
+    """A paler, greyer patch planted on one cheek of the photo (a target photo's tone coming through) is brought back
+    to the source's skin tone; the eye openings and everything outside the editable region stay bit for bit."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import TONE_SCALE, with_source_skin_tone
+    from optimswap.eval import skin_tone_distance
+    from optimswap.face.align import interocular
+    from optimswap.face.skin import clean_skin
+
+    cfg = SWAP.preset(size=128)
+    face, photo = find_face(jennifer), to_tensor(jennifer)
+    frame = make_frame(photo, face, cfg, face_region)
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+    lm = face.landmarks
+    ys, xs = torch.meshgrid(torch.arange(photo.shape[-2]), torch.arange(photo.shape[-1]), indexing="ij")
+    cheek = torch.tensor([(lm[2, 0] + lm[31, 0]) / 2, (lm[2, 1] + lm[31, 1]) / 2])
+    radius = 0.4 * interocular(lm)
+    patch = torch.exp(-((xs - cheek[0]) ** 2 + (ys - cheek[1]) ** 2) / (2 * radius ** 2))[None, None] * region
+    pale = lab_to_rgb(rgb_to_lab(photo) + torch.tensor([6.0, -3.0, -4.0]).view(1, 3, 1, 1) * patch).clamp(0, 1)
+
+    def tone(image):
+        shown = warp_to_frame(image, frame.matrix, frame.size)
+        both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+        return skin_tone_distance(shown, frame.image, both, TONE_SCALE * interocular(frame.landmarks))
+
+    toned = with_source_skin_tone(pale, frame, region, cfg)
+    assert tone(pale) > 1.0
+    assert tone(toned) < 0.3 * tone(pale)
+    outside = region[0, 0] == 0
+    assert torch.equal(toned[0][:, outside], pale[0][:, outside])
+    left_eye = lm[36:42].mean(0).round().astype(int)
+    assert torch.equal(toned[0, :, left_eye[1], left_eye[0]], pale[0, :, left_eye[1], left_eye[0]])
+
+
+def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sharpest_photos(jennifer, tmp_path):
+    """Of two copies of one photo, one blurred (the same shape): the sharp one is the start whatever its shape rank;
+    with no shape margin the closest shape; the finest layers take patches from the sharp one only."""
+    from PIL import Image, ImageFilter
+
+    from optimswap.compose.detail import fine_detail_ratio
+    from optimswap.face.mask import face_mask
+
+    photo = Image.fromarray(jennifer).resize((jennifer.shape[1] // 2, jennifer.shape[0] // 2), Image.LANCZOS)
+    photo.save(tmp_path / "sharp.png")
+    photo.filter(ImageFilter.GaussianBlur(2)).save(tmp_path / "soft.png")
+    paths = [tmp_path / "soft.png", tmp_path / "sharp.png"]
+    cfg = SWAP.preset(size=128, n_targets=2, relight_targets=False, keep_occluders=False)
+    device = torch.device("cpu")
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    mask = face_mask(frame.landmarks, 128)
+    assert fine_detail_ratio(frame.image, mask) > fine_detail_ratio(to_tensor(np.asarray(
+        Image.fromarray(jennifer).filter(ImageFilter.GaussianBlur(3)))), torch.ones(1, 1, *jennifer.shape[:2]))
+    pooled = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.15, fine_targets=0.5), device)
+    assert pooled.used[0]["path"].endswith("sharp.png")
+    assert pooled.used[0]["sharpness"] > pooled.used[1]["sharpness"]
+    assert pooled.fine.flatten().tolist() == [1.0, 0.0]
+    closest = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.0, fine_targets=1.0), device)
+    assert closest.used[0]["shape_distance"] <= closest.used[1]["shape_distance"]
+    assert closest.fine.flatten().tolist() == [1.0, 1.0]

@@ -13,17 +13,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from kornia.color import lab_to_rgb, rgb_to_lab
+from scipy import ndimage
 from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.draw import polygon2mask
 
 from optimswap.compose import gaussian_blur, match_color, with_coarse_color
 from optimswap.compose.classic import FOREHEAD, OUTER_RING, classic_swap, face_points
-from optimswap.compose.detail import detail_energy
+from optimswap.compose.detail import detail_energy, fine_detail_ratio
 from optimswap.compose.geometry import clipped_goal, point_displacement, warp_points
 from optimswap.config import EditConfig, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.identity import identity_mean, identity_sets
-from optimswap.eval.metrics import head_pose, identity_distance, landmark_nme, lighting_error, nearest_identity
+from optimswap.eval.metrics import (
+    head_pose,
+    identity_distance,
+    landmark_nme,
+    lighting_error,
+    nearest_identity,
+    skin_tone_distance,
+)
 from optimswap.face import (
     Face,
     face_at,
@@ -44,8 +53,11 @@ from optimswap.face.align import (
     warp_photo_to_frame,
     warp_to_frame,
 )
+from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
+from optimswap.face.mask import soften
 from optimswap.face.occlusion import occlusion_mask
-from optimswap.face.regions import INNER_LIPS, forehead_mask, skin_mask
+from optimswap.face.regions import INNER_LIPS, eyes_mask, forehead_mask, skin_mask
+from optimswap.face.skin import clean_skin
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_numpy, to_tensor
 from optimswap.lighting.net import load_lighting_net
@@ -59,6 +71,11 @@ from optimswap.registry import Edit, Input, Scoring, Setup, register, run_edit
 log = logging.getLogger(__name__)
 METHODS = ("full", "classic", "paste", "global")
 STARTS = ("classic", "source")
+FACIAL_HAIR = ("target", "source")
+TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
+SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
+EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
+FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,18 @@ class SwapConfig(EditConfig):
     # Hair, hands and objects over the face stay the source's (face/occlusion.py); Korshunova et al. name removed
     # occluders as a failure of their method.
     keep_occluders: bool = option(True, "Keep hair, hands and objects over the face as they are in the source.")
+    # Whose beard, moustache or stubble the result has (face/facial_hair.py finds it from appearance), never half of
+    # each: "target" = the target's beard or clean skin wholly (the source's hair gets none of its own texture
+    # back, and target photos whose facial hair disagrees with most of them give no patches there); "source" = the
+    # source's facial hair kept like an occluder, bit for bit.
+    facial_hair: str = option("target", "Whose facial hair the result has: target or source.", choices=FACIAL_HAIR)
+    # Frames are an object over the face; swapped, they came out smeared half away with pale patches. Off by default:
+    # the glasses cue (face/facial_hair.py) is not yet reliable: on the shared photos it found colin_powell's
+    # glasses on 2 of 8 photos and pervez_musharraf's on 3 of 8, and fired on 7 of 7 nicole_kidman and 5 of 5 mark
+    # photos (no glasses), whose kept "frames" would have been lash lines and brow edges.
+    keep_glasses: bool = option(False, "Keep the source's glasses frames as they are.")
+    # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
+    skip_target_glasses: bool = option(False, "Target photos with glasses give no patches around the eyes.")
     # An open source mouth keeps its own teeth and inner mouth: no target photo need show the same expression.
     keep_mouth: bool = option(True, "Keep the source's inner mouth (teeth) when its mouth is open.")
     # The target photos are often smoother or of lower resolution than the source (LFW faces are ~110 px); the
@@ -105,6 +134,18 @@ class SwapConfig(EditConfig):
     # above classic as before (applied before the landmark pull-back instead: 17).
     source_forehead: bool = option(True, "The forehead's lightness and colour coarser than the start colour's blur "
                                           "are the source's (at the swapped face's mean); off when that blur is 0.")
+    # Keeping the source's skin colour is the design (it is what meets the neck, ears and hands); a face hull's
+    # colour statistics also hold a beard, brows, glasses' frames and shadowed hair, which turned a clean target
+    # skin grey under a bearded source. The target photos are colour-matched skin to skin (face/skin.py: the
+    # landmark skin whose colour is the face's own skin's in that photo).
+    skin_statistics: bool = option(True, "Colour-match the target photos over clean skin only (not over a beard, "
+                                         "brows or glasses).")
+    # The face's skin tone (CIELAB L, a, b averaged over clean skin within this blur) is brought to the source's,
+    # read where both show skin and spread from there over the editable face (the eye openings left out): patches
+    # of other photos' tone, paler or darker than the person's own neck, are evened out; finer shading and the
+    # features stay the optimized face's.
+    skin_tone_sigma: float = option(0.2, "Blur (eye distances) coarser than which the face's skin tone is the "
+                                         "source's (0 = off).", low=0, high=2)
     # The patches of the unwarped target photos carry their face shape, which is much of the identity (warping them
     # to the source's landmarks cost it) but also moves the landmarks: the face's landmarks, found again in the
     # composite, that drifted more than this from the source's are pulled back to this distance by a smooth warp.
@@ -135,6 +176,12 @@ class SwapConfig(EditConfig):
     # 0.0292; 20 pairs: 18 at or above classic (was 17), NME 0.0294 -> 0.0299.
     landmark_floor_px: float = option(2.0, "No landmark limit below this many photo pixels (the detector's "
                                            "precision).", low=0, high=100)
+    # The expression is the eyes' and the mouth's shape: with the inner points at 0.055 and the 2-px floor (0.048 on
+    # a 42-px LFW eye distance) the mouth and eyes of LFW sources drifted to NME 0.037-0.043 against the classic
+    # swap's 0.025-0.035. The detector places eyes and mouth about twice as precisely as the jaw and brows (p90
+    # 0.009-0.026 eye distances against 0.018-0.036), so their floor is half the landmark floor.
+    expression_tolerance: float = option(0.035, "Largest drift of the eyes' and the mouth's landmarks kept (eye "
+                                                "distances).", low=0, high=1, above=True)
     landmark_passes: int = option(2, "Most times the landmarks are found again and pulled back.", low=1, high=5)
     # A face sharper than the photo around it looks pasted, a softer one hazy: the swapped face's fine detail, read
     # in the working frame, is brought to the source face's, by a blur or an unsharp mask.
@@ -182,6 +229,18 @@ class SwapConfig(EditConfig):
                                   high=1)
     n_targets: int = option(8, "Use the N target photos whose landmark shape is closest to the source's.", low=1,
                             high=1000)  # Korshunova et al. pick the best-matching target photos by pose
+    # Small, soft target photos (LFW faces of ~100 px in a 256-px frame) give the finest layers patches without
+    # detail, and a soft start shows through as a ghosted face. Sharpness is measured, not guessed: the energy of
+    # the face's finest band (3x3 Laplacian of lightness, in the frame) over that of the octave below (compose/
+    # detail.py fine_detail_ratio): ~2-3 for a face upsampled into the frame, ~9-13 for one downsampled into it.
+    # The start keeps its photo's expression, so only photos nearly as close in shape as the closest are considered.
+    # Off by default: on venus_williams -> nicole_kidman a margin of 0.15 chose nicole_kidman/07 (0.0905 against the
+    # closest's 0.0879, skin sharpness 2.74 against 2.21), whose glasses frame then crossed the face as a line; with
+    # no reliable glasses cue the closest shape is the safer start.
+    start_shape_margin: float = option(0.0, "The classic start is the sharpest photo whose shape distance is within "
+                                            "this share of the closest's (0 = the closest).", low=0, high=10)
+    fine_targets: float = option(0.5, "Share of the target photos, the sharpest, whose patches the finest patch "
+                                      "layers (relu1, relu2) use (1 = all).", low=0, high=1, above=True)
     # Mean/std colour transfer of the targets to the source face (per channel inside the face mask): keeps the
     # source's skin tone and lighting, which the patches would otherwise bring from the target photos.
     color_match_targets: bool = option(True, "Colour-match the target photos to the source face before matching.")
@@ -218,14 +277,17 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # A paste needs the target's face on the source's landmarks; both baselines stay as published (no lighting).
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
-                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+                "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False,
+                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
-              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False},
+              "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
+              "skin_statistics": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
                "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
-               "start_color_sigma": 0.0, "source_forehead": False},
+               "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
+               "skin_statistics": False},
 }
 
 PRESETS = {
@@ -246,6 +308,7 @@ class TargetSet:
 
     images: torch.Tensor  # (K, 3, S, S), colour-matched to the source face if configured
     valid: torch.Tensor  # (K, 1, S, S): inside the photo and inside that photo's own face mask
+    fine: torch.Tensor  # (K, 1, 1, 1): 1 for the photos whose patches the finest layers use
     used: list[dict]  # path + shape distance, best first
     skipped: list[dict]  # path + reason
     best_photo: np.ndarray  # the best-shape target photo (H', W', 3), its landmarks and occluders (H', W') or None
@@ -272,19 +335,43 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         raise ImageError(f"{folder}: none of the {len(paths)} target photos is usable (first: {skipped[0]['reason']})")
     candidates.sort(key=lambda c: c[0])
     chosen = candidates[: cfg.n_targets]
+    framed_photos = [warp_photo_to_frame(to_tensor(c[2], device), c[3], cfg.size) for c in chosen]
+    # Read on the clean skin: glasses' frames, hair strands and brows are sharp edges in a soft photo too.
+    sharpness = [fine_detail_ratio(inside[:, :3], inside[:, 3:] * clean_skin([inside[:, :3]], c[4], cfg.size,
+                                                                             cfg.forehead, cfg.feather))
+                 for c, inside in zip(chosen, framed_photos, strict=True)]
+    # The start (first from here on): the sharpest of the photos nearly as close in shape as the closest.
+    near = [i for i, c in enumerate(chosen) if c[0] <= (1 + cfg.start_shape_margin) * chosen[0][0]]
+    start = max(near, key=lambda i: sharpness[i])
+    order = [start, *(i for i in range(len(chosen)) if i != start)]
+    chosen = [chosen[i] for i in order]
+    framed_photos = [framed_photos[i] for i in order]
+    sharpness = [sharpness[i] for i in order]
     if cfg.relight_targets:
         source_light = FaceGeometry.fit(source.image, source.landmarks).light
-    framed, lms, occluders = [], [], []
-    for _, _, photo, matrix, landmarks, face in chosen:
-        photo_inside = warp_photo_to_frame(to_tensor(photo, device), matrix, cfg.size)
+    hairs = [facial_hair_mask(photo, face) if cfg.facial_hair == "target" else None
+             for _, _, photo, _, _, face in chosen]
+    bearded = [hair is not None and bool(hair.any()) for hair in hairs]
+    target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
+    framed, lms, occluders, worn = [], [], [], []
+    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair in zip(chosen, framed_photos, hairs,
+                                                                                     bearded, strict=True):
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
         usable = photo_inside[:, 3:] * face_mask(landmarks, cfg.size, cfg.forehead, cfg.feather, device=device)
-        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face
-            occluders.append(occlusion_mask(photo, face, outline_strands=True))
+        if cfg.keep_occluders:  # a target's hair or hand over its face is no patch of its face; its beard is
+            occluders.append(occlusion_mask(photo, face, outline_strands=True)
+                             * (1 - hair if hair is not None and has_hair else 1))
             usable = usable * (1 - warp_to_frame(torch.as_tensor(occluders[-1], device=device)[None, None], matrix,
                                                  cfg.size))
+        if hair is not None and has_hair != target_bearded:  # never half of each: its beard, or its clean chin, out
+            odd = (warp_to_frame(torch.as_tensor(hair, device=device)[None, None], matrix, cfg.size) if has_hair
+                   else torch.as_tensor(beard_region(landmarks, cfg.size), device=device).float())
+            usable = usable * (1 - odd)
+        worn.append(cfg.skip_target_glasses and glasses(photo, face)[0])
+        if worn[-1]:
+            usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
     stacked = np.stack(lms)
@@ -292,10 +379,19 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     warped = tps_warp(torch.cat(framed), stacked, goal)  # one TPS solve for the photos and their validity
     images, valid = warped[:, :3], warped[:, 3:].clamp(0, 1)
     if cfg.color_match_targets:
-        region = valid * source.mask
-        images = match_color(images, source.image, region, source.mask)
-    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4)} for c in chosen]
-    return TargetSet(images, valid, used, skipped, chosen[0][2], chosen[0][5].landmarks,
+        if cfg.skin_statistics:
+            region = torch.cat([clean_skin([images[i:i + 1]], goal[i], cfg.size, cfg.forehead, cfg.feather)
+                                for i in range(len(images))]) * valid
+            reference = clean_skin([source.image], source.landmarks, cfg.size, cfg.forehead, cfg.feather)
+        else:
+            region, reference = valid * source.mask, source.mask
+        images = match_color(images, source.image, region, reference)
+    # The finest layers' patches come from the sharpest photos only (ties kept: with equal sharpness, all).
+    ranks = torch.tensor(sharpness).argsort(descending=True).argsort()
+    fine = (ranks < max(1, round(cfg.fine_targets * len(chosen)))).float().to(device).view(-1, 1, 1, 1)
+    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "sharpness": round(sharp, 3), "facial_hair": b,
+             "glasses": g} for c, sharp, b, g in zip(chosen, sharpness, bearded, worn, strict=True)]
+    return TargetSet(images, valid, fine, used, skipped, chosen[0][2], chosen[0][5].landmarks,
                      occluders[0] if occluders else None)
 
 
@@ -340,7 +436,8 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
             shape = feat.shape[-2:]
             scale = float((source_feats[layer] ** 2).mean().clamp_min(1e-8))
             radius = None if cfg.method == "global" else search_radius(cfg, level.size, layer)
-            loss = PatchStyleLoss(feat, pool_to(valid, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
+            usable = valid * targets.fine if LAYER_STRIDE[layer] <= FINEST_STRIDE else valid
+            loss = PatchStyleLoss(feat, pool_to(usable, shape), pool_to(level.mask, shape)[0, 0], radius, scale,
                                   cfg.search_energy)
             terms.append(Term(f"style_{layer}", cfg.style_weight * layer_weight, loss, layer))
         if cfg.lighting_weight:
@@ -361,14 +458,37 @@ def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float 
     return polygon2mask(shape, landmarks[INNER_LIPS][:, ::-1])
 
 
+def without_facial_hair(occluders: np.ndarray, hair: np.ndarray, eye_distance: float) -> np.ndarray:
+    """(H, W) bool ``occluders`` less the facial ``hair`` and the slivers it leaves along its edge (pieces under
+    0.05 squared eye distances touching it; kept, they left the source's beard half kept, half replaced). A hand or
+    a finger over the beard is larger and stays (on fidel_castro/01 dropping every piece near the beard lost it)."""
+    rest = occluders & ~hair
+    labels, count = ndimage.label(rest)
+    if count == 0:
+        return rest
+    index = np.arange(1, count + 1)
+    small = np.asarray(ndimage.sum(rest, labels, index)) < 0.05 * eye_distance**2
+    touching = np.asarray(ndimage.maximum(ndimage.binary_dilation(hair, iterations=2), labels, index)) > 0
+    return rest & ~np.concatenate([[False], small & touching])[labels]
+
+
 def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device) -> torch.Tensor | None:
-    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth; exactly 1
-    on them and a couple of pixels around (the occlusion mask's soft rim included), falling off outside."""
+    """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth, the facial hair
+    (``facial_hair="source"``), the glasses frames; exactly 1 on them and a couple of pixels around (the occlusion
+    mask's soft rim included), falling off outside."""
     hard = np.zeros(photo.shape[:2], bool)
+    hair = facial_hair_mask(photo, face) > 0.25
     if cfg.keep_occluders:
-        hard |= occlusion_mask(photo, face) > 0.25
+        occluders = occlusion_mask(photo, face) > 0.25
+        if cfg.facial_hair == "target":  # a beard is textured and unlike skin: an occluder too, unless replaced
+            occluders = without_facial_hair(occluders, hair, interocular(face.landmarks))
+        hard |= occluders
     if cfg.keep_mouth:
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
+    if cfg.facial_hair == "source":
+        hard |= hair
+    if cfg.keep_glasses:
+        hard |= glasses(photo, face)[1] > 0.25
     if not hard.any():
         return None
     # A rim that grew with the face (0.03 eye distances) softened the edge where a kept strand crosses the brow only
@@ -386,8 +506,9 @@ def _pixels_per_cell(frame: Frame) -> float:
 def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor, cfg: SwapConfig,
                         shown: Callable[[torch.Tensor], torch.Tensor] = lambda image: image) -> torch.Tensor:
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
-    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``; none
-    below ``cfg.landmark_floor_px`` photo pixels): the drifted ones are pulled back by a thin-plate-spline warp of
+    eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``, the
+    eyes' and mouth's ``cfg.expression_tolerance``; none below ``cfg.landmark_floor_px`` photo pixels, half that for
+    the eyes and mouth): the drifted ones are pulled back by a thin-plate-spline warp of
     the editable part (``editable``, photo-sized), the ring around the face fixed; found and pulled up to
     ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to their limits
     than before it. The landmarks are found in ``shown(image)``, the composite as it will be delivered."""
@@ -396,7 +517,10 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     limits = np.full(len(source_points), cfg.landmark_tolerance)
     limits[JAW], limits[BROWS] = cfg.jaw_tolerance, cfg.brow_tolerance
     eye = interocular(face.landmarks)
-    limits = np.maximum(limits, cfg.landmark_floor_px / eye)
+    floor = np.full(len(source_points), cfg.landmark_floor_px / eye)
+    limits[EXPRESSION] = np.minimum(limits[EXPRESSION], cfg.expression_tolerance)
+    floor[EXPRESSION] /= 2
+    limits = np.maximum(limits, floor)
 
     def found_points(photo: torch.Tensor) -> np.ndarray | None:
         found = face_at(to_numpy(shown(photo)), face.box, cfg.landmarks)
@@ -443,9 +567,34 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
     return with_coarse_color(image, lit, sigma, forehead, lightness=True)
 
 
-def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig) -> torch.Tensor:
+def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
+    """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
+    ``cfg.skin_tone_sigma`` eye distances, is the source's: the change is read where both the image and the source
+    show skin (face/skin.py) and spread from there, by the same normalised blur, over the editable ``region`` (photo
+    pixels) but the eye openings (a source's beard or brows take the change of the skin beside them; far from any,
+    the skin's mean change)."""
+    shown = warp_to_frame(image, frame.matrix, frame.size)
+    both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+    if float(both.sum()) < 1:
+        return image
+    sigma = cfg.skin_tone_sigma * interocular(frame.landmarks)
+    change = (rgb_to_lab(frame.image.clamp(0, 1)) - rgb_to_lab(shown.clamp(0, 1))) * both
+    mean_change = change.sum((2, 3), keepdim=True) / both.sum()
+    # The weight of the mean keeps a few stray skin pixels from setting the change far from the skin.
+    local = ((gaussian_blur(change, sigma) + SPARSE_SKIN * mean_change)
+             / (gaussian_blur(both, sigma) + SPARSE_SKIN))
+    h, w = image.shape[-2:]
+    eyes = eyes_mask(frame.landmarks, frame.size, 0.05 * interocular(frame.landmarks), image.device)
+    eyes = torch.maximum(eyes, soften(eyes, 1.0))  # whole on the eye, however thin, and soft around it
+    where = region * (1 - warp_from_frame(eyes, frame.matrix, h, w).clamp(0, 1))
+    toned = lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + warp_from_frame(local, frame.matrix, h, w)).clamp(0, 1)
+    return image + where * (toned - image)
+
+
+def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig,
+                        hair: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` whose finest band (finer than ``cfg.skin_texture_sigma`` frame pixels) on the source's skin is the
-    source photo's."""
+    source photo's; not on the source's facial ``hair`` (photo-sized share; a beard's grain is no skin's)."""
     sigma = cfg.skin_texture_sigma * _pixels_per_cell(frame)
 
     def fine(x: torch.Tensor) -> torch.Tensor:
@@ -453,6 +602,8 @@ def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, 
 
     skin = skin_mask(frame.landmarks, frame.size, cfg.forehead, cfg.feather, device=photo.device)
     skin = warp_from_frame(skin, frame.matrix, *photo.shape[-2:]).clamp(0, 1) * cfg.skin_texture
+    if hair is not None:
+        skin = skin * (1 - hair)
     return (image + skin * (fine(photo) - fine(image))).clamp(0, 1)
 
 
@@ -500,6 +651,9 @@ def prepare(setup: Setup) -> Plan:
         clip["targets"] = prepare_targets(setup.inputs["target"], frame, cfg, device)
     targets = clip["targets"]
     keep = keep_mask(setup.photo, setup.face, cfg, device)
+    # The source's beard, replaced by the target's face, must not come back as texture (a grey smudge by the mouth).
+    source_hair = (torch.as_tensor(facial_hair_mask(setup.photo, setup.face), device=device)[None, None]
+                   if cfg.facial_hair == "target" and cfg.skin_texture else None)
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     optimized = cfg.method != "classic"  # the classic method is its start as it is
@@ -528,10 +682,12 @@ def prepare(setup: Setup) -> Plan:
             out = with_coarse_color(out, base, colour_sigma, region)
         if cfg.source_forehead and colour_sigma:
             out = with_source_forehead(out, photo, frame, region, colour_sigma)
+        if cfg.skin_tone_sigma:
+            out = with_source_skin_tone(out, frame, region, cfg)
 
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
-                image = with_source_texture(image, photo, frame, cfg)
+                image = with_source_texture(image, photo, frame, cfg, source_hair)
             return matched_detail(image, frame, editable) if cfg.match_detail else image
 
         if cfg.landmark_tolerance:
@@ -555,6 +711,10 @@ def score(s: Scoring) -> dict:
     skin = skin_mask(s.frame.landmarks, s.frame.size, s.cfg.forehead, s.cfg.feather)
     row: dict[str, Any] = {"target": name,
                            "lighting_error": lighting_error(s.output_frame, s.frame.image, skin, s.frame.landmarks)}
+    # Skin tone kept: the face's skin against the source's, where both show skin (not a beard, brows or lips in
+    # either), compared at a tenth of the eye distance: the tone and its patches, not the grain.
+    both = clean_skin([s.output_frame, s.frame.image], s.frame.landmarks, s.frame.size, s.cfg.forehead, s.cfg.feather)
+    row["tone"] = skin_tone_distance(s.output_frame, s.frame.image, both, TONE_SCALE * interocular(s.frame.landmarks))
     target_mean = identity_mean(targets)
     row["id_before"] = identity_distance(face_descriptor(s.source, s.face), target_mean)
     if s.output_face is None:

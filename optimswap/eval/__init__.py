@@ -11,7 +11,9 @@ from optimswap.eval.metrics import (
     lighting_error,
     nearest_identity,
     psnr,
+    skin_tone_distance,
 )
 
 __all__ = ["border_gradient", "head_pose", "histogram_distance", "high_frequency_ratio", "identity_distance",
-           "landmark_nme", "lighting", "lighting_error", "nearest_identity", "psnr"]
+           "landmark_nme", "lighting", "lighting_error", "nearest_identity", "psnr",
+           "skin_tone_distance"]

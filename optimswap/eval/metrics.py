@@ -162,3 +162,18 @@ def flicker(source_before: np.ndarray, source: np.ndarray, output_before: np.nda
     source_change = change(source_before, source)
     excess = np.maximum(change(output_before, output) - source_change, 0)
     return float(excess[region].mean()), float(source_change[region].mean())
+
+
+def skin_tone_distance(image: torch.Tensor, reference: torch.Tensor, skin: torch.Tensor, sigma: float) -> float:
+    """Mean CIELAB Delta-E (CIE76) between the skin tones of ``image`` and ``reference`` (1, 3, H, W) in [0, 1] over
+    ``skin`` (1, 1, H, W; the pixels that are skin in both): each one's Lab averaged over the skin within a Gaussian
+    of ``sigma`` pixels (normalised by the skin's own weight, so no beard, brow or lip beside it enters), so that
+    the tone and its patches are compared, not the skin's grain or the face's features."""
+    weight = float(skin.sum())
+    if weight <= 0:
+        raise ValueError("no skin to compare")
+
+    def tone(x: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(rgb_to_lab(x.clamp(0, 1)) * skin, sigma) / gaussian_blur(skin, sigma).clamp_min(1e-6)
+
+    return float(((tone(image) - tone(reference)).norm(dim=1, keepdim=True) * skin).sum() / weight)

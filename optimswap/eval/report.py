@@ -29,7 +29,7 @@ from optimswap.registry import Edit, Scoring, edit_names, get_edit
 COLUMNS = ["run", "edit", "method", "source", "target", "reference", "degree", "frames", "skipped", "cuts",
            "id_before", "id_after", "id_drop", "verified", "id_to_source", "retrieved", "nme", "flicker",
            "source_change", "d_yaw", "d_pitch", "d_roll", "psnr_outside", "psnr_outside_resaved", "outside_changed",
-           "passed_exact", "lighting_error", "hf_ratio",
+           "passed_exact", "lighting_error", "tone", "hf_ratio",
            *(f"{r}_{w}" for r in ("lips", "eyes", "skin") for w in ("before", "after")), "ring_ratio",
            "first_frame_s", "rest_frame_s", "seconds", "evaluations", "recoveries", "peak_memory_mb", "note", "error"]
 
