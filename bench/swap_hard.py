@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from swap_quality import all_pairs, seam, sheet
+from swap_quality import all_pairs, seam, sheet, swap_options
 
 from optimswap.ablate import Pair, read_pairs
 from optimswap.edits.swap import METHODS, SWAP
@@ -118,11 +118,7 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("runs/hard"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    extra = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        name = SWAP.config.resolve_name(key)
-        extra[name] = SWAP.config.parse_value(name, value)
+    extra = swap_options(args.set)
     pairs, classes = hard_pairs(args.pairs) if "hard" in args.sets else ([], {})
     if IDENTITIES in args.sets:
         pairs += all_pairs()

@@ -40,6 +40,16 @@ def all_pairs() -> list[Pair]:
     return [Pair(f"{a.name}-{b.name}", a / "01.jpg", {"target": b}) for a, b in itertools.permutations(people, 2)]
 
 
+def swap_options(items: list[str]) -> dict:
+    """``OPTION=VALUE`` items (``--set``) as swap config keyword arguments, names and values checked."""
+    extra = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        name = SWAP.config.resolve_name(key)
+        extra[name] = SWAP.config.parse_value(name, value)
+    return extra
+
+
 def seam(output: Path, source: Path, size: int) -> float:
     """Gradient on a thin ring along the face-mask border, output over source (the swap's mask, in its frame)."""
     photo = read_image(source)
@@ -98,11 +108,7 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("runs/quality"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    extra = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        name = SWAP.config.resolve_name(key)
-        extra[name] = SWAP.config.parse_value(name, value)
+    extra = swap_options(args.set)
     pairs = all_pairs() if args.all_pairs else read_pairs(args.pairs)
     records, labels = [], []
     for pair in pairs:
