@@ -472,21 +472,26 @@ def without_facial_hair(occluders: np.ndarray, hair: np.ndarray, eye_distance: f
     return rest & ~np.concatenate([[False], small & touching])[labels]
 
 
-def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device) -> torch.Tensor | None:
+def keep_mask(photo: np.ndarray, face: Face, cfg: SwapConfig, device: torch.device,
+              hair: np.ndarray | None = None) -> torch.Tensor | None:
     """(1, 1, H, W) share of each photo pixel the swap keeps: occluders over the face, the open mouth, the facial hair
     (``facial_hair="source"``), the glasses frames; exactly 1 on them and a couple of pixels around (the occlusion
-    mask's soft rim included), falling off outside."""
+    mask's soft rim included), falling off outside. ``hair``: the photo's ``facial_hair_mask`` where the caller has
+    it (found here when needed)."""
+
+    def found_hair() -> np.ndarray:
+        return (facial_hair_mask(photo, face) if hair is None else hair) > 0.25
+
     hard = np.zeros(photo.shape[:2], bool)
-    hair = facial_hair_mask(photo, face) > 0.25
     if cfg.keep_occluders:
         occluders = occlusion_mask(photo, face) > 0.25
         if cfg.facial_hair == "target":  # a beard is textured and unlike skin: an occluder too, unless replaced
-            occluders = without_facial_hair(occluders, hair, interocular(face.landmarks))
+            occluders = without_facial_hair(occluders, found_hair(), interocular(face.landmarks))
         hard |= occluders
     if cfg.keep_mouth:
         hard |= mouth_opening(face.landmarks, photo.shape[:2])
     if cfg.facial_hair == "source":
-        hard |= hair
+        hard |= found_hair()
     if cfg.keep_glasses:
         hard |= glasses(photo, face)[1] > 0.25
     if not hard.any():
@@ -650,10 +655,10 @@ def prepare(setup: Setup) -> Plan:
     if "targets" not in clip:
         clip["targets"] = prepare_targets(setup.inputs["target"], frame, cfg, device)
     targets = clip["targets"]
-    keep = keep_mask(setup.photo, setup.face, cfg, device)
     # The source's beard, replaced by the target's face, must not come back as texture (a grey smudge by the mouth).
-    source_hair = (torch.as_tensor(facial_hair_mask(setup.photo, setup.face), device=device)[None, None]
-                   if cfg.facial_hair == "target" and cfg.skin_texture else None)
+    hair = facial_hair_mask(setup.photo, setup.face) if cfg.facial_hair == "target" and cfg.skin_texture else None
+    keep = keep_mask(setup.photo, setup.face, cfg, device, hair)
+    source_hair = None if hair is None else torch.as_tensor(hair, device=device)[None, None]
     start = None
     record: dict[str, Any] = {"targets_used": targets.used, "targets_skipped": targets.skipped}
     optimized = cfg.method != "classic"  # the classic method is its start as it is
