@@ -139,13 +139,18 @@ def warn_if_lossy(path: str | os.PathLike) -> None:
                     path, fmt)
 
 
+def _nearest_folder(path: str | os.PathLike) -> Path | None:
+    """The existing folder a file at ``path`` would be written under (its folder, else the nearest above it)."""
+    start = Path(path).parent
+    return next((p for p in (start, *start.parents) if p.is_dir()), None)
+
+
 def free_space(path: str | os.PathLike) -> int | None:
     """Bytes free for a file at ``path`` (on the nearest existing folder's filesystem); None where unknown."""
-    start = Path(path).parent
+    nearest = _nearest_folder(path)
     try:
-        nearest = next(p for p in (start, *start.parents) if p.is_dir())
-        return shutil.disk_usage(nearest).free
-    except (OSError, StopIteration):
+        return None if nearest is None else shutil.disk_usage(nearest).free
+    except OSError:
         return None
 
 
@@ -154,8 +159,7 @@ def check_space(needs: Sequence[tuple[str | os.PathLike, int]], option: str = "o
     filesystem (files on one filesystem count together)."""
     totals: dict[int, int] = {}
     for path, size in needs:
-        start = Path(path).parent
-        nearest = next((p for p in (start, *start.parents) if p.is_dir()), None)
+        nearest = _nearest_folder(path)
         if nearest is None:
             continue
         device = nearest.stat().st_dev
