@@ -46,6 +46,7 @@ from optimswap.config import EditConfig, check_fields, option
 from optimswap.errors import ImageError, OptionError
 from optimswap.eval.metrics import head_pose
 from optimswap.face import Face, detect_faces, interocular, tps_warp, warp_to_frame
+from optimswap.face.detect import box_iou
 from optimswap.io.image import check_outputs, image_file, json_file, read_image, to_tensor, write_files
 from optimswap.io.video import (
     Clip,
@@ -142,13 +143,6 @@ def smooth_landmarks(track: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter1d(track, sigma, axis=0, mode="nearest")
 
 
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def track_faces(frames, video: VideoConfig, landmarks: str = "dlib", face_index: int = 0,
                 progress: bool = False, total: int | None = None) -> Track:
     """Find and track the face through ``frames`` (an iterable of RGB frames): the one overlapping the face before
@@ -168,8 +162,8 @@ def track_faces(frames, video: VideoConfig, landmarks: str = "dlib", face_index:
         before = faces[-1] if faces and (not cuts or cuts[-1] != i) else None
         face = None
         if before is not None and found:
-            best = max(found, key=lambda f: _overlap(f.box, before.box))
-            face = best if _overlap(best.box, before.box) > 0.3 else None
+            best = max(found, key=lambda f: box_iou(f.box, before.box))
+            face = best if box_iou(best.box, before.box) > 0.3 else None
         if face is None and len(found) > face_index:
             face = found[face_index]
         reason = None

@@ -203,16 +203,18 @@ def find_face(image: np.ndarray, backend: str = "dlib", face_index: int = 0, nam
     return faces[face_index]
 
 
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
 def face_at(image: np.ndarray, box: tuple[float, float, float, float], backend: str = "dlib") -> Face | None:
     """The face in ``image`` overlapping ``box`` (x0, y0, x1, y1) most, if by IoU >= 0.3 (the same face in an edited
     copy of a photo), else None."""
-    def iou(a, b):
-        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        inter = ix * iy
-        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-    scored = [(iou(f.box, box), f) for f in detect_faces(image, backend)]
+    scored = [(box_iou(f.box, box), f) for f in detect_faces(image, backend)]
     best = max(scored, key=lambda s: s[0], default=(0.0, None))
     return best[1] if best[0] >= 0.3 else None
 
