@@ -9,9 +9,10 @@ target (search window = positional guide, appearance guide in the search cost), 
 over the edited region (Gatys et al. 2016), a weak content loss, and an identity term (deeper features on eyes,
 brows, nose and mouth, plus the face's low-frequency shading).
 
-By default (region ``portrait``) the frame is the whole photo: the person is guided as above, the background by the
-two pictures' extents onto the exemplar's backdrop (both sitters found by MediaPipe's selfie segmentation), and kept
-as the preview's copy of it while the person is optimized.
+By default (region ``portrait``) the frame is the whole photo: the head is guided as above, the body beyond the
+exemplar's sitter and the background are quilted (Efros and Freeman 2001) from the exemplar's clothes and backdrop
+(both sitters found by MediaPipe's selfie segmentation), only ever from inside the exemplar's picture; the
+background is kept as the preview's copy while the person is optimized.
 """
 
 from __future__ import annotations
