@@ -1,13 +1,14 @@
 """Stylization figures: style exemplars x identity photos; the StyleBlit preview and the optimization of the
 default (whole portrait), and the optimization of the head region.
 
-python bench/stylize_quality.py [--size 512] [--opt-size 512] [--pairs 01:jennifer 02:mark ...] [--out runs/stylize]
+python bench/stylize_quality.py [--size 512] [--opt-size 512] [--pairs 01:jennifer 02:mark ...] [--head-from DIR]
+    [--out runs/stylize]
 Each run is written as OUT.png + OUT.json (a run whose record exists is kept, so the bench resumes) and scored by
 ``optimswap eval``: dlib distance output <-> photo (id_to_source, evaluation only), Gram and colour histogram
 distance to the exemplar before (photo) and after over the edited pixels and over the whole picture (``*_whole_*``),
 the share of the picture outside the face still the photograph's, the dlib-free identity proxy, seconds (after one
 untimed warm-up run: a fresh process loads its models once). Prints the table and the checks, and writes eval.csv
-and a contact sheet (photo | exemplar | result | head region) to --out.
+and a contact sheet (photo | exemplar | result | head region) to --out, both rewritten after every pair.
 """
 
 from __future__ import annotations
@@ -75,37 +76,45 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512, help="Frame side of the previews.")
     ap.add_argument("--opt-size", type=int, default=512, help="Frame side of the optimization runs.")
-    ap.add_argument("--pairs", nargs="*", default=None, help="STYLE:PERSON pairs to optimize (default: all 15).")
+    ap.add_argument("--pairs", nargs="*", default=None,
+                    help="STYLE:PERSON pairs to optimize, run in this order (default: all 15).")
+    ap.add_argument("--head-from", type=Path, default=None,
+                    help="Folder of earlier head-region runs (head*_STYLE_PERSON.json) to score instead of running "
+                         "them again: the head region's code path is unchanged (tests/test_stylize.py checks it).")
     ap.add_argument("--out", type=Path, default=Path("runs/stylize"))
     args = ap.parse_args()
-    pairs = [p.split(":") for p in args.pairs] if args.pairs is not None else [(s, p) for s in STYLES for p in PHOTOS]
-    records, sheet = [], []
+    pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs is not None else [(s, p) for s in STYLES
+                                                                                       for p in PHOTOS]
     seconds = warm_up(FACES / "identities" / PHOTOS[0] / "01.jpg", FACES / "styles" / f"{STYLES[0]}.jpg", args.size)
     print(f"warm-up (imports and model loading, untimed below): {seconds:.2f} s")
-    for style, person in [(s, p) for s in STYLES for p in PHOTOS]:
+    # Rows are scored and written as each run ends, so that an interrupted bench still reports what it did.
+    rows: list[dict] = []
+    sheet: list[np.ndarray] = []
+    for style, person in pairs:
         photo, exemplar = FACES / "identities" / person / "01.jpg", FACES / "styles" / f"{style}.jpg"
         row = [tile(photo), tile(exemplar)]
         for label, options in RUNS.items():
             size = args.size if label == "preview" else args.opt_size
-            if label != "preview" and [style, person] not in [list(p) for p in pairs]:
-                row.append(np.full_like(row[0], 255))
-                continue
-            out = args.out / f"{label}{size}_{style}_{person}.png"
-            if not out.with_suffix(".json").exists():
-                cfg = STYLIZE.preset(size=size, **options)
-                run_to_files("stylize", photo, {"style": exemplar}, out, cfg, progress=False, overwrite=True)
-                print(f"{out.name}: done", flush=True)
-            records.append(out.with_suffix(".json"))
+            earlier = sorted(args.head_from.glob(f"head*_{style}_{person}.json")) if args.head_from else []
+            if label == "head" and earlier:
+                record = earlier[0]
+            else:
+                out = args.out / f"{label}{size}_{style}_{person}.png"
+                if not out.with_suffix(".json").exists():
+                    cfg = STYLIZE.preset(size=size, **options)
+                    run_to_files("stylize", photo, {"style": exemplar}, out, cfg, progress=False, overwrite=True)
+                record = out.with_suffix(".json")
+            scored = evaluate_runs([record])[0]
+            scored["size"] = int(record.name.split("_")[0].lstrip("abcdefghijklmnopqrstuvwxyz"))
+            rows.append(scored)
+            print(format_table([scored], COLUMNS).splitlines()[-1], flush=True)
             if label != "preview":  # the sheet shows what a user gets: the default's result and the head region's
-                row.append(tile(out))
+                row.append(tile(record.with_suffix(".png")))
         sheet.append(np.concatenate(row, 1))
-    rows = evaluate_runs(records)
-    for r in rows:
-        r["size"] = int(Path(r["run"]).name.split("_")[0].lstrip("abcdefghijklmnopqrstuvwxyz"))
-    write_rows(rows, args.out / "eval.csv")
+        write_rows(rows, args.out / "eval.csv")
+        Image.fromarray(np.concatenate(sheet, 0)).save(args.out / "contact_sheet.png")
     print(format_table(rows, COLUMNS))
     print("\n".join(checks(rows)))
-    Image.fromarray(np.concatenate(sheet, 0)).save(args.out / "contact_sheet.png")
     print(f"contact sheet: {args.out / 'contact_sheet.png'}")
 
 

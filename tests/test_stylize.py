@@ -206,28 +206,93 @@ def test_the_exemplar_placed_in_the_photo_scores_close_to_it(faces, tmp_path):
     assert row["gram_after"] < 0.35 * row["gram_before"]
 
 
-def test_the_portrait_sends_person_onto_person_and_background_onto_the_backdrop(tony, faces):
-    """The portrait's positional guide: the photo's person (MediaPipe, half share) lands on the exemplar's sitter,
-    its background on the exemplar's backdrop clear of the sitter, and never beyond the exemplar's picture."""
-    style = read_image(faces / "styles" / "03.jpg")
-    cfg = STYLIZE.preset(size=128)
-    person = person_share(tony)
-    frame = make_frame(to_tensor(tony), find_face(tony), cfg, STYLIZE.mask)
-    guides = make_guides(style, find_face(style), frame, cfg, person)
+def _portrait(photo, style, size=128):
+    cfg = STYLIZE.preset(size=size)
+    person = person_share(photo)
+    frame = make_frame(to_tensor(photo), find_face(photo), cfg, STYLIZE.mask)
+    return cfg, frame, person, make_guides(style, find_face(style), frame, cfg, person)
+
+
+def _in_frame(style, photo, frame, cfg, image):
+    """The exemplar-sized ``image`` placed in the frame as the portrait places the exemplar (0 beyond it)."""
     from kornia.geometry.transform import warp_affine
 
-    from optimswap.edits.stylize import _reflect, exemplar_matrix
+    from optimswap.edits.stylize import exemplar_matrix
+    matrix = torch.as_tensor(exemplar_matrix(find_face(style).landmarks, find_face(photo).landmarks, frame.matrix,
+                                             cfg), dtype=torch.float32)[None]
+    return warp_affine(image, matrix, (cfg.size, cfg.size))[0, 0]
+
+
+def test_the_portrait_sends_person_onto_person_and_background_onto_the_backdrop(tony, faces):
+    """The portrait's positional guide: the photo's person (MediaPipe, half share) lands on the exemplar's sitter,
+    its background on the exemplar's backdrop clear of the sitter."""
     from optimswap.face import warp_to_frame
-    matrix = torch.as_tensor(exemplar_matrix(find_face(style).landmarks, find_face(tony).landmarks, frame.matrix, cfg),
-                             dtype=torch.float32)[None]
-    # Beyond the frame the exemplar is read mirrored (its clothes go on under the picture's edge).
-    sitter = warp_affine(person_share(style), matrix, (128, 128), padding_mode="reflection")[0, 0]
-    x, y = (_reflect(c.round().long(), 128) for c in guides.position[0])
+    style = read_image(faces / "styles" / "03.jpg")
+    cfg, frame, person, guides = _portrait(tony, style)
+    sitter = _in_frame(style, tony, frame, cfg, person_share(style))
+    x, y = (c.round().long() for c in guides.position[0])
     at = sitter[y, x]
     photo_person = warp_to_frame(person, frame.matrix, 128)[0, 0]
     in_photo = warp_to_frame(torch.ones_like(person), frame.matrix, 128)[0, 0] > 0.5
     assert float((at[(photo_person > 0.5) & in_photo] > 0.5).float().mean()) > 0.99  # measured 0.996
     assert (at[(photo_person < 0.5) & in_photo] < 0.05).all()
+
+
+def test_the_portrait_copies_only_from_inside_the_exemplars_picture(faces):
+    """mark's small face places the exemplar small in the frame: no copied pixel (nor any voted neighbour) and no
+    positional guide value lies beyond the exemplar's picture, where the frame holds its mirror image."""
+    mark, style = read_image(faces / "identities" / "mark" / "01.jpg"), read_image(faces / "styles" / "03.jpg")
+    cfg, frame, _, guides = _portrait(mark, style)
+    picture = _in_frame(style, mark, frame, cfg, torch.ones(1, 1, *style.shape[:2])) > 0.5
+    assert not picture.all()  # the frame does reach beyond the exemplar
+    coords = chunk_coordinates(guides, 2, 5)
+    assert picture[coords[0], coords[1]].all()
+    x, y = guides.position[0]
+    assert picture[y.round().long(), x.round().long()].all()
+    y0, y1, x0, x1 = guides.bounds
+    assert picture[y0:y1 + 1, x0:x1 + 1].all()
+
+
+def test_quilt_reads_only_the_source_and_matches_its_neighbours():
+    """A source of two regions, one striped and one flat: every quilted pixel comes from the source, and the seams
+    match (the squares chosen continue their neighbours' stripes) far better than random squares."""
+    from optimswap.edits.stylize import quilt
+    size, tile = 64, 8
+    ys, xs = np.mgrid[:size, :size]
+    image = np.repeat((np.sin(xs / 2.0) > 0)[..., None], 3, 2).astype(np.float32)
+    source = (ys > 8) & (ys < 56) & (xs > 4)
+    target = np.ones((size, size), bool)
+    position = quilt(image, source, target, tile, np.random.default_rng(0))
+    x, y = position.astype(int)
+    assert source[y, x].all()
+    quilted = image[y, x, 0]
+    random = image[y, np.random.default_rng(1).integers(5, size - tile, (size // tile, size // tile)).repeat(tile, 0)
+                   .repeat(tile, 1) + xs % tile, 0]
+    seams = np.arange(tile, size, tile)
+    assert np.abs(quilted[:, seams] - quilted[:, seams - 1]).mean() < 0.5 * np.abs(
+        random[:, seams] - random[:, seams - 1]).mean()
+
+
+def test_the_background_of_an_exemplar_without_backdrop_takes_its_non_face_areas(tony, faces):
+    """The illustration (05) has hair and flowers to its edges: tony's background is quilted from what lies outside
+    its face (the hair included), so it reads no pixel of the face and takes the colour statistics of those areas
+    as placed in the frame, not those of the photo's wall."""
+    from optimswap.edits.stylize import preview
+    from optimswap.face.mask import face_polygon, grow, polygon_mask
+    style = read_image(faces / "styles" / "05.jpg")
+    cfg, frame, _, guides = _portrait(tony, style)
+    landmarks = guides.landmarks
+    face = polygon_mask(grow(face_polygon(landmarks, cfg.forehead), 0.3 * interocular(landmarks)), 128)[0, 0] > 0.5
+    picture = _in_frame(style, tony, frame, cfg, torch.ones(1, 1, *style.shape[:2])) > 0.5
+    background = (guides.person[0, 0] < 0.5) & (frame.image[0].sum(0) > 0)
+    x, y = (c.round().long() for c in guides.position[0])
+    assert not face[y, x][background].any()
+    out = preview(guides, cfg)[0]
+    # The mean colour (a quilt keeps to the texture its seams continue, here mostly the pink hair: its spread is the
+    # wall's, 0.09-0.10). Measured: 0.075 off the non-face areas' mean, the photo's wall 0.169.
+    non_face = guides.exemplar[0][:, picture & ~face].mean(1)
+    to_non_face = (out[:, background].mean(1) - non_face).abs().max()
+    assert to_non_face < 0.5 * (frame.image[0][:, background].mean(1) - non_face).abs().max()
 
 
 def test_the_portrait_background_takes_the_exemplars_backdrop_colours(tony, faces):
@@ -259,3 +324,22 @@ def test_the_head_region_reproduces_the_head_only_stylization(tony, faces):
         frame = stylize(tony, style, cfg, progress=False).frame_result[0].permute(1, 2, 0).numpy()
         difference = np.abs((frame * 255).round() - saved[name].astype(np.float64))
         assert difference.max() <= tolerance, name
+
+
+def test_the_chroma_match_greys_a_tint_on_a_charcoal_exemplar_and_keeps_the_lightness():
+    """A lilac tint on a grey-drawn person (as the feature losses left on light clothes): mapped onto a grey
+    reference's chroma, the person's pixels are grey again, with their lightness; pixels outside the mask are kept."""
+    from kornia.color import rgb_to_lab
+
+    from optimswap.edits.stylize import match_chroma
+    grey = torch.rand(1, 1, 32, 32).expand(1, 3, 32, 32)
+    tinted = (grey + torch.tensor([0.06, 0.0, 0.08])[None, :, None, None] * (grey > 0.3)).clamp(0, 1)
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    mask[..., :, :24] = True
+    out = match_chroma(tinted, mask, torch.rand(1, 1, 16, 16).expand(1, 3, 16, 16), torch.ones(1, 1, 16, 16) > 0)
+    lab_in, lab_out = rgb_to_lab(tinted), rgb_to_lab(out)
+    inside = mask[0, 0]
+    assert lab_in[0, 1:][:, inside].abs().max() > 5
+    assert lab_out[0, 1:][:, inside].abs().max() < 1.0
+    assert (lab_out[0, 0] - lab_in[0, 0])[inside].abs().max() < 1.0
+    assert torch.equal(out[..., 24:], tinted[..., 24:])
