@@ -134,6 +134,27 @@ def test_steadied_holds_a_planted_flicker_and_lets_the_source_change_through():
     assert np.abs(out[30:36, 30:36].astype(int) - fresh[30:36, 30:36]).max() <= 2
 
 
+def test_a_still_clip_gives_still_frames(small_face, faces, tmp_path, one_thread):
+    """Three identical frames: the chain (warm start, temporal term, steadied face) delivers nearly the same face
+    three times; without the steadied face the warm-started frames drift further from the first."""
+    frames, target = tmp_path / "frames", tmp_path / "target"
+    frames.mkdir()
+    target.mkdir()
+    for name in ("01.jpg", "02.jpg"):
+        (target / name).write_bytes((faces / "identities" / "angelina" / name).read_bytes())
+    for i in range(3):
+        write_image(frames / f"f{i}.png", small_face)
+    cfg = SWAP.preset("fast", **TINY)
+    change = {}
+    for name, steady in (("on", 0.8), ("off", 0.0)):
+        run_clip("swap", frames, {"target": target}, f"{tmp_path}/{name}/", cfg,
+                 VideoConfig(frame_iters=2, steady=steady), progress=False)
+        out = [read_image(tmp_path / name / f"f{i}.png").astype(float) for i in range(3)]
+        assert not np.array_equal(out[0], small_face)
+        change[steady] = max(np.abs(out[i] - out[i - 1]).mean() for i in (1, 2))
+    assert change[0.8] < 0.25 and change[0.8] < 0.5 * change[0.0]  # grey levels, mean over the frame
+
+
 def test_clip_passes_faceless_frames_and_resumes_to_the_same_frames(small_face, faces, tmp_path, one_thread):
     """Four frames, the second without a face: it passes through bit for bit and is counted (and, another picture
     altogether, makes two cuts); a run interrupted before its last frame (warm-started from the third) resumes from
