@@ -78,7 +78,8 @@ class VideoConfig:
     # still.
     frame_iters: int = option(10, "Optimizer iterations of every frame (finest level only).", low=1, high=10_000)
     carry_over: bool = option(True, "Start each frame from the previous frame's result carried to its landmarks, "
-                                    "held by the temporal term (off: every frame from its own start).")
+                                    "held by the temporal term, and steady the delivered face (off: every frame "
+                                    "from its own start).")
     temporal_weight: float = option(10_000.0, "Weight of the temporal term (the face kept as the previous frame's, "
                                           "carried, where the source did not change; 0 = off).", low=0)
     temporal_tolerance: float = option(0.04, "Change of the source (0-1 grey levels, after the landmark motion) "
