@@ -87,7 +87,7 @@ class VideoConfig:
     # The optimization's patches, the detail match and the start's colour are re-decided in every frame; what the
     # temporal term above does not see (all but the optimization) is held here, on the delivered face itself.
     steady: float = option(0.8, "Share of the previous frame's delivered face (its change over the source, carried "
-                                "to this frame's landmarks) kept where the source did not change (0 = off).",
+                                "along the source's optical flow) kept where the source did not change (0 = off).",
                            low=0, high=0.95)
     carry_sigma: float = option(2.0, "Blur (frame pixels) of the change carried from frame to frame (0 = none).",
                                 low=0, high=16)
