@@ -1,4 +1,5 @@
 from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import cv2
@@ -9,9 +10,18 @@ import torch
 from optimswap.edits.swap import SWAP
 from optimswap.errors import OptionError
 from optimswap.eval.video import evaluate_clip
-from optimswap.io import read_image, write_image
+from optimswap.io import read_image, to_tensor, write_image
 from optimswap.io.video import open_clip, read_frames, write_video
-from optimswap.video import VideoConfig, cache_path, run_clip, smooth_track, track_faces, unchanged_weight
+from optimswap.pipeline import Frame
+from optimswap.video import (
+    VideoConfig,
+    cache_path,
+    run_clip,
+    smooth_track,
+    steadied,
+    track_faces,
+    unchanged_weight,
+)
 
 TINY = dict(size=64, levels=1, iters=4, n_targets=2, landmark_tolerance=0.0, keep_occluders=False)
 
@@ -91,6 +101,58 @@ def test_unchanged_weight_lets_go_where_the_source_changed():
     now[..., 8:16, 8:16] += 0.5
     weight = unchanged_weight(now, before, 0.04)
     assert weight[..., 24:, 24:].min() > 0.99 and weight[..., 10:14, 10:14].max() < 0.01
+
+
+def test_steadied_holds_a_planted_flicker_and_lets_the_source_change_through():
+    """A still source whose edited face flickers by +-12 grey levels from frame to frame (a finish step re-decided
+    per frame): the delivered face changes by far less; where the source itself changes, the fresh edit comes
+    through at once; outside the editable mask nothing changes."""
+    rng = np.random.default_rng(0)
+    source = np.clip(cv2.GaussianBlur(rng.random((64, 64, 3)).astype(np.float32), (0, 0), 3) * 600 - 170, 0, 255)
+    source = source.astype(np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2 < 20**2).astype(np.float32)
+    frame = Frame(np.eye(2, 3), to_tensor(source), np.zeros((68, 2)), torch.from_numpy(disc)[None, None])
+    video = VideoConfig(steady=0.8)
+
+    def edited(image, offset):
+        return np.clip(image + offset * disc[..., None], 0, 255).astype(np.uint8)
+
+    outs, before, previous = [], None, None
+    for t in range(8):
+        result = SimpleNamespace(image=edited(source, 12 if t % 2 else -12), frame=frame)
+        out, before = steadied(result, source, previous, before, video)
+        assert np.array_equal(out[disc == 0], source[disc == 0])
+        outs.append(out.astype(np.float32))
+        previous = source
+    inside = disc > 0
+    assert np.abs(outs[-1] - outs[-2])[inside].mean() < 0.3 * 24
+    moved = source.copy()
+    moved[26:38, 26:38] = 255 - moved[26:38, 26:38]  # the source changes in the middle of the face
+    fresh = edited(moved, 12)
+    out, _ = steadied(SimpleNamespace(image=fresh, frame=frame), moved, source, before, video)
+    assert np.abs(out[30:36, 30:36].astype(int) - fresh[30:36, 30:36]).max() <= 2
+
+
+def test_a_still_clip_gives_still_frames(small_face, faces, tmp_path, one_thread):
+    """Three identical frames: the chain (warm start, temporal term, steadied face) delivers nearly the same face
+    three times; without the steadied face the warm-started frames drift further from the first."""
+    frames, target = tmp_path / "frames", tmp_path / "target"
+    frames.mkdir()
+    target.mkdir()
+    for name in ("01.jpg", "02.jpg"):
+        (target / name).write_bytes((faces / "identities" / "angelina" / name).read_bytes())
+    for i in range(3):
+        write_image(frames / f"f{i}.png", small_face)
+    cfg = SWAP.preset("fast", **TINY)
+    change = {}
+    for name, steady in (("on", 0.8), ("off", 0.0)):
+        run_clip("swap", frames, {"target": target}, f"{tmp_path}/{name}/", cfg,
+                 VideoConfig(frame_iters=2, steady=steady), progress=False)
+        out = [read_image(tmp_path / name / f"f{i}.png").astype(float) for i in range(3)]
+        assert not np.array_equal(out[0], small_face)
+        change[steady] = max(np.abs(out[i] - out[i - 1]).mean() for i in (1, 2))
+    assert change[0.8] < 0.25 and change[0.8] < 0.5 * change[0.0]  # grey levels, mean over the frame
 
 
 def test_clip_passes_faceless_frames_and_resumes_to_the_same_frames(small_face, faces, tmp_path, one_thread):
