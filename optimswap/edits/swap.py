@@ -54,10 +54,9 @@ from optimswap.face.align import (
     warp_to_frame,
 )
 from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
-from optimswap.face.mask import soften
 from optimswap.face.occlusion import occlusion_mask
-from optimswap.face.regions import INNER_LIPS, eyes_mask, forehead_mask, skin_mask
-from optimswap.face.skin import clean_skin
+from optimswap.face.regions import INNER_LIPS, forehead_mask, skin_mask
+from optimswap.face.skin import clean_skin, skin_pixels
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_numpy, to_tensor
 from optimswap.lighting.net import load_lighting_net
@@ -575,8 +574,8 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
 def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
     """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
     ``cfg.skin_tone_sigma`` eye distances, is the source's: the change is read where both the image and the source
-    show skin (face/skin.py) and spread from there, by the same normalised blur, over the editable ``region`` (photo
-    pixels) but the eye openings (a source's beard or brows take the change of the skin beside them; far from any,
+    show skin (face/skin.py) and spread from there, by the same normalised blur, over the skin of the editable
+    ``region`` (photo pixels; ``skin_pixels``: never the eyes, brows, lips or a beard; far from clean skin in both,
     the skin's mean change)."""
     shown = warp_to_frame(image, frame.matrix, frame.size)
     both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
@@ -589,9 +588,10 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     local = ((gaussian_blur(change, sigma) + SPARSE_SKIN * mean_change)
              / (gaussian_blur(both, sigma) + SPARSE_SKIN))
     h, w = image.shape[-2:]
-    eyes = eyes_mask(frame.landmarks, frame.size, 0.05 * interocular(frame.landmarks), image.device)
-    eyes = torch.maximum(eyes, soften(eyes, 1.0))  # whole on the eye, however thin, and soft around it
-    where = region * (1 - warp_from_frame(eyes, frame.matrix, h, w).clamp(0, 1))
+    # Skin only: lips, eye sockets and brows shifted by the skin's change (a dark target face brought to a pale
+    # source: +25 L) came out whitish and blue-grey (nicole_kidman/04 -> venus_williams).
+    skin = skin_pixels(shown, frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+    where = region * warp_from_frame(skin, frame.matrix, h, w).clamp(0, 1)
     toned = lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + warp_from_frame(local, frame.matrix, h, w)).clamp(0, 1)
     return image + where * (toned - image)
 
