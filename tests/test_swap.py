@@ -332,6 +332,35 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
         assert (pixel(toned, feature) - pixel(dark, feature)).abs().sum() < 0.02 * cheek_change
 
 
+def test_the_feature_tone_brings_planted_whitish_lips_back_to_the_sources_and_leaves_the_eyes(jennifer):
+    """Lips planted paler and greyer (a dark target's lips colour-matched onto a pale source) get the source's mean lip
+    colour back; the eye openings and everything outside the editable region stay bit for bit."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_feature_tone
+    from optimswap.face.regions import lips_mask
+
+    cfg = SWAP.preset(size=128)
+    face, photo = find_face(jennifer), to_tensor(jennifer)
+    frame = make_frame(photo, face, cfg, face_region)
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+    lips = warp_from_frame(lips_mask(frame.landmarks, frame.size), frame.matrix, *photo.shape[-2:]) > 0.5
+    lab = rgb_to_lab(photo)
+    pale = lab_to_rgb(lab + torch.tensor([18.0, -12.0, -6.0]).view(1, 3, 1, 1) * lips).clamp(0, 1)
+
+    def lip_colour(image):
+        return rgb_to_lab(image)[0][:, lips[0, 0]].mean(1)
+
+    toned = with_source_feature_tone(pale, frame, region, cfg)
+    before = (lip_colour(pale) - lip_colour(photo)).norm()
+    assert before > 10
+    assert (lip_colour(toned) - lip_colour(photo)).norm() < 0.25 * before
+    outside = region[0, 0] == 0
+    assert torch.equal(toned[0][:, outside], pale[0][:, outside])
+    x, y = face.landmarks[36:42].mean(0).round().astype(int)
+    assert torch.equal(toned[0, :, y, x], pale[0, :, y, x])
+
+
 def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sharpest_photos(jennifer, tmp_path):
     """Of two copies of one photo, one blurred (the same shape): the sharp one is the start whatever its shape rank;
     with no shape margin the closest shape; the finest layers take patches from the sharp one only."""

@@ -55,7 +55,7 @@ from optimswap.face.align import (
 )
 from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
 from optimswap.face.occlusion import occlusion_mask
-from optimswap.face.regions import INNER_LIPS, forehead_mask, skin_mask
+from optimswap.face.regions import INNER_LIPS, eye_shadow_mask, eyes_mask, forehead_mask, lips_mask, skin_mask
 from optimswap.face.skin import clean_skin, skin_pixels
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_numpy, to_tensor
@@ -145,6 +145,11 @@ class SwapConfig(EditConfig):
     # features stay the optimized face's.
     skin_tone_sigma: float = option(0.2, "Blur (eye distances) coarser than which the face's skin tone is the "
                                          "source's (0 = off).", low=0, high=2)
+    # The target photos are colour-matched to the source over skin (a shift and scale per CIELAB channel), which
+    # carries each feature's colour relative to the skin across: a dark target's lips and eye sockets, lighter and
+    # greyer than her skin, came out whitish and blue-grey on a pale source (nicole_kidman/04 -> venus_williams).
+    feature_tone: bool = option(True, "The lips' and the eye sockets' mean colour is the source's (their shading and "
+                                      "shape stay the swapped face's).")
     # The patches of the unwarped target photos carry their face shape, which is much of the identity (warping them
     # to the source's landmarks cost it) but also moves the landmarks: the face's landmarks, found again in the
     # composite, that drifted more than this from the source's are pulled back to this distance by a smooth warp.
@@ -277,16 +282,16 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
                 "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False,
-                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0},
+                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0, "feature_tone": False},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
               "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
-              "skin_statistics": False},
+              "skin_statistics": False, "feature_tone": False},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
                "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
                "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
-               "skin_statistics": False},
+               "skin_statistics": False, "feature_tone": False},
 }
 
 PRESETS = {
@@ -596,6 +601,27 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     return image + where * (toned - image)
 
 
+def with_source_feature_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
+    """``image`` (the photo) whose lips and eye sockets (``eye_shadow_mask``) each have the source's mean CIELAB
+    colour there, shifted by the difference of the means within the editable ``region`` (photo pixels); never on the
+    eye openings."""
+    shown = warp_to_frame(image, frame.matrix, frame.size)
+    source_lab, shown_lab = rgb_to_lab(frame.image.clamp(0, 1)), rgb_to_lab(shown.clamp(0, 1))
+    change = torch.zeros_like(shown_lab)
+    for feature in (lips_mask(frame.landmarks, frame.size, cfg.feather, image.device),
+                    eye_shadow_mask(frame.landmarks, frame.size, cfg.feather, image.device)):
+        weight = (feature > 0.5) * frame.mask  # read on the feature itself, not its feathered rim
+        if float(weight.sum()) < 1:
+            continue
+        shift = ((source_lab - shown_lab) * weight).sum((2, 3), keepdim=True) / weight.sum()
+        change = change + feature * shift
+    h, w = image.shape[-2:]
+    eyes = eyes_mask(frame.landmarks, frame.size, 0.0, image.device)
+    change = warp_from_frame(change * (1 - eyes), frame.matrix, h, w) * region
+    moved = change.abs().amax(1, keepdim=True) > 0  # elsewhere bit for bit (no colour round trip)
+    return torch.where(moved, lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + change).clamp(0, 1), image)
+
+
 def with_source_texture(image: torch.Tensor, photo: torch.Tensor, frame: Frame, cfg: SwapConfig,
                         hair: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` whose finest band (finer than ``cfg.skin_texture_sigma`` frame pixels) on the source's skin is the
@@ -689,6 +715,8 @@ def prepare(setup: Setup) -> Plan:
             out = with_source_forehead(out, photo, frame, region, colour_sigma)
         if cfg.skin_tone_sigma:
             out = with_source_skin_tone(out, frame, region, cfg)
+        if cfg.feature_tone:
+            out = with_source_feature_tone(out, frame, region, cfg)
 
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
