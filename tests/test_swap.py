@@ -334,7 +334,7 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
 
 def test_the_feature_tone_brings_planted_whitish_lips_back_to_the_sources_and_leaves_the_eyes(jennifer):
     """Lips planted paler and greyer (a dark target's lips colour-matched onto a pale source) get the source's mean lip
-    colour back; the eye openings and everything outside the editable region stay bit for bit."""
+    colour back; the eyes and everything outside the editable region stay bit for bit."""
     from kornia.color import lab_to_rgb, rgb_to_lab
 
     from optimswap.edits.swap import with_source_feature_tone
