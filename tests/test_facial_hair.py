@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from optimswap.edits.swap import SWAP, keep_mask, prepare_targets, swap
 from optimswap.face import Face, find_face, frame_matrix, interocular
-from optimswap.face.facial_hair import facial_hair_mask, glasses
+from optimswap.face.facial_hair import beard_ending, facial_hair_mask, glasses
 from optimswap.io import read_image, to_tensor, write_image
 from optimswap.pipeline import make_frame
 from optimswap.registry import face_region
@@ -119,3 +119,21 @@ def test_a_target_photo_whose_beard_disagrees_with_the_others_gives_no_patches_t
                                torch.device("cpu"))
     # without the option the beard costs far less (the face mask moves a little with the landmarks found in it)
     assert float(kept_all.valid[same].sum() - kept_all.valid[index].sum()) < lost - 0.5 * beard_cells
+
+
+def test_a_beard_ends_softly_on_the_lower_border_of_the_face(jennifer):
+    """The source's weight is 1 from the mask's border below the nose to half the fade's width inside, falls
+    smoothly, and is 0 deeper than the width and above the nose's base."""
+    cfg = SWAP.preset(size=128)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    width, eye = 0.2, interocular(frame.landmarks)
+    weight = beard_ending(frame.mask, frame.landmarks, width)[0, 0].numpy()
+    inside = frame.mask[0, 0].numpy() > 0.5
+    depth = ndimage.distance_transform_edt(inside)
+    rows = np.arange(inside.shape[0])[:, None] + np.zeros_like(depth)
+    chin = inside & (rows > frame.landmarks[57, 1])
+    assert weight[chin & (depth <= 0.5 * width * eye)].min() == 1  # along the jaw under the mouth: the source's skin
+    assert weight[inside & (depth >= width * eye)].max() == 0  # deeper: the swapped face untouched
+    assert weight[inside & (rows < frame.landmarks[33, 1])].max() == 0  # above the nose's base: no fade
+    band = chin & (depth > 0.5 * width * eye + 1) & (depth < width * eye - 1)
+    assert weight[band].min() > 0 and weight[band].max() < 1  # a soft ramp, no step
