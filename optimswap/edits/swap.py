@@ -701,7 +701,12 @@ def prepare(setup: Setup) -> Plan:
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
                 image = with_source_texture(image, photo, frame, cfg, source_hair)
-            return matched_detail(image, frame, editable) if cfg.match_detail else image
+            if cfg.match_detail:
+                image = matched_detail(image, frame, editable)
+            if beard_ends is not None:  # after the detail steps, which would sharpen what edge is left
+                image = image + warp_from_frame(beard_ends, frame.matrix, *image.shape[-2:]).clamp(0, 1) * (
+                    photo - image)
+            return image
 
         if cfg.landmark_tolerance:
             # Colour, texture and detail all move what the landmark detector finds (angelina -> mark: NME 0.032 after
@@ -711,10 +716,7 @@ def prepare(setup: Setup) -> Plan:
             # small face is now pulled back: 0.296 -> 0.285, classic 0.294).
             out = with_landmarks_kept(out, setup.face, region, cfg,
                                       lambda image: with_kept(detailed(image), photo, keep))
-        out = detailed(out)
-        if beard_ends is not None:  # last: the detail steps sharpen whatever edge is left
-            out = out + warp_from_frame(beard_ends, frame.matrix, *out.shape[-2:]).clamp(0, 1) * (photo - out)
-        return out
+        return detailed(out)
 
     return Plan(objective, start=start, keep=keep, finish=finish, record=record, result={"targets": targets})
 
