@@ -107,7 +107,8 @@ class SwapConfig(EditConfig):
     # crease between the brows (3 of 5 deepface_id29 photos), where a kept "frame" would be a streak of source skin.
     keep_glasses: bool = option(False, "Keep the source's glasses frames as they are.")
     # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
-    skip_target_glasses: bool = option(False, "Target photos with glasses give no patches around the eyes.")
+    skip_target_glasses: bool = option(False, "Target photos with glasses, when most show none, give no patches "
+                                              "around the eyes.")
     # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
     # clean source's jaw (nicole_kidman -> fidel_castro). Towards the border the beard thins out into the source's
     # own skin, as a beard ends along the jaw and neck.
@@ -358,9 +359,13 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
              for _, _, photo, _, _, face in chosen]
     bearded = [hair is not None and bool(hair.any()) for hair in hairs]
     target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
-    framed, lms, occluders, worn = [], [], [], []
-    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair in zip(chosen, framed_photos, hairs,
-                                                                                     bearded, strict=True):
+    worn = [cfg.skip_target_glasses and glasses(photo, face)[0] for _, _, photo, _, _, face in chosen]
+    # A person seen in glasses on most photos wears them: they are then part of the face, like a beard (and skipping
+    # every photo's eyes would leave no patches there).
+    skipped_glasses = [w and 2 * sum(worn) <= len(worn) for w in worn]
+    framed, lms, occluders = [], [], []
+    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair, skip_eyes in zip(
+            chosen, framed_photos, hairs, bearded, skipped_glasses, strict=True):
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
@@ -374,8 +379,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             odd = (warp_to_frame(torch.as_tensor(hair, device=device)[None, None], matrix, cfg.size) if has_hair
                    else torch.as_tensor(beard_region(landmarks, cfg.size), device=device).float())
             usable = usable * (1 - odd)
-        worn.append(cfg.skip_target_glasses and glasses(photo, face)[0])
-        if worn[-1]:
+        if skip_eyes:
             usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
