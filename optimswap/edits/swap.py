@@ -360,9 +360,9 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     bearded = [hair is not None and bool(hair.any()) for hair in hairs]
     target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
     worn = [cfg.skip_target_glasses and glasses(photo, face)[0] for _, _, photo, _, _, face in chosen]
-    # A person seen in glasses on most photos wears them: they are then part of the face, like a beard (and skipping
-    # every photo's eyes would leave no patches there).
-    skipped_glasses = [w and 2 * sum(worn) <= len(worn) for w in worn]
+    # A person seen in glasses on half the photos or more wears them: they are then part of the face, like a beard
+    # (and skipping every photo's eyes would leave no patches there; the cue misses some of a wearer's glasses).
+    skipped_glasses = [w and 2 * sum(worn) < len(worn) for w in worn]
     framed, lms, occluders = [], [], []
     for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair, skip_eyes in zip(
             chosen, framed_photos, hairs, bearded, skipped_glasses, strict=True):
