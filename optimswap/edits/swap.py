@@ -53,7 +53,7 @@ from optimswap.face.align import (
     warp_photo_to_frame,
     warp_to_frame,
 )
-from optimswap.face.facial_hair import beard_region, eye_band, facial_hair_mask, glasses
+from optimswap.face.facial_hair import beard_ending, beard_region, eye_band, facial_hair_mask, glasses
 from optimswap.face.occlusion import occlusion_mask
 from optimswap.face.regions import INNER_LIPS, forehead_mask, lips_mask, skin_mask
 from optimswap.face.skin import clean_skin, skin_pixels
@@ -101,12 +101,18 @@ class SwapConfig(EditConfig):
     # source's facial hair kept like an occluder, bit for bit.
     facial_hair: str = option("target", "Whose facial hair the result has: target or source.", choices=FACIAL_HAIR)
     # Frames are an object over the face; swapped, they came out smeared half away with pale patches. Off by default:
-    # the glasses cue (face/facial_hair.py) is not yet reliable: on the shared photos it found colin_powell's
-    # glasses on 2 of 8 photos and pervez_musharraf's on 3 of 8, and fired on 7 of 7 nicole_kidman and 5 of 5 mark
-    # photos (no glasses), whose kept "frames" would have been lash lines and brow edges.
+    # the glasses cue (face/facial_hair.py, a line across the nose bridge) is right on 85 of 95 shared photos, below
+    # the 90 % a default needs: it misses 4 of 8 pervez_musharraf photos (faint rimless bridges) and fires on a
+    # crease between the brows (3 of 5 deepface_id29 photos), where a kept "frame" would be a streak of source skin.
     keep_glasses: bool = option(False, "Keep the source's glasses frames as they are.")
     # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
-    skip_target_glasses: bool = option(False, "Target photos with glasses give no patches around the eyes.")
+    skip_target_glasses: bool = option(False, "Target photos with glasses, when most show none, give no patches "
+                                              "around the eyes.")
+    # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
+    # clean source's jaw (nicole_kidman -> fidel_castro). Towards the border the beard thins out into the source's
+    # own skin, as a beard ends along the jaw and neck.
+    beard_fade: float = option(0.2, "Where a bearded target's beard fades out inside the jaw line (eye distances; "
+                                     "0 = off).", low=0, high=1)
     # An open source mouth keeps its own teeth and inner mouth: no target photo need show the same expression.
     keep_mouth: bool = option(True, "Keep the source's inner mouth (teeth) when its mouth is open.")
     # The target photos are often smoother or of lower resolution than the source (LFW faces are ~110 px); the
@@ -294,16 +300,16 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "classic": {"levels": 1, "start": "classic", "color_match_result": False, "keep_occluders": False,
                 "keep_mouth": False, "relight_targets": False, "lighting_weight": 0.0, "skin_texture": 0.0,
                 "match_detail": False, "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False,
-                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0},
+                "skin_tone_sigma": 0.0, "start_shape_margin": 0.0, "beard_fade": 0.0},
     "paste": {"warp_strength": 1.0, "levels": 1, "relight_targets": False, "start": "source", "keep_occluders": False,
               "keep_mouth": False, "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False,
               "landmark_tolerance": 0.0, "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
-              "skin_statistics": False},
+              "skin_statistics": False, "beard_fade": 0.0},
     "global": {"n_targets": 1, "style_layers": ("relu3_1", "relu4_1"), "lighting_weight": 0.0,
                "relight_targets": False, "start": "source", "keep_occluders": False, "keep_mouth": False,
                "change_sigma": 0.0, "skin_texture": 0.0, "match_detail": False, "landmark_tolerance": 0.0,
                "start_color_sigma": 0.0, "source_forehead": False, "skin_tone_sigma": 0.0,
-               "skin_statistics": False},
+               "skin_statistics": False, "beard_fade": 0.0},
 }
 
 PRESETS = {
@@ -369,9 +375,13 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
              for _, _, photo, _, _, face in chosen]
     bearded = [hair is not None and bool(hair.any()) for hair in hairs]
     target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
-    framed, lms, occluders, worn = [], [], [], []
-    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair in zip(chosen, framed_photos, hairs,
-                                                                                     bearded, strict=True):
+    worn = [cfg.skip_target_glasses and glasses(photo, face)[0] for _, _, photo, _, _, face in chosen]
+    # A person seen in glasses on half the photos or more wears them: they are then part of the face, like a beard
+    # (and skipping every photo's eyes would leave no patches there; the cue misses some of a wearer's glasses).
+    skipped_glasses = [w and 2 * sum(worn) < len(worn) for w in worn]
+    framed, lms, occluders = [], [], []
+    for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair, skip_eyes in zip(
+            chosen, framed_photos, hairs, bearded, skipped_glasses, strict=True):
         image = photo_inside[:, :3]
         if cfg.relight_targets:
             image = transfer_lighting(FaceGeometry.fit(image, landmarks), source_light)
@@ -385,8 +395,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             odd = (warp_to_frame(torch.as_tensor(hair, device=device)[None, None], matrix, cfg.size) if has_hair
                    else torch.as_tensor(beard_region(landmarks, cfg.size), device=device).float())
             usable = usable * (1 - odd)
-        worn.append(cfg.skip_target_glasses and glasses(photo, face)[0])
-        if worn[-1]:
+        if skip_eyes:
             usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
@@ -711,6 +720,9 @@ def prepare(setup: Setup) -> Plan:
         clip["objective"] = swap_objective(targets, cfg, device)
     objective = clip["objective"] if optimized else None
     photo = to_tensor(setup.photo, device)
+    bearded_target = 2 * sum(t["facial_hair"] for t in targets.used) > len(targets.used)
+    beard_ends = (beard_ending(frame.mask, frame.landmarks, cfg.beard_fade)
+                  if cfg.beard_fade and cfg.facial_hair == "target" and bearded_target else None)
 
     def finish(out: torch.Tensor) -> torch.Tensor:
         region = warp_from_frame(editable, frame.matrix, *out.shape[-2:]).clamp(0, 1)
@@ -728,7 +740,12 @@ def prepare(setup: Setup) -> Plan:
         def detailed(image: torch.Tensor) -> torch.Tensor:
             if cfg.skin_texture:
                 image = with_source_texture(image, photo, frame, cfg, source_hair)
-            return matched_detail(image, frame, editable) if cfg.match_detail else image
+            if cfg.match_detail:
+                image = matched_detail(image, frame, editable)
+            if beard_ends is not None:  # after the detail steps, which would sharpen what edge is left
+                image = image + warp_from_frame(beard_ends, frame.matrix, *image.shape[-2:]).clamp(0, 1) * (
+                    photo - image)
+            return image
 
         if cfg.landmark_tolerance:
             # Colour, texture and detail all move what the landmark detector finds (angelina -> mark: NME 0.032 after
