@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from scipy import ndimage
 
 from optimswap.edits.swap import SWAP, keep_mask, prepare_targets, swap
 from optimswap.face import Face, find_face, frame_matrix, interocular
-from optimswap.face.facial_hair import facial_hair_mask, glasses
+from optimswap.face.facial_hair import beard_ending, eye_band, facial_hair_mask, glasses
 from optimswap.io import read_image, to_tensor, write_image
 from optimswap.pipeline import make_frame
 from optimswap.registry import face_region
@@ -119,3 +121,46 @@ def test_a_target_photo_whose_beard_disagrees_with_the_others_gives_no_patches_t
                                torch.device("cpu"))
     # without the option the beard costs far less (the face mask moves a little with the landmarks found in it)
     assert float(kept_all.valid[same].sum() - kept_all.valid[index].sum()) < lost - 0.5 * beard_cells
+
+
+def test_a_beard_ends_softly_on_the_lower_border_of_the_face(jennifer):
+    """The source's weight is 1 from the mask's border below the nose to half the fade's width inside, falls
+    smoothly, and is 0 deeper than the width and above the nose's base."""
+    cfg = SWAP.preset(size=128)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    width, eye = 0.2, interocular(frame.landmarks)
+    weight = beard_ending(frame.mask, frame.landmarks, width)[0, 0].numpy()
+    inside = frame.mask[0, 0].numpy() > 0.5
+    depth = ndimage.distance_transform_edt(inside)
+    rows = np.arange(inside.shape[0])[:, None] + np.zeros_like(depth)
+    chin = inside & (rows > frame.landmarks[57, 1])
+    assert weight[chin & (depth <= 0.5 * width * eye)].min() == 1  # along the jaw under the mouth: the source's skin
+    assert weight[inside & (depth >= width * eye)].max() == 0  # deeper: the swapped face untouched
+    assert weight[inside & (rows < frame.landmarks[33, 1])].max() == 0  # above the nose's base: no fade
+    band = chin & (depth > 0.5 * width * eye + 1) & (depth < width * eye - 1)
+    assert weight[band].min() > 0 and weight[band].max() < 1  # a soft ramp, no step
+
+
+def test_target_photos_with_glasses_give_no_eye_patches_unless_most_wear_them(faces, jennifer, tmp_path):
+    """One of three target photos in planted glasses is valid nowhere on its eye band; with two of three in glasses,
+    glasses are the person's and no photo loses its eyes."""
+    paths = [faces / "identities" / "tony_blair" / f"0{i}.jpg" for i in (1, 2, 3)]
+    photos = [read_image(p) for p in paths]
+    for i, photo in enumerate(photos):
+        write_image(tmp_path / f"glasses{i}.png", plant_glasses(photo, find_face(photo).landmarks)[0])
+    cfg = SWAP.preset(size=64, n_targets=3, relight_targets=False, keep_occluders=False, skip_target_glasses=True)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+
+    # the eye band's core (the photos are warped most of the way to the source's landmarks)
+    core = torch.as_tensor(ndimage.binary_erosion(eye_band(frame.landmarks, 64), iterations=3))
+
+    def eyes_valid(chosen: list) -> dict[str, float]:
+        """Each photo's mean validity on the eye band's core, by file name."""
+        targets = prepare_targets(chosen, frame, cfg, torch.device("cpu"))
+        assert [u["glasses"] for u in targets.used].count(True) == sum("glasses" in str(p) for p in chosen)
+        return {Path(u["path"]).name: float(targets.valid[i, 0][core].mean()) for i, u in enumerate(targets.used)}
+
+    one = eyes_valid([tmp_path / "glasses0.png", *paths[1:]])
+    assert one["glasses0.png"] < 0.1 and min(one["02.jpg"], one["03.jpg"]) > 0.6, one
+    two = eyes_valid([tmp_path / "glasses0.png", tmp_path / "glasses1.png", paths[2]])
+    assert min(two.values()) > 0.6, two  # most photos in glasses: nobody's eyes are skipped

@@ -282,7 +282,9 @@ def test_detail_matching_sharpens_a_soft_face_in_a_frame_finer_than_the_photo(je
 
 def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(jennifer):
     """A paler, greyer patch planted on one cheek of the photo (a target photo's tone coming through) is brought back
-    to the source's skin tone; the eye openings and everything outside the editable region stay bit for bit."""
+    to the source's skin tone; the eye openings and everything outside the editable region stay bit for bit. A whole
+    face planted much darker (a dark target's face on a pale source) gets its skin back, its lips, brows and eyes
+    untouched (shifted by the skin's change they came out whitish and blue-grey)."""
     from kornia.color import lab_to_rgb, rgb_to_lab
 
     from optimswap.edits.swap import TONE_SCALE, with_source_skin_tone
@@ -299,20 +301,64 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
     cheek = torch.tensor([(lm[2, 0] + lm[31, 0]) / 2, (lm[2, 1] + lm[31, 1]) / 2])
     radius = 0.4 * interocular(lm)
     patch = torch.exp(-((xs - cheek[0]) ** 2 + (ys - cheek[1]) ** 2) / (2 * radius ** 2))[None, None] * region
-    pale = lab_to_rgb(rgb_to_lab(photo) + torch.tensor([6.0, -3.0, -4.0]).view(1, 3, 1, 1) * patch).clamp(0, 1)
+
+    def shifted(shift, where):
+        return lab_to_rgb(rgb_to_lab(photo) + torch.tensor(shift).view(1, 3, 1, 1) * where).clamp(0, 1)
 
     def tone(image):
         shown = warp_to_frame(image, frame.matrix, frame.size)
         both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
         return skin_tone_distance(shown, frame.image, both, TONE_SCALE * interocular(frame.landmarks))
 
+    def pixel(image, point):
+        x, y = np.asarray(point).round().astype(int)
+        return image[0, :, y, x]
+
+    pale = shifted([6.0, -3.0, -4.0], patch)
     toned = with_source_skin_tone(pale, frame, region, cfg)
     assert tone(pale) > 1.0
     assert tone(toned) < 0.3 * tone(pale)
     outside = region[0, 0] == 0
     assert torch.equal(toned[0][:, outside], pale[0][:, outside])
-    left_eye = lm[36:42].mean(0).round().astype(int)
-    assert torch.equal(toned[0, :, left_eye[1], left_eye[0]], pale[0, :, left_eye[1], left_eye[0]])
+    assert torch.equal(pixel(toned, lm[36:42].mean(0)), pixel(pale, lm[36:42].mean(0)))
+
+    dark = shifted([-20.0, 3.0, 6.0], (region > 0.99).float())
+    toned = with_source_skin_tone(dark, frame, region, cfg)
+    assert tone(toned) < 0.3 * tone(dark)
+    cheek_change = (pixel(toned, cheek) - pixel(dark, cheek)).abs().sum()
+    assert cheek_change > 0.1
+    for feature in (lm[36:42].mean(0), lm[42:48].mean(0), lm[19], lm[24], (lm[51] + lm[62]) / 2,
+                    (lm[57] + lm[66]) / 2):  # eyes, brows, upper and lower lip
+        assert (pixel(toned, feature) - pixel(dark, feature)).abs().sum() < 0.02 * cheek_change
+
+
+def test_the_feature_tone_brings_planted_whitish_lips_back_to_the_sources_and_leaves_the_eyes(jennifer):
+    """Lips planted paler and greyer (a dark target's lips colour-matched onto a pale source) get the source's mean lip
+    colour back; the eyes and everything outside the editable region stay bit for bit."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_feature_tone
+    from optimswap.face.regions import lips_mask
+
+    cfg = SWAP.preset(size=128)
+    face, photo = find_face(jennifer), to_tensor(jennifer)
+    frame = make_frame(photo, face, cfg, face_region)
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+    lips = warp_from_frame(lips_mask(frame.landmarks, frame.size), frame.matrix, *photo.shape[-2:]) > 0.5
+    lab = rgb_to_lab(photo)
+    pale = lab_to_rgb(lab + torch.tensor([18.0, -12.0, -6.0]).view(1, 3, 1, 1) * lips).clamp(0, 1)
+
+    def lip_colour(image):
+        return rgb_to_lab(image)[0][:, lips[0, 0]].mean(1)
+
+    toned = with_source_feature_tone(pale, frame, region, cfg)
+    before = (lip_colour(pale) - lip_colour(photo)).norm()
+    assert before > 10
+    assert (lip_colour(toned) - lip_colour(photo)).norm() < 0.25 * before
+    outside = region[0, 0] == 0
+    assert torch.equal(toned[0][:, outside], pale[0][:, outside])
+    x, y = face.landmarks[36:42].mean(0).round().astype(int)
+    assert torch.equal(toned[0, :, y, x], pale[0, :, y, x])
 
 
 def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sharpest_photos(jennifer, tmp_path):

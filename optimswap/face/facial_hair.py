@@ -6,10 +6,12 @@ median is both darker and more textured (fine detail) than the cheeks'. Shading 
 but smoothly; single pixels are too noisy on a 100-px face, so the decision is the zone's. Inside a hairy zone the
 hair is every pixel unlike the cheeks: darker, of another colour (grey, white, bluish stubble) or textured.
 
-Glasses are thin dark or bright lines where a face has none: across the nose bridge between the eyes and under
-each eye. Their ridge strength there, against the same filter on the cheek, decides whether a face wears glasses;
-the frames themselves are the strong ridges of the eye band. (On ~100-px faces with thin metal frames this cue
-misses most glasses and fires on lashes and brow edges of sharp photos; see docs/swap.md.)
+Glasses are told by their bridge: a thin line spanning the nose bridge between the eyes, which no face has (row
+means across the bridge cancel skin texture and single hairs). Their frames are the strong ridges of the eye band.
+(Right on 85 of 95 shared photos: it misses faint rimless bridges and fires on a crease between the brows; see
+docs/swap.md.)
+
+Where a bearded target's beard ends on a clean-shaven source's jaw, ``beard_ending`` weighs the source photo in.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ PIXEL_DARKER = 0.15  # in a hairy zone, hair is what is this much darker than th
 OTHER_COLOUR = 3.0  # ... or this far from their chromaticity (Mahalanobis), or textured
 HAIR_SPECKLE = 0.02  # flagged pieces thinner than 2x this (eye distances) are dropped ...
 HAIR_CLOSING = 0.05  # ... and gaps up to 2x this closed
-GLASSES_RIDGE = 2.2  # glasses: ridge strength on the bridge and the rims this many times the cheek's
+GLASSES_LINE = 0.175  # glasses: a line across the nose bridge of this contrast (log intensity) or more
 RIDGE_SIGMAS = (0.025, 0.05)  # line widths the ridge filter looks for (eye distances)
 FRAME_LINES = 0.5  # frame pixels: ridge at least this share of the lines found on the bridge and the rims
 FEATHER = 1.5  # soft edge of the returned masks, photo pixels
@@ -169,31 +171,36 @@ def _ridges(frame: torch.Tensor, eye_distance: float) -> np.ndarray:
     return np.maximum(sato(intensity, sigmas, black_ridges=True), sato(intensity, sigmas, black_ridges=False))
 
 
+def bridge_line(frame: torch.Tensor, landmarks: np.ndarray) -> float:
+    """Contrast (log intensity) of the strongest thin horizontal line across the nose bridge, between the inner eye
+    corners and from the bridge's top (landmark 27) to below the eyes (28): a glasses' bridge. Averaged along rows
+    over the bridge's width, skin texture and single hairs cancel and a line that spans the bridge stands out."""
+    eye_distance = interocular(landmarks)
+    intensity = ndimage.gaussian_filter(colour_values(frame[0].permute(1, 2, 0).cpu().numpy())[..., 2],
+                                        0.01 * eye_distance)
+    left, right = round(landmarks[39, 0] + 0.12 * eye_distance), round(landmarks[42, 0] - 0.12 * eye_distance)
+    profile = intensity[:, left:max(right, left + 1)].mean(1)
+    line = np.abs(profile - ndimage.gaussian_filter1d(profile, 0.08 * eye_distance))
+    top, bottom = round(landmarks[27, 1] - 0.05 * eye_distance), round(landmarks[28, 1] + 0.05 * eye_distance)
+    return float(line[max(top, 0):max(bottom, top + 1)].max())
+
+
 def glasses_in_frame(frame: torch.Tensor, landmarks: np.ndarray) -> tuple[float, np.ndarray]:
-    """Glasses score (ridge strength on the nose bridge and under the eyes over the cheek's; > ``GLASSES_RIDGE``:
-    glasses) and the (S, S) bool frame pixels of the eye band, in the aligned frame."""
+    """Glasses score (``bridge_line`` over ``GLASSES_LINE``; > 1: glasses) and the (S, S) bool frame pixels of the
+    eye band (its strong ridges), in the aligned frame."""
     size = frame.shape[-1]
     eye_distance = interocular(landmarks)
     ridge = _ridges(frame, eye_distance)
     band = eye_band(landmarks, size)
     rows, cols = np.mgrid[0:size, 0:size]
-    inner_left, inner_right = landmarks[39], landmarks[42]
-    # the bridge: between the inner eye corners, from above the eyes to the upper nose
-    bridge = ((cols > inner_left[0] + 0.1 * eye_distance) & (cols < inner_right[0] - 0.1 * eye_distance)
+    # the bridge and the lower rims (a strip under each eye): per column their strongest line
+    bridge = ((cols > landmarks[39, 0] + 0.1 * eye_distance) & (cols < landmarks[42, 0] - 0.1 * eye_distance)
               & (rows > landmarks[27, 1] - 0.25 * eye_distance) & (rows < landmarks[29, 1]))
-    # the lower rims: a strip under each eye, where a face has only smooth skin
     lids = np.concatenate([landmarks[[40, 41]], landmarks[[46, 47]]])[:, 1].max()
     under = band & (rows > lids + 0.12 * eye_distance) & ~bridge
-    cheek = (rows > landmarks[29, 1]) & (rows < landmarks[33, 1]) & (
-        (np.abs(cols - landmarks[36, 0]) < 0.2 * eye_distance) | (np.abs(cols - landmarks[45, 0]) < 0.2 * eye_distance))
-    reference = max(float(np.median(ridge[cheek])), 1e-6)
-    # per column the strongest line crossing the bridge, per column the strongest under the eyes
-    bridge_line = np.median(np.where(bridge, ridge, 0).max(0)[bridge.any(0)])
-    rim_line = np.median(np.where(under, ridge, 0).max(0)[under.any(0)])
-    score = float(min(bridge_line, rim_line) / reference)
-    lines = band & (ridge > FRAME_LINES * min(bridge_line, rim_line))
+    strongest = min(np.median(np.where(zone, ridge, 0).max(0)[zone.any(0)]) for zone in (bridge, under))
     _, features = own_features(landmarks, size, eye_distance)
-    return score, lines & ~features
+    return bridge_line(frame, landmarks) / GLASSES_LINE, band & ~features & (ridge > FRAME_LINES * strongest)
 
 
 def glasses(photo: np.ndarray, face: Face) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -201,7 +208,24 @@ def glasses(photo: np.ndarray, face: Face) -> tuple[bool, np.ndarray, np.ndarray
     left out; all 0 without glasses) and the (H, W) float32 eye band where they sit."""
     frame, landmarks, matrix = _frame(photo, face)
     score, lines = glasses_in_frame(frame, landmarks)
-    worn = score > GLASSES_RIDGE
+    worn = score > 1
     frames = lines if worn else np.zeros_like(lines)
     return worn, _to_photo(frames, matrix, photo, face), _to_photo(eye_band(landmarks, FRAME_SIDE), matrix, photo,
                                                                      face)
+
+
+def beard_ending(mask: torch.Tensor, landmarks: np.ndarray, width: float) -> torch.Tensor:
+    """(1, 1, S, S) weight in [0, 1] of the source photo where a target's beard ends, below the nose's base: 1 from
+    the lower border of the face ``mask`` (1, 1, S, S; landmarks in its pixels) to half ``width`` eye distances
+    inside it, falling smoothly to 0 at ``width``. A beard thins out towards the jaw and neck; patches of a target's
+    beard end at the mask's border with the target's own jaw edge, a hard dark outline just inside the border."""
+    if mask.ndim != 4 or mask.shape[:2] != (1, 1):
+        raise ValueError(f"expected a (1, 1, S, S) mask, got {tuple(mask.shape)}")
+    size = mask.shape[-1]
+    eye_distance = interocular(landmarks)
+    depth = ndimage.distance_transform_edt(mask[0, 0].cpu().numpy() > 0.5) / (width * eye_distance)
+    ramp = np.clip(2 - 2 * depth, 0, 1)
+    rows = np.arange(size, dtype=np.float64)[:, None]
+    below_nose = np.clip((rows - landmarks[33, 1]) / (0.2 * eye_distance), 0, 1)  # no fade at the cheeks' sides
+    weight = ramp * ramp * (3 - 2 * ramp) * below_nose
+    return torch.as_tensor(weight, dtype=mask.dtype, device=mask.device)[None, None]

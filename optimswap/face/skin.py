@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from kornia.color import rgb_to_lab
 
-from optimswap.face.regions import skin_mask
+from optimswap.face.mask import soften
+from optimswap.face.regions import features_mask, skin_mask
 
 NOSE_BASE = 33  # iBUG: the point below the nose tip; facial hair grows below it and along the jaw
 # Spread floors (CIELAB units): an evenly lit, even face would otherwise set a spread so narrow that its own skin
@@ -56,4 +57,16 @@ def clean_skin(images: list[torch.Tensor], landmarks: np.ndarray, size: int, for
     return mask
 
 
-__all__ = ["clean_skin", "skin_likelihood", "upper_skin_mask"]
+def skin_pixels(image: torch.Tensor, landmarks: np.ndarray, size: int, forehead: float = 0.6,
+                feather: float = 0.015) -> torch.Tensor:
+    """(1, 1, S, S): where an aligned frame ``image`` (1, 3, S, S) shows the face's own skin, over the whole frame
+    (not only inside the face's outline, as ``clean_skin``): skin-coloured, and never the eyes, brows or lips (grown
+    by ``skin_mask``'s margin); softened by ``feather`` so that a change weighted by it fades smoothly, and exactly
+    0 on the features themselves (the softening's tail there is below a few hundredths)."""
+    reference = upper_skin_mask(landmarks, size, forehead, feather, image.device)
+    skin = skin_likelihood(image, reference) * (1 - features_mask(landmarks, size, feather, image.device))
+    return soften(skin, max(feather * size, 0.5)) * (1 - features_mask(landmarks, size, device=image.device,
+                                                                       grown=False))
+
+
+__all__ = ["clean_skin", "skin_likelihood", "skin_pixels", "upper_skin_mask"]
