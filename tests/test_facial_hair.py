@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matplotlib.path import Path as PolyPath
+from polygons import inside
 from scipy import ndimage
 
 from optimswap.edits.swap import SWAP, keep_mask, prepare_targets, swap
@@ -23,19 +23,14 @@ def clean_faces(faces) -> dict[str, tuple[np.ndarray, Face]]:
     return {p: (photo, find_face(photo)) for p, photo in photos.items()}
 
 
-def _inside(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return PolyPath(polygon).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(shape)
-
-
 def plant_beard(photo: np.ndarray, landmarks: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A dark, strand-textured beard and moustache over the lower face (jaw, chin, upper lip; the lips left bare);
     (photo, beard mask)."""
     eye = interocular(landmarks)
-    beard = _inside(np.concatenate([landmarks[3:14], landmarks[[35, 33, 31]]]), photo.shape[:2])
+    beard = inside(np.concatenate([landmarks[3:14], landmarks[[35, 33, 31]]]), photo.shape[:2])
     lips = landmarks[48:60]
     centre = lips.mean(0)
-    beard &= ~_inside(centre + 1.15 * (lips - centre), photo.shape[:2])
+    beard &= ~inside(centre + 1.15 * (lips - centre), photo.shape[:2])
     noise = np.random.default_rng(seed).normal(0, 1, photo.shape[:2])
     length = max(2, int(0.04 * eye))  # strands: noise smeared down this many pixels
     strands = sum(np.roll(noise, k, 0) for k in range(length)) / length**0.5
