@@ -174,30 +174,26 @@ def skin_mask(landmarks: np.ndarray, size: int, forehead: float = 0.6, feather: 
     on every excluded feature.
     """
     sigma = max(feather * size, 0.5)
-    kernel = _margin_kernel(landmarks, sigma, device)
+    kernel = margin_kernel(landmarks, sigma, device)
     outline = face_polygon(landmarks, forehead) if dense is None else dense[FACE_OVAL, :2]
     hull = erosion(polygon_mask(outline, size, device), kernel)
-    return soften(hull * (1 - features_mask(landmarks, size, feather, device, dense)), sigma)
+    return soften(hull * (1 - dilation(features_mask(landmarks, size, device, dense), kernel)), sigma)
 
 
-def _margin_kernel(landmarks: np.ndarray, sigma: float, device) -> torch.Tensor:
-    """The structuring element of skin_mask's margin: a twentieth of the eye distance plus two feather widths."""
+def margin_kernel(landmarks: np.ndarray, sigma: float, device="cpu") -> torch.Tensor:
+    """The structuring element of skin_mask's margin (lashes, brow hair and lip edges): a twentieth of the eye
+    distance plus two widths of its softening ``sigma`` (pixels)."""
     radius = int(round(0.05 * interocular(landmarks) + 2 * sigma))
     return torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
 
 
-def features_mask(landmarks: np.ndarray, size: int, feather: float = 0.015, device="cpu",
-                  dense: np.ndarray | None = None, grown: bool = True) -> torch.Tensor:
-    """(1, 1, S, S) hard: the eyes, brows and lips, ``grown`` by ``skin_mask``'s margin (lashes, brow hair and lip
-    edges in), so that skin softened by ``feather`` is ~0 on them."""
+def features_mask(landmarks: np.ndarray, size: int, device="cpu", dense: np.ndarray | None = None) -> torch.Tensor:
+    """(1, 1, S, S) hard: the eyes, brows and lips (grown by ``margin_kernel``, they are what skin leaves out)."""
     lips = landmarks[OUTER_LIPS] if dense is None else _outline(dense, LIPS_OUTER_UPPER, LIPS_OUTER_LOWER)
-    features = union([eyes_mask(landmarks, size, 0.0, device, dense),
-                      brows_mask(landmarks, size, 0.2 * interocular(landmarks), device, dense),
-                      polygon_mask(lips, size, device)])
-    if not grown:
-        return features
-    return dilation(features, _margin_kernel(landmarks, max(feather * size, 0.5), device))
+    return union([eyes_mask(landmarks, size, 0.0, device, dense),
+                  brows_mask(landmarks, size, 0.2 * interocular(landmarks), device, dense),
+                  polygon_mask(lips, size, device)])
 
 
-__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "features_mask", "lips_mask", "lower_lid_mask", "skin_mask",
-           "union"]
+__all__ = ["brows_mask", "eye_shadow_mask", "eyes_mask", "features_mask", "lips_mask", "lower_lid_mask",
+           "margin_kernel", "skin_mask", "union"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from kornia.color import rgb_to_lab
+from kornia.morphology import dilation
 
 from optimswap.face.mask import soften
-from optimswap.face.regions import features_mask, skin_mask
+from optimswap.face.regions import features_mask, margin_kernel, skin_mask
 
 NOSE_BASE = 33  # iBUG: the point below the nose tip; facial hair grows below it and along the jaw
 # Spread floors (CIELAB units): an evenly lit, even face would otherwise set a spread so narrow that its own skin
@@ -64,9 +65,10 @@ def skin_pixels(image: torch.Tensor, landmarks: np.ndarray, size: int, forehead:
     by ``skin_mask``'s margin); softened by ``feather`` so that a change weighted by it fades smoothly, and exactly
     0 on the features themselves (the softening's tail there is below a few hundredths)."""
     reference = upper_skin_mask(landmarks, size, forehead, feather, image.device)
-    skin = skin_likelihood(image, reference) * (1 - features_mask(landmarks, size, feather, image.device))
-    return soften(skin, max(feather * size, 0.5)) * (1 - features_mask(landmarks, size, device=image.device,
-                                                                       grown=False))
+    sigma = max(feather * size, 0.5)
+    features = features_mask(landmarks, size, image.device)
+    skin = skin_likelihood(image, reference) * (1 - dilation(features, margin_kernel(landmarks, sigma, image.device)))
+    return soften(skin, sigma) * (1 - features)
 
 
 __all__ = ["clean_skin", "skin_likelihood", "skin_pixels", "upper_skin_mask"]
