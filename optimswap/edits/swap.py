@@ -338,6 +338,11 @@ class TargetSet:
     best_occluders: np.ndarray | None
 
 
+def most(flags: list[bool]) -> bool:
+    """Whether more than half of a target's photos show a trait (a beard): what the person has."""
+    return 2 * sum(flags) > len(flags)
+
+
 def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: torch.device) -> TargetSet:
     """Detect, align, rank by landmark-shape distance to the source, keep the ``n_targets`` best, TPS-warp them."""
     candidates, skipped = [], []
@@ -374,7 +379,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     hairs = [facial_hair_mask(photo, face) if cfg.facial_hair == "target" else None
              for _, _, photo, _, _, face in chosen]
     bearded = [hair is not None and bool(hair.any()) for hair in hairs]
-    target_bearded = 2 * sum(bearded) > len(bearded)  # what most of the target's photos show
+    target_bearded = most(bearded)
     worn = [cfg.skip_target_glasses and glasses(photo, face)[0] for _, _, photo, _, _, face in chosen]
     # A person seen in glasses on half the photos or more wears them: they are then part of the face, like a beard
     # (and skipping every photo's eyes would leave no patches there; the cue misses some of a wearer's glasses).
@@ -720,7 +725,7 @@ def prepare(setup: Setup) -> Plan:
         clip["objective"] = swap_objective(targets, cfg, device)
     objective = clip["objective"] if optimized else None
     photo = to_tensor(setup.photo, device)
-    bearded_target = 2 * sum(t["facial_hair"] for t in targets.used) > len(targets.used)
+    bearded_target = most([t["facial_hair"] for t in targets.used])
     beard_ends = (beard_ending(frame.mask, frame.landmarks, cfg.beard_fade)
                   if cfg.beard_fade and cfg.facial_hair == "target" and bearded_target else None)
 
