@@ -254,10 +254,10 @@ class SwapConfig(EditConfig):
     # open mouth closed (landmark NME up to 0.044 against the classic swap's 0.032 on fidel_castro/05 -> roh_moo-hyun),
     # more than the landmark pull-back could undo after the fact. Warping only the eyes, brows and mouth of each
     # target photo into the source's expression, placed on that photo's own face (its outline and nose stay), keeps
-    # the expression in the patches and the face's shape, much of the identity, the target's. 8 pairs (the 5 worst
-    # NME, 3 others): NME mean 0.0344 -> 0.0305 at 0.5 and 0.0307 at 1 (classic 0.0266), within classic + 0.005 on
-    # 1 -> 4 of 8 at both; dlib distance to the target +0.011 at 0.5, +0.031 at 1 (the eyes' and mouth's shapes are
-    # identity too).
+    # the expression in the patches and the face's shape, much of the identity, the target's. 16 hard-bench pairs:
+    # NME mean 0.0307 -> 0.0286 (classic 0.0252), within classic + 0.005 on 4 -> 9; but dlib distance to the target
+    # +0.019 (the eyes' and mouth's shapes are identity too), verified 14 -> 11. 1.0: no lower NME, three times the
+    # identity cost; 0.25: less of the NME gain (docs/swap.md).
     expression_warp: float = option(0.5, "TPS warp of the target photos' eyes, brows and mouth into the source's "
                                          "expression, on each photo's own face shape (0..1).", low=0, high=1)
     n_targets: int = option(8, "Use the N target photos whose landmark shape is closest to the source's.", low=1,
