@@ -13,7 +13,7 @@ from optimswap.face import (
     warp_from_frame,
     warp_to_frame,
 )
-from optimswap.face.align import apply_matrix
+from optimswap.face.align import apply_matrix, with_expression
 from optimswap.io import ImageError, to_numpy, to_tensor
 
 
@@ -101,3 +101,50 @@ def test_shape_distance_is_similarity_invariant(jennifer):
     bent = lm.copy()
     bent[48:68] += np.array([0.0, 0.2 * interocular(lm)])  # mouth moved down
     assert shape_distance(lm, bent) > 0.02
+
+
+def test_with_expression_takes_a_planted_raised_brow_and_open_mouth_and_keeps_the_face_shape(jennifer):
+    """A target face (the source's, turned, scaled, with a wider jaw and a lower brow) takes the source's raised
+    brows and open mouth at strength 1, half of them at 0.5, none at 0; its jaw line and nose never move, and a face
+    that only differs from the source by a similarity (same expression) is left as it is."""
+    source = find_face(jennifer).landmarks.astype(np.float64)
+    eye = interocular(source)
+    angle, scale, shift = 0.2, 0.8, np.array([30.0, -10.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+    def similar(points):
+        return scale * points @ rot.T + shift
+
+    assert np.abs(with_expression(similar(source), source, 1.0) - similar(source)).max() < 1e-6
+    neutral = source.copy()
+    neutral[17:27, 1] += 0.12 * eye  # the target's brows lower, its mouth closed: the source raised and opened them
+    neutral[56:59, 1] -= 0.1 * eye
+    neutral[65:68, 1] -= 0.1 * eye
+    centre = neutral[0:17].mean(0)
+    neutral[0:17] = centre + (neutral[0:17] - centre) * [1.1, 1.0]  # a wider jaw: the target's own face shape
+    target = similar(neutral)
+    goal = with_expression(target, source, 1.0)
+    assert np.array_equal(goal[0:17], target[0:17]) and np.array_equal(goal[27:36], target[27:36])
+    # The brows' height over the eyes and the mouth's opening are the source's, in the target's units.
+    up = rot @ np.array([0.0, -1.0])  # the target face's "up"
+
+    def brow_height(points, side):
+        brow, eye_points = (slice(17, 22), slice(36, 42)) if side == 0 else (slice(22, 27), slice(42, 48))
+        return float((points[brow].mean(0) - points[eye_points].mean(0)) @ up)
+
+    # The similarity fitted on the jaw and nose scales the source's expression by the wider jaw's ~6 %.
+    for side in (0, 1):
+        wanted = brow_height(similar(source), side)
+        assert brow_height(target, side) < wanted - 0.09 * eye * scale
+        assert abs(brow_height(goal, side) / wanted - 1) < 0.08
+
+    def opening(points):
+        return float((points[[56, 57, 58]] - points[[52, 51, 50]]).mean(0) @ -up)
+
+    assert abs(opening(goal) / opening(similar(source)) - 1) < 0.08
+    assert opening(target) < opening(similar(source)) - 0.08 * eye * scale
+    half = with_expression(target, source, 0.5)
+    assert np.allclose(half, (target + goal) / 2)
+    assert np.array_equal(with_expression(target, source, 0.0), target)
+    batch = with_expression(np.stack([target, similar(source)]), source, 1.0)
+    assert np.allclose(batch[0], goal) and batch.shape == (2, 68, 2)

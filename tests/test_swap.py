@@ -386,3 +386,37 @@ def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sha
     closest = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.0, fine_targets=1.0), device)
     assert closest.used[0]["shape_distance"] <= closest.used[1]["shape_distance"]
     assert closest.fine.flatten().tolist() == [1.0, 1.0]
+
+
+def test_the_expression_warp_raises_a_target_photos_brows_to_a_planted_raised_source_brow(jennifer, tmp_path):
+    """The source's brows planted higher over its eyes: with expression_warp the target photo (the same face) has its
+    brows moved up by about as much in the frame, its mouth and nose where they were."""
+    from PIL import Image
+
+    Image.fromarray(jennifer).resize((jennifer.shape[1] // 2, jennifer.shape[0] // 2), Image.LANCZOS).save(
+        tmp_path / "target.png")
+    cfg = SWAP.preset(size=128, n_targets=1, relight_targets=False, keep_occluders=False, color_match_targets=False,
+                      facial_hair="source")
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+    raise_px = 4.0
+    frame.landmarks = frame.landmarks.copy()
+    frame.landmarks[17:27, 1] -= raise_px
+    device = torch.device("cpu")
+    still = prepare_targets([tmp_path / "target.png"], frame, cfg.replace(expression_warp=0.0), device).images
+    raised = prepare_targets([tmp_path / "target.png"], frame, cfg.replace(expression_warp=1.0), device).images
+    lightness = raised.mean(1)[0], still.mean(1)[0]
+
+    def shift(rows: slice, cols: slice) -> int:
+        """The vertical shift (frame pixels, up > 0) that best takes the unwarped band onto the warped one."""
+        moved, base = (x[rows, cols] for x in lightness)
+        errors = {s: float((torch.roll(base, -s, 0) - moved)[4:-4].abs().mean()) for s in range(-6, 7)}
+        return min(errors, key=errors.get)
+
+    brows, nose, mouth = (frame.landmarks[i].round().astype(int) for i in (slice(17, 27), slice(30, 36),
+                                                                          slice(48, 60)))
+
+    def band(points):
+        return (slice(points[:, 1].min() - 8, points[:, 1].max() + 8), slice(points[:, 0].min(), points[:, 0].max()))
+
+    assert shift(*band(brows)) in (3, 4, 5)  # brows: the planted 4 px, to the warp's and the resampling's pixel
+    assert shift(*band(nose)) == 0 and shift(*band(mouth)) == 0

@@ -17,6 +17,12 @@ RIGHT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)
 # Inner-lip points (60-67) coincide pairwise on a closed mouth, which makes a TPS system singular.
 TPS_POINTS = slice(0, 60)
+# The face's outline and nose: its shape, which an expression hardly moves.
+FACE_SHAPE = np.r_[0:17, 27:36]
+# Where an expression shows, each with the points it is placed by: each eye and the mouth (outer lips) by their own
+# centre, each brow by its eye's (a raised brow is a brow farther from its eye).
+EXPRESSION_GROUPS = ((LEFT_EYE, LEFT_EYE), (RIGHT_EYE, RIGHT_EYE), (slice(17, 22), LEFT_EYE),
+                     (slice(22, 27), RIGHT_EYE), (MOUTH, slice(48, 60)))
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,3 +122,20 @@ def shape_distance(a: np.ndarray, b: np.ndarray) -> float:
     if not fit:
         raise ValueError(f"no similarity fit between the landmark sets: {fit}")
     return float(np.linalg.norm(fit(b) - a, axis=1).mean() / interocular(a))
+
+
+def with_expression(landmarks: np.ndarray, source: np.ndarray, strength: float) -> np.ndarray:
+    """``landmarks`` (..., 68, 2) whose eyes, brows and mouth are moved by ``strength`` (0..1) towards the shapes the
+    ``source``'s (68, 2) have, placed on each face itself: the source's face fitted onto it by a similarity on the
+    jaw line and nose, then each eye and the mouth centred on its own centre and each brow on its eye's. The jaw line
+    and nose stay: the face's shape is its own, its expression the source's."""
+    out = np.array(landmarks, dtype=np.float64)
+    for face in out.reshape(-1, *out.shape[-2:]):  # views: each face is changed in place
+        fit = SimilarityTransform.from_estimate(source[FACE_SHAPE], face[FACE_SHAPE])
+        if not fit:
+            raise ValueError(f"no similarity fit between the landmark sets: {fit}")
+        moved, goal = fit(source), face.copy()
+        for group, anchor in EXPRESSION_GROUPS:
+            goal[group] = moved[group] + face[anchor].mean(0) - moved[anchor].mean(0)
+        face += strength * (goal - face)
+    return out
