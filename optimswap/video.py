@@ -91,8 +91,8 @@ class VideoConfig:
                            low=0, high=0.95)
     carry_sigma: float = option(2.0, "Blur (frame pixels) of the change carried from frame to frame (0 = none).",
                                 low=0, high=16)
-    landmark_smoothing: float = option(1.0, "Smoothing of the landmarks over time: Gaussian sigma in frames "
-                                            "(0 = each frame's own).", low=0, high=25)
+    landmark_smoothing: float = option(1.0, "Smoothing of the landmarks over time, along the source's optical "
+                                            "flow: Gaussian sigma in frames (0 = each frame's own).", low=0, high=25)
     cut_threshold: float = option(0.3, "Colour-histogram distance (Bhattacharyya, 0-1) between consecutive frames "
                                        "that marks a shot cut.", low=0, high=1, above=True)
     min_eye_distance: float = option(20.0, "Faces with eyes closer than this (pixels) pass through unchanged.",
