@@ -527,7 +527,9 @@ def run_clip(edit_name: str, source: Path, inputs: dict[str, Any], output: str |
                        evaluations=len(result.history),
                        loss={k: round(v, 5) for k, v in result.history[-1].items() if k not in ("level", "eval")}
                        if result.history else None,
-                       landmarks=np.round(points, 2).tolist())
+                       # as used, not rounded: eval rebuilds the editable mask from them, and a mask edge
+                       # moved by 0.005 px leaves a pixel beside it outside the mask by a grey level
+                       landmarks=points.tolist())
             if not any(r["status"] == "edited" for r in rows):
                 row["targets_used"] = result.record.get("targets_used")
         row["seconds"] = round(time.perf_counter() - t1, 3)
