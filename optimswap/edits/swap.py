@@ -151,6 +151,13 @@ class SwapConfig(EditConfig):
     # features stay the optimized face's.
     skin_tone_sigma: float = option(0.2, "Blur (eye distances) coarser than which the face's skin tone is the "
                                          "source's (0 = off).", low=0, high=2)
+    # At the tone's blur the skin's lightness also holds the shading of cheekbones, nose and eye sockets: the face's
+    # shape, which the judge reads as identity. 11 identity pairs where full moved identity less than classic (same
+    # optimization, only the finish changed): mean id drop 0.286 with the tone step, 0.302 without (tone 2.1 -> 5.1
+    # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2).
+    skin_lightness_sigma: float = option(0.2, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
+                                              "L) is the source's, when the tone step is on.", low=0, high=1,
+                                         above=True)
     # The target photos are colour-matched to the source over skin (a shift and scale per CIELAB channel), which
     # carries each feature's colour relative to the skin across: a dark target's lips, lighter and greyer than her
     # skin, came out whitish on a pale source (nicole_kidman/04 -> venus_williams). Off by default: the lips' colour
@@ -604,20 +611,25 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
 
 def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
     """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
-    ``cfg.skin_tone_sigma`` eye distances, is the source's: the change is read where both the image and the source
-    show skin (face/skin.py) and spread from there, by the same normalised blur, over the skin of the editable
-    ``region`` (photo pixels; ``skin_pixels``: never the eyes, brows, lips or a beard; far from clean skin in both,
-    the skin's mean change)."""
+    ``cfg.skin_tone_sigma`` eye distances (L within ``cfg.skin_lightness_sigma``), is the source's: the change is
+    read where both the image and the source show skin (face/skin.py) and spread from there, by the same
+    normalised blur, over the skin of the editable ``region`` (photo pixels; ``skin_pixels``: never the eyes,
+    brows, lips or a beard; far from clean skin in both, the skin's mean change)."""
     shown = warp_to_frame(image, frame.matrix, frame.size)
     both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
     if float(both.sum()) < 1:
         return image
-    sigma = cfg.skin_tone_sigma * interocular(frame.landmarks)
+    eye = interocular(frame.landmarks)
     change = (rgb_to_lab(frame.image.clamp(0, 1)) - rgb_to_lab(shown.clamp(0, 1))) * both
     mean_change = change.sum((2, 3), keepdim=True) / both.sum()
-    # The weight of the mean keeps a few stray skin pixels from setting the change far from the skin.
-    local = ((gaussian_blur(change, sigma) + SPARSE_SKIN * mean_change)
-             / (gaussian_blur(both, sigma) + SPARSE_SKIN))
+
+    def spread(channels: slice, sigma: float) -> torch.Tensor:
+        # The weight of the mean keeps a few stray skin pixels from setting the change far from the skin.
+        return ((gaussian_blur(change[:, channels], sigma) + SPARSE_SKIN * mean_change[:, channels])
+                / (gaussian_blur(both, sigma) + SPARSE_SKIN))
+
+    local = torch.cat([spread(slice(0, 1), cfg.skin_lightness_sigma * eye),
+                       spread(slice(1, 3), cfg.skin_tone_sigma * eye)], 1)
     h, w = image.shape[-2:]
     # Skin only: lips, eye sockets and brows shifted by the skin's change (a dark target face brought to a pale
     # source: +25 L) came out whitish and blue-grey (nicole_kidman/04 -> venus_williams).
