@@ -154,7 +154,9 @@ class SwapConfig(EditConfig):
     # At the tone's blur the skin's lightness also holds the shading of cheekbones, nose and eye sockets: the face's
     # shape, which the judge reads as identity. 11 identity pairs where full moved identity less than classic (same
     # optimization, only the finish changed): mean id drop 0.286 with the tone step, 0.302 without (tone 2.1 -> 5.1
-    # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2).
+    # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2). Not the default:
+    # with all photos in the finest layers, 17 pairs at 0.4: id drop 0.297 -> 0.314, verified 12 -> 14, but tone 6.6
+    # and 6.3 on two light -> dark pairs (the bound is 5).
     skin_lightness_sigma: float = option(0.2, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
                                               "L) is the source's, when the tone step is on.", low=0, high=1,
                                          above=True)
