@@ -275,7 +275,9 @@ class SwapConfig(EditConfig):
     # enough (large photos) or all equally soft (LFW), and the fine patches carry the features' detail, identity.
     # 17 pairs (11 identity pairs below classic, 6 hard), 0.5 -> 1: mean id drop 0.286 -> 0.312 / 0.257 -> 0.271,
     # at or above classic 0 -> 4 of 11, verified 9 -> 12 of 17, retrieved 14 -> 15, tone max 4.2, NME 0.0289 ->
-    # 0.0293 (within classic + 0.005 on 12 of 17 as before); no ghosting seen on the LFW targets.
+    # 0.0293 (within classic + 0.005 on 12 of 17 as before); no ghosting seen on the LFW targets. The 9 other
+    # identity pairs: 0.338 -> 0.325, all 9 still at or above classic (20 pairs: 9 -> 13), deepface_id29 ->
+    # angelina no longer verified (0.584 -> 0.604).
     fine_targets: float = option(1.0, "Share of the target photos, the sharpest, whose patches the finest patch "
                                       "layers (relu1, relu2) use (1 = all).", low=0, high=1, above=True)
     # Mean/std colour transfer of the targets to the source face (per channel inside the face mask): keeps the
