@@ -332,6 +332,41 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
         assert (pixel(toned, feature) - pixel(dark, feature)).abs().sum() < 0.02 * cheek_change
 
 
+def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_the_colour_back(jennifer):
+    """A face planted greener and yellower all over, with a highlight on one cheek the size of a cheekbone's shading
+    (a target's face shape): the tone step takes the colour back at any lightness blur, but with a coarse one
+    (``skin_lightness_sigma``) it keeps most of the highlight, which the fine default flattens."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_skin_tone
+    from optimswap.face.align import interocular
+
+    face, photo = find_face(jennifer), to_tensor(jennifer)
+    cfg = SWAP.preset(size=128)
+    frame = make_frame(photo, face, cfg, face_region)
+    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
+    lm = face.landmarks
+    ys, xs = torch.meshgrid(torch.arange(photo.shape[-2]), torch.arange(photo.shape[-1]), indexing="ij")
+    cheek = (lm[2] + lm[31]) / 2
+    radius = 0.25 * interocular(lm)
+    bump = torch.exp(-((xs - cheek[0]) ** 2 + (ys - cheek[1]) ** 2) / (2 * radius ** 2))[None, None] * region
+    shift = torch.tensor([0.0, -5.0, 8.0]).view(1, 3, 1, 1) * (region > 0.99) + torch.tensor(
+        [10.0, 0.0, 0.0]).view(1, 3, 1, 1) * bump
+    planted = lab_to_rgb(rgb_to_lab(photo) + shift).clamp(0, 1)
+    x, y = np.asarray(cheek).round().astype(int)
+
+    def kept(lightness_sigma):
+        toned = rgb_to_lab(with_source_skin_tone(planted, frame, region, SWAP.preset(
+            size=128, skin_lightness_sigma=lightness_sigma)))
+        highlight = float(toned[0, 0, y, x] - rgb_to_lab(photo)[0, 0, y, x]) / 10
+        colour = float((toned[0, 1:, y, x] - rgb_to_lab(photo)[0, 1:, y, x]).norm())
+        return highlight, colour
+
+    fine, coarse = kept(0.2), kept(1.0)
+    assert fine[0] < 0.5 < 0.7 < coarse[0], (fine, coarse)
+    assert fine[1] < 3 and coarse[1] < 3, (fine, coarse)  # planted: 9.4
+
+
 def test_the_feature_tone_brings_planted_whitish_lips_back_to_the_sources_and_leaves_the_eyes(jennifer):
     """Lips planted paler and greyer (a dark target's lips colour-matched onto a pale source) get the source's mean lip
     colour back; the eyes and everything outside the editable region stay bit for bit."""
