@@ -118,10 +118,15 @@ def shape_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     Small when two faces have the same head pose and expression.
     """
-    fit = SimilarityTransform.from_estimate(b, a)
-    if not fit:
+    return float(np.linalg.norm(similarity_fit(b, a)(b) - a, axis=1).mean() / interocular(a))
+
+
+def similarity_fit(moving: np.ndarray, fixed: np.ndarray) -> SimilarityTransform:
+    """The best similarity (Umeyama: rotation, no reflection) taking the points ``moving`` onto ``fixed``."""
+    fit = SimilarityTransform.from_estimate(moving, fixed)
+    if not isinstance(fit, SimilarityTransform):  # a FailedEstimation, which says why
         raise ValueError(f"no similarity fit between the landmark sets: {fit}")
-    return float(np.linalg.norm(fit(b) - a, axis=1).mean() / interocular(a))
+    return fit
 
 
 def with_expression(landmarks: np.ndarray, source: np.ndarray, strength: float) -> np.ndarray:
@@ -131,10 +136,7 @@ def with_expression(landmarks: np.ndarray, source: np.ndarray, strength: float) 
     and nose stay: the face's shape is its own, its expression the source's."""
     out = np.array(landmarks, dtype=np.float64)
     for face in out.reshape(-1, *out.shape[-2:]):  # views: each face is changed in place
-        fit = SimilarityTransform.from_estimate(source[FACE_SHAPE], face[FACE_SHAPE])
-        if not fit:
-            raise ValueError(f"no similarity fit between the landmark sets: {fit}")
-        moved, goal = fit(source), face.copy()
+        moved, goal = similarity_fit(source[FACE_SHAPE], face[FACE_SHAPE])(source), face.copy()
         for group, anchor in EXPRESSION_GROUPS:
             goal[group] = moved[group] + face[anchor].mean(0) - moved[anchor].mean(0)
         face += strength * (goal - face)
