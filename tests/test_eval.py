@@ -1,5 +1,6 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from optimswap.eval import (
     psnr,
 )
 from optimswap.eval.identity import identity_mean
-from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS
+from optimswap.eval.metrics import HEAD_MODEL, HEAD_MODEL_POINTS, flicker
 from optimswap.eval.report import evaluate_record
 from optimswap.face import find_face, frame_matrix, warp_to_frame
 from optimswap.face.align import apply_matrix
@@ -70,6 +71,22 @@ def test_head_pose_recovers_known_rotation(yaw, pitch, roll):
     landmarks = np.zeros((68, 2))
     landmarks[HEAD_MODEL_POINTS] = (HEAD_MODEL @ rotation.T)[:, :2] * [0.4, -0.4] + [200, 150]
     assert np.allclose(head_pose(landmarks), [yaw, pitch, roll], atol=1e-6)
+
+
+def test_flicker_follows_a_jump_and_counts_only_the_output_s_own_change(jennifer):
+    """A face jumps 24 px between frames (glasses_man.mp4's head jumps 20-40 px between repeated frames): the motion
+    compensation follows it, an edit that moves with the face counts no flicker, and an edit that changes by 12 grey
+    levels where the face did not counts about 12."""
+    scene = cv2.resize(jennifer, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)  # 512 x 384, a 200-px face
+    edited = scene.copy()
+    edited[260:300, 150:230] = np.clip(edited[260:300, 150:230].astype(np.int16) + 40, 0, 255)  # moves with the face
+    before, now = np.s_[40:480, 16:376], np.s_[40 - 24:480 - 24, 16 - 6:376 - 6]
+    region = np.zeros((440, 360), bool)
+    region[120:330, 90:270] = True
+    excess, own = flicker(scene[before], scene[now], edited[before], edited[now], region)
+    assert own < 3 and excess < 1
+    brighter = np.clip(edited[now].astype(np.int16) + 12, 0, 255).astype(np.uint8)
+    assert 10 < flicker(scene[before], scene[now], edited[before], brighter, region)[0] < 14
 
 
 def test_lighting_proxy_sees_side_light_and_grows_with_it(aligned):
