@@ -577,7 +577,7 @@ def _pixels_per_cell(frame: Frame) -> float:
 
 def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor, cfg: SwapConfig,
                         shown: Callable[[torch.Tensor], torch.Tensor] = lambda image: image,
-                        start: np.ndarray | None = None) -> torch.Tensor:
+                        start_landmarks: np.ndarray | None = None) -> torch.Tensor:
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
     eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``, the
     eyes' and mouth's ``cfg.expression_tolerance``; none below ``cfg.landmark_floor_px`` photo pixels, half that for
@@ -585,7 +585,7 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     the editable part (``editable``, photo-sized), the ring around the face fixed; found and pulled up to
     ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to their limits
     than before it. The landmarks are found in ``shown(image)``, the composite as it will be delivered. With
-    ``cfg.landmark_margin`` and ``start`` (the landmarks found in the classic start, (68, 2)), each limit is also at
+    ``cfg.landmark_margin`` and ``start_landmarks`` (those found in the classic start, (68, 2)), each limit is also at
     most the start's own drift there plus the margin."""
     # Not the inner lips: on a closed mouth they coincide and make the spline's system singular.
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
@@ -594,8 +594,8 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     eye = interocular(face.landmarks)
     floor = np.full(len(source_points), cfg.landmark_floor_px / eye)
     limits[EXPRESSION] = np.minimum(limits[EXPRESSION], cfg.expression_tolerance)
-    if cfg.landmark_margin and start is not None:
-        limits = np.minimum(limits, np.linalg.norm(start[TPS_POINTS] - source_points, axis=1) / eye
+    if cfg.landmark_margin and start_landmarks is not None:
+        limits = np.minimum(limits, np.linalg.norm(start_landmarks[TPS_POINTS] - source_points, axis=1) / eye
                             + cfg.landmark_margin)
     floor[EXPRESSION] /= 2
     limits = np.maximum(limits, floor)
@@ -777,8 +777,9 @@ def prepare(setup: Setup) -> Plan:
     beard_ends = (beard_ending(frame.mask, frame.landmarks, cfg.beard_fade)
                   if cfg.beard_fade and cfg.facial_hair == "target" and bearded_target else None)
 
-    relative = cfg.landmark_margin and start is not None  # limits also relative to the classic start's own drift
-    start_face = face_at(to_numpy(start), setup.face.box, cfg.landmarks) if relative else None
+    # The pull-back's limits also relative to the classic start's own drift: its landmarks, found once.
+    start_face = (face_at(to_numpy(start), setup.face.box, cfg.landmarks)
+                  if cfg.landmark_margin and start is not None else None)
     start_landmarks = None if start_face is None else start_face.landmarks
 
     def finish(out: torch.Tensor) -> torch.Tensor:
