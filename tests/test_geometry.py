@@ -125,6 +125,23 @@ def test_the_jaw_and_the_brows_are_pulled_to_their_own_tolerances(pushed_out, to
     assert jaw < 0.035 and brows > brows_beyond, (jaw, brows)
 
 
+def test_the_margin_holds_each_landmark_to_the_classic_starts_own_drift(pushed_out):
+    """Limits loose (0.2) everywhere: with ``landmark_margin`` 0.02 and a start whose brows drifted as far as the
+    composite's (0.08) but whose jaw sits on the source's, the jaw is pulled back and the brows keep their drift;
+    without the margin, or without a start, the jaw stays out."""
+    face, drifted, region, eye = pushed_out
+    start = face.landmarks.copy()
+    start[17:27] = find_face(to_numpy(drifted)).landmarks[17:27]
+    loose = dict(landmark_tolerance=0.2, jaw_tolerance=0.2, brow_tolerance=0.2, landmark_passes=1)
+    held = with_landmarks_kept(drifted, face, region, SWAP.preset(**loose, landmark_margin=0.02), start_landmarks=start)
+    jaw, brows = _drift(held, face, eye, np.r_[0:17]), _drift(held, face, eye, np.r_[17:27])
+    jaw_before = _drift(drifted, face, eye, np.r_[0:17])  # 0.072
+    assert jaw < 0.8 * jaw_before and brows > 0.06, (jaw, jaw_before, brows)
+    for kept in (with_landmarks_kept(drifted, face, region, SWAP.preset(**loose), start_landmarks=start),
+                 with_landmarks_kept(drifted, face, region, SWAP.preset(**loose, landmark_margin=0.02))):
+        assert _drift(kept, face, eye, np.r_[0:17]) > 0.9 * jaw_before
+
+
 def test_the_eyes_and_mouth_are_pulled_to_the_expression_tolerance(jennifer):
     """A mouth widened by 0.1 eye distances (a smile gone wider, as a target photo's drew it): held to the expression
     tolerance 0.02 it comes back much closer than with 0.1, the limit of the other inner points."""

@@ -213,6 +213,13 @@ class SwapConfig(EditConfig):
     # 0.009-0.026 eye distances against 0.018-0.036), so their floor is half the landmark floor.
     expression_tolerance: float = option(0.035, "Largest drift of the eyes' and the mouth's landmarks kept (eye "
                                                 "distances).", low=0, high=1, above=True)
+    # The limits above are absolute, but what a swap is held to is the classic swap's own drift, which the detector
+    # reads at each point of a face with the source's shape there (0.014-0.035 NME on the 36 hard-bench pairs): the
+    # full swap's drift beyond it is what the optimization added (12 of 36 pairs 0.005-0.014 NME over it, spread
+    # over jaw 31 %, brows 21 %, mouth 20 %, nose 16 %, eyes 13 %). So each point's limit is also at most the
+    # classic start's drift there plus this margin (eye distances), still never below the detector's floor.
+    landmark_margin: float = option(0.0, "Also limit each landmark's drift to the classic start's own drift there "
+                                         "plus this (eye distances; 0 = off).", low=0, high=1)
     # A pass is kept only when the detector reads it closer to the limits, so a further pass costs only where it
     # helps: the pull-back made again on delivered hard-pair outputs lowered their NME on 8 of 14 (by up to 0.005).
     landmark_passes: int = option(4, "Most times the landmarks are found again and pulled back.", low=1, high=5)
@@ -569,14 +576,17 @@ def _pixels_per_cell(frame: Frame) -> float:
 
 
 def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor, cfg: SwapConfig,
-                        shown: Callable[[torch.Tensor], torch.Tensor] = lambda image: image) -> torch.Tensor:
+                        shown: Callable[[torch.Tensor], torch.Tensor] = lambda image: image,
+                        start_landmarks: np.ndarray | None = None) -> torch.Tensor:
     """``image`` (the composite photo) whose face's landmarks, found again, are at most ``cfg.landmark_tolerance``
     eye distances from the source's (the jaw line's ``cfg.jaw_tolerance``, the brows' ``cfg.brow_tolerance``, the
     eyes' and mouth's ``cfg.expression_tolerance``; none below ``cfg.landmark_floor_px`` photo pixels, half that for
     the eyes and mouth): the drifted ones are pulled back by a thin-plate-spline warp of
     the editable part (``editable``, photo-sized), the ring around the face fixed; found and pulled up to
     ``cfg.landmark_passes`` times, each pass kept only if the landmarks found after it are closer to their limits
-    than before it. The landmarks are found in ``shown(image)``, the composite as it will be delivered."""
+    than before it. The landmarks are found in ``shown(image)``, the composite as it will be delivered. With
+    ``cfg.landmark_margin`` and ``start_landmarks`` (those found in the classic start, (68, 2)), each limit is also at
+    most the start's own drift there plus the margin."""
     # Not the inner lips: on a closed mouth they coincide and make the spline's system singular.
     source_points, ring = face.landmarks[TPS_POINTS], face_points(face.landmarks)[OUTER_RING]
     limits = np.full(len(source_points), cfg.landmark_tolerance)
@@ -584,6 +594,9 @@ def with_landmarks_kept(image: torch.Tensor, face: Face, editable: torch.Tensor,
     eye = interocular(face.landmarks)
     floor = np.full(len(source_points), cfg.landmark_floor_px / eye)
     limits[EXPRESSION] = np.minimum(limits[EXPRESSION], cfg.expression_tolerance)
+    if cfg.landmark_margin and start_landmarks is not None:
+        limits = np.minimum(limits, np.linalg.norm(start_landmarks[TPS_POINTS] - source_points, axis=1) / eye
+                            + cfg.landmark_margin)
     floor[EXPRESSION] /= 2
     limits = np.maximum(limits, floor)
 
@@ -764,6 +777,11 @@ def prepare(setup: Setup) -> Plan:
     beard_ends = (beard_ending(frame.mask, frame.landmarks, cfg.beard_fade)
                   if cfg.beard_fade and cfg.facial_hair == "target" and bearded_target else None)
 
+    # The pull-back's limits also relative to the classic start's own drift: its landmarks, found once.
+    start_face = (face_at(to_numpy(start), setup.face.box, cfg.landmarks)
+                  if cfg.landmark_margin and start is not None else None)
+    start_landmarks = None if start_face is None else start_face.landmarks
+
     def finish(out: torch.Tensor) -> torch.Tensor:
         region = warp_from_frame(editable, frame.matrix, *out.shape[-2:]).clamp(0, 1)
         colour_sigma = cfg.start_color_sigma * _pixels_per_cell(frame)  # photo pixels
@@ -802,7 +820,7 @@ def prepare(setup: Setup) -> Plan:
             # 0.0346), mean id drop 0.338 as before, 17 pairs at or above classic (tony_blair -> deepface_id29's
             # small face is now pulled back: 0.296 -> 0.285, classic 0.294).
             out = with_landmarks_kept(out, setup.face, region, cfg,
-                                      lambda image: with_kept(detailed(image), photo, keep))
+                                      lambda image: with_kept(detailed(image), photo, keep), start_landmarks)
         return detailed(out)
 
     return Plan(objective, start=start, keep=keep, finish=finish, record=record, result={"targets": targets})
