@@ -332,24 +332,31 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
         assert (pixel(toned, feature) - pixel(dark, feature)).abs().sum() < 0.02 * cheek_change
 
 
-def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_the_colour_back(jennifer):
-    """A face planted greener and yellower all over, with a highlight on one cheek the size of a cheekbone's shading
-    (a target's face shape): the tone step takes the colour back at any lightness blur, but with a coarse one
-    (``skin_lightness_sigma``) it keeps most of the highlight, which the fine default flattens."""
-    from kornia.color import lab_to_rgb, rgb_to_lab
-
-    from optimswap.edits.swap import with_source_skin_tone
+def cheek_shading(image, both_cheeks):
+    """The photo, its frame at 128 px, the editable region (photo pixels), the cheek centres and a Gaussian bump
+    (1, 1, H, W) a quarter of the eye distance wide on one cheek or both, within the region: a cheekbone's shading."""
     from optimswap.face.align import interocular
 
-    face, photo = find_face(jennifer), to_tensor(jennifer)
-    cfg = SWAP.preset(size=128)
-    frame = make_frame(photo, face, cfg, face_region)
+    face, photo = find_face(image), to_tensor(image)
+    frame = make_frame(photo, face, SWAP.preset(size=128), face_region)
     region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
     lm = face.landmarks
     ys, xs = torch.meshgrid(torch.arange(photo.shape[-2]), torch.arange(photo.shape[-1]), indexing="ij")
-    cheek = (lm[2] + lm[31]) / 2
+    cheeks = [(lm[2] + lm[31]) / 2, (lm[14] + lm[35]) / 2][:2 if both_cheeks else 1]
     radius = 0.25 * interocular(lm)
-    bump = torch.exp(-((xs - cheek[0]) ** 2 + (ys - cheek[1]) ** 2) / (2 * radius ** 2))[None, None] * region
+    bump = sum(torch.exp(-((xs - c[0]) ** 2 + (ys - c[1]) ** 2) / (2 * radius ** 2)) for c in cheeks)
+    return photo, frame, region, cheeks, bump[None, None] * region
+
+
+def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_the_colour_back(jennifer):
+    """A face planted greener and yellower all over, with a highlight on one cheek the size of a cheekbone's shading
+    (a target's face shape): the tone step takes the colour back at any lightness blur, but with a coarse one
+    (``skin_lightness_sigma``, unbounded) it keeps most of the highlight, which the tone's fine blur flattens."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_skin_tone
+
+    photo, frame, region, (cheek,), bump = cheek_shading(jennifer, both_cheeks=False)
     shift = torch.tensor([0.0, -5.0, 8.0]).view(1, 3, 1, 1) * (region > 0.99) + torch.tensor(
         [10.0, 0.0, 0.0]).view(1, 3, 1, 1) * bump
     planted = lab_to_rgb(rgb_to_lab(photo) + shift).clamp(0, 1)
@@ -379,15 +386,8 @@ def test_the_tone_bound_keeps_a_faint_planted_shading_and_takes_a_strong_one_bac
     from optimswap.face.align import interocular
     from optimswap.face.skin import clean_skin
 
-    face, photo = find_face(jennifer), to_tensor(jennifer)
-    cfg = SWAP.preset(size=128)
-    frame = make_frame(photo, face, cfg, face_region)
-    region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
-    lm = face.landmarks
-    ys, xs = torch.meshgrid(torch.arange(photo.shape[-2]), torch.arange(photo.shape[-1]), indexing="ij")
-    radius, bound = 0.25 * interocular(lm), 2.5
-    bump = sum(torch.exp(-((xs - c[0]) ** 2 + (ys - c[1]) ** 2) / (2 * radius ** 2)) for c in
-               ((lm[2] + lm[31]) / 2, (lm[14] + lm[35]) / 2))[None, None] * region
+    cfg, bound = SWAP.preset(size=128), 2.5
+    photo, frame, region, _, bump = cheek_shading(jennifer, both_cheeks=True)
 
     def toned(depth, **options):  # the shading of ``depth`` L units planted, then the tone step
         planted = lab_to_rgb(rgb_to_lab(photo) + torch.cat([depth * bump, 0 * bump, 0 * bump], 1)).clamp(0, 1)
