@@ -292,7 +292,7 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
     from optimswap.face.align import interocular
     from optimswap.face.skin import clean_skin
 
-    cfg = SWAP.preset(size=128)
+    cfg = SWAP.preset(size=128, skin_lightness_sigma=0.2)  # the lightness too at the tone's blur (the test below)
     face, photo = find_face(jennifer), to_tensor(jennifer)
     frame = make_frame(photo, face, cfg, face_region)
     region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
@@ -332,24 +332,31 @@ def test_the_source_skin_tone_evens_a_planted_paler_patch_and_leaves_the_rest(je
         assert (pixel(toned, feature) - pixel(dark, feature)).abs().sum() < 0.02 * cheek_change
 
 
-def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_the_colour_back(jennifer):
-    """A face planted greener and yellower all over, with a highlight on one cheek the size of a cheekbone's shading
-    (a target's face shape): the tone step takes the colour back at any lightness blur, but with a coarse one
-    (``skin_lightness_sigma``) it keeps most of the highlight, which the fine default flattens."""
-    from kornia.color import lab_to_rgb, rgb_to_lab
-
-    from optimswap.edits.swap import with_source_skin_tone
+def cheek_shading(image, both_cheeks):
+    """The photo, its frame at 128 px, the editable region (photo pixels), the cheek centres and a Gaussian bump
+    (1, 1, H, W) a quarter of the eye distance wide on one cheek or both, within the region: a cheekbone's shading."""
     from optimswap.face.align import interocular
 
-    face, photo = find_face(jennifer), to_tensor(jennifer)
-    cfg = SWAP.preset(size=128)
-    frame = make_frame(photo, face, cfg, face_region)
+    face, photo = find_face(image), to_tensor(image)
+    frame = make_frame(photo, face, SWAP.preset(size=128), face_region)
     region = warp_from_frame(frame.mask, frame.matrix, *photo.shape[-2:]).clamp(0, 1)
     lm = face.landmarks
     ys, xs = torch.meshgrid(torch.arange(photo.shape[-2]), torch.arange(photo.shape[-1]), indexing="ij")
-    cheek = (lm[2] + lm[31]) / 2
+    cheeks = [(lm[2] + lm[31]) / 2, (lm[14] + lm[35]) / 2][:2 if both_cheeks else 1]
     radius = 0.25 * interocular(lm)
-    bump = torch.exp(-((xs - cheek[0]) ** 2 + (ys - cheek[1]) ** 2) / (2 * radius ** 2))[None, None] * region
+    bump = sum(torch.exp(-((xs - c[0]) ** 2 + (ys - c[1]) ** 2) / (2 * radius ** 2)) for c in cheeks)
+    return photo, frame, region, cheeks, bump[None, None] * region
+
+
+def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_the_colour_back(jennifer):
+    """A face planted greener and yellower all over, with a highlight on one cheek the size of a cheekbone's shading
+    (a target's face shape): the tone step takes the colour back at any lightness blur, but with a coarse one
+    (``skin_lightness_sigma``, unbounded) it keeps most of the highlight, which the tone's fine blur flattens."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_skin_tone
+
+    photo, frame, region, (cheek,), bump = cheek_shading(jennifer, both_cheeks=False)
     shift = torch.tensor([0.0, -5.0, 8.0]).view(1, 3, 1, 1) * (region > 0.99) + torch.tensor(
         [10.0, 0.0, 0.0]).view(1, 3, 1, 1) * bump
     planted = lab_to_rgb(rgb_to_lab(photo) + shift).clamp(0, 1)
@@ -357,7 +364,7 @@ def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_
 
     def kept(lightness_sigma):
         toned = rgb_to_lab(with_source_skin_tone(planted, frame, region, SWAP.preset(
-            size=128, skin_lightness_sigma=lightness_sigma)))
+            size=128, skin_lightness_sigma=lightness_sigma, skin_tone_bound=0.0)))
         highlight = float(toned[0, 0, y, x] - rgb_to_lab(photo)[0, 0, y, x]) / 10
         colour = float((toned[0, 1:, y, x] - rgb_to_lab(photo)[0, 1:, y, x]).norm())
         return highlight, colour
@@ -365,6 +372,39 @@ def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_
     fine, coarse = kept(0.2), kept(1.0)
     assert fine[0] < 0.5 < 0.7 < coarse[0], (fine, coarse)
     assert fine[1] < 3 and coarse[1] < 3, (fine, coarse)  # planted: 9.4
+
+
+def test_the_tone_bound_keeps_a_faint_planted_shading_and_takes_a_strong_one_back_to_within_it(jennifer):
+    """A shading planted on both cheeks the size of a cheekbone's: faint (a target's face shape on a like skin) or
+    strong (a dark target's shading on a pale face). With a coarse lightness blur and a bound on the skin's tone
+    (eval's measure), the faint one is kept as without the bound; of the strong one only as much is kept as leaves
+    the tone within the bound, where the unbounded coarse blur leaves it beyond."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import TONE_SCALE, with_source_skin_tone
+    from optimswap.eval.metrics import skin_tone_distance
+    from optimswap.face.align import interocular
+    from optimswap.face.skin import clean_skin
+
+    cfg, bound = SWAP.preset(size=128), 2.5
+    photo, frame, region, _, bump = cheek_shading(jennifer, both_cheeks=True)
+
+    def toned(depth, **options):  # the shading of ``depth`` L units planted, then the tone step
+        planted = lab_to_rgb(rgb_to_lab(photo) + torch.cat([depth * bump, 0 * bump, 0 * bump], 1)).clamp(0, 1)
+        return with_source_skin_tone(planted, frame, region, SWAP.preset(size=128, **options))
+
+    def tone(image):  # as eval measures it
+        shown = warp_to_frame(image, frame.matrix, frame.size)
+        both = clean_skin([shown, frame.image], frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+        return skin_tone_distance(shown, frame.image, both, TONE_SCALE * interocular(frame.landmarks))
+
+    fine = dict(skin_lightness_sigma=0.2)
+    coarse, bounded = dict(skin_lightness_sigma=1.0, skin_tone_bound=0.0), dict(skin_lightness_sigma=1.0,
+                                                                                skin_tone_bound=bound)
+    faint, strong = -4.0, -15.0
+    assert torch.equal(toned(faint, **bounded), toned(faint, **coarse))
+    assert tone(toned(faint, **coarse)) > 1.5 * tone(toned(faint, **fine))  # the fine blur flattens it
+    assert tone(toned(strong, **fine)) < tone(toned(strong, **bounded)) <= bound < tone(toned(strong, **coarse))
 
 
 def test_the_feature_tone_brings_planted_whitish_lips_back_to_the_sources_and_leaves_the_eyes(jennifer):

@@ -155,12 +155,21 @@ class SwapConfig(EditConfig):
     # At the tone's blur the skin's lightness also holds the shading of cheekbones, nose and eye sockets: the face's
     # shape, which the judge reads as identity. 11 identity pairs where full moved identity less than classic (same
     # optimization, only the finish changed): mean id drop 0.286 with the tone step, 0.302 without (tone 2.1 -> 5.1
-    # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2). Not the default:
-    # with all photos in the finest layers, 17 pairs at 0.4: id drop 0.297 -> 0.314, verified 12 -> 14, but tone 6.6
-    # and 6.3 on two light -> dark pairs (the bound is 5).
-    skin_lightness_sigma: float = option(0.2, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
+    # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2). Coarse only
+    # with --skin-tone-bound (alone, tone over 5 on light -> dark pairs): 13 pairs (8 identity pairs below classic,
+    # 5 hard; with expression_warp) at 1.0 with the bound: id drop 0.289 -> 0.303, at or above classic 2 -> 4.
+    skin_lightness_sigma: float = option(1.0, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
                                               "L) is the source's, when the tone step is on.", low=0, high=1,
                                          above=True)
+    # The shading a coarser lightness blur keeps is the target's face shape where the skins are alike, but a dark
+    # target's shading on a pale face is grey-brown patches (tone 6.1 / 5.9 Delta-E at 0.4 / 1.0, nicole_kidman/04 ->
+    # venus_williams; the bound on the tone is 5). The skin's tone is the design, so the lightness between the two
+    # blurs stays the swapped face's only as far as the skin's tone, as eval measures it, stays within this bound of
+    # the source's: beyond, that lightness is taken back in quarters. 4.5: the acceptance's 5 less a margin for the
+    # finish steps after it (measured 4.2 / 4.4 on the two pairs it acts on).
+    skin_tone_bound: float = option(4.5, "Most CIELAB Delta-E (eval's tone, read on the working frame) from the "
+                                         "source's skin tone that the lightness kept by a coarser "
+                                         "--skin-lightness-sigma may bring (0 = no bound).", low=0, high=100)
     # The target photos are colour-matched to the source over skin (a shift and scale per CIELAB channel), which
     # carries each feature's colour relative to the skin across: a dark target's lips, lighter and greyer than her
     # skin, came out whitish on a pale source (nicole_kidman/04 -> venus_williams). Off by default: the lips' colour
@@ -645,6 +654,23 @@ def with_source_forehead(image: torch.Tensor, photo: torch.Tensor, frame: Frame,
     return with_coarse_color(image, lit, sigma, forehead, lightness=True)
 
 
+def bounded_lightness(shown: torch.Tensor, frame: Frame, both: torch.Tensor, where: torch.Tensor, coarse: torch.Tensor,
+                      fine: torch.Tensor, colour: torch.Tensor, bound: float) -> torch.Tensor:
+    """The lightness change (frame, 1 channel) between the ``fine`` one (the tone's blur) and the ``coarse`` one
+    that keeps the most of what the coarse blur leaves, in quarters, for which the skin tone of ``shown`` (the image
+    in the frame) changed by it and ``colour`` on the skin it tones (``where``) stays within ``bound`` Delta-E of
+    the source's, as eval measures the tone over the clean skin ``both``; ``fine`` where none does."""
+    sigma = TONE_SCALE * interocular(frame.landmarks)
+    for share in (1.0, 0.75, 0.5, 0.25):
+        lightness = fine + share * (coarse - fine)
+        toned = lab_to_rgb(rgb_to_lab(shown.clamp(0, 1)) + torch.cat([lightness, colour], 1)).clamp(0, 1)
+        if skin_tone_distance(shown + where * (toned - shown), frame.image, both, sigma) <= bound:
+            log.info("skin tone: %.2f of the coarse lightness kept", share)
+            return lightness
+    log.info("skin tone: the coarse lightness taken back (over %.1f Delta-E)", bound)
+    return fine
+
+
 def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
     """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
     ``cfg.skin_tone_sigma`` eye distances (L within ``cfg.skin_lightness_sigma``), is the source's: the change is
@@ -664,12 +690,17 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
         return ((gaussian_blur(change[:, channels], sigma) + SPARSE_SKIN * mean_change[:, channels])
                 / (gaussian_blur(both, sigma) + SPARSE_SKIN))
 
-    local = torch.cat([spread(slice(0, 1), cfg.skin_lightness_sigma * eye),
-                       spread(slice(1, 3), cfg.skin_tone_sigma * eye)], 1)
-    h, w = image.shape[-2:]
     # Skin only: lips, eye sockets and brows shifted by the skin's change (a dark target face brought to a pale
     # source: +25 L) came out whitish and blue-grey (nicole_kidman/04 -> venus_williams).
     skin = skin_pixels(shown, frame.landmarks, frame.size, cfg.forehead, cfg.feather)
+    colour = spread(slice(1, 3), cfg.skin_tone_sigma * eye)
+    lightness = spread(slice(0, 1), cfg.skin_lightness_sigma * eye)
+    if cfg.skin_tone_bound:
+        lightness = bounded_lightness(shown, frame, both, skin * warp_to_frame(region, frame.matrix, frame.size),
+                                      lightness, spread(slice(0, 1), cfg.skin_tone_sigma * eye), colour,
+                                      cfg.skin_tone_bound)
+    local = torch.cat([lightness, colour], 1)
+    h, w = image.shape[-2:]
     where = region * warp_from_frame(skin, frame.matrix, h, w).clamp(0, 1)
     toned = lab_to_rgb(rgb_to_lab(image.clamp(0, 1)) + warp_from_frame(local, frame.matrix, h, w)).clamp(0, 1)
     return image + where * (toned - image)
