@@ -158,7 +158,7 @@ class SwapConfig(EditConfig):
     # Delta-E); lightness at 0.6 / 1.0 eye distances: 0.298 / 0.305, tone 3.3 / 3.4 (up to 5.7 / 6.2). Coarse only
     # with --skin-tone-bound (alone, tone over 5 on light -> dark pairs): 13 pairs (8 identity pairs below classic,
     # 5 hard; with expression_warp) at 1.0 with the bound: id drop 0.289 -> 0.303, at or above classic 2 -> 4.
-    skin_lightness_sigma: float = option(1.0, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
+    skin_lightness_sigma: float = option(0.2, "Blur (eye distances) coarser than which the skin's lightness (CIELAB "
                                               "L) is the source's, when the tone step is on.", low=0, high=1,
                                          above=True)
     # The shading a coarser lightness blur keeps is the target's face shape where the skins are alike, but a dark
@@ -166,7 +166,9 @@ class SwapConfig(EditConfig):
     # venus_williams; the bound on the tone is 5). The skin's tone is the design, so the lightness between the two
     # blurs stays the swapped face's only as far as the skin's tone, as eval measures it, stays within this bound of
     # the source's: beyond, that lightness is taken back in quarters. 4.5: the acceptance's 5 less a margin for the
-    # finish steps after it (measured 4.2 / 4.4 on the two pairs it acts on).
+    # finish steps after it (measured 4.2 / 4.4 on the two pairs it acts on). The lightness blur stays 0.2 by
+    # default: on the 36-pair bench 1.0 bought one verified pair and lost one retrieved, and by eye it left brown
+    # smears and darker forehead bands where the target's shading met the source's skin (docs/swap.md).
     skin_tone_bound: float = option(4.5, "Most CIELAB Delta-E (eval's tone, read on the working frame) from the "
                                          "source's skin tone that the lightness kept by a coarser "
                                          "--skin-lightness-sigma may bring (0 = no bound).", low=0, high=100)
