@@ -697,7 +697,7 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     skin = skin_pixels(shown, frame.landmarks, frame.size, cfg.forehead, cfg.feather)
     colour = spread(slice(1, 3), cfg.skin_tone_sigma * eye)
     lightness = spread(slice(0, 1), cfg.skin_lightness_sigma * eye)
-    if cfg.skin_tone_bound:
+    if cfg.skin_tone_bound and cfg.skin_lightness_sigma > cfg.skin_tone_sigma:  # else nothing coarser to bound
         lightness = bounded_lightness(shown, frame, both, skin * warp_to_frame(region, frame.matrix, frame.size),
                                       lightness, spread(slice(0, 1), cfg.skin_tone_sigma * eye), colour,
                                       cfg.skin_tone_bound)
