@@ -662,10 +662,10 @@ def bounded_lightness(shown: torch.Tensor, frame: Frame, both: torch.Tensor, whe
     that keeps the most of what the coarse blur leaves, in quarters, for which the skin tone of ``shown`` (the image
     in the frame) changed by it and ``colour`` on the skin it tones (``where``) stays within ``bound`` Delta-E of
     the source's, as eval measures the tone over the clean skin ``both``; ``fine`` where none does."""
-    sigma = TONE_SCALE * interocular(frame.landmarks)
+    sigma, lab = TONE_SCALE * interocular(frame.landmarks), rgb_to_lab(shown.clamp(0, 1))
     for share in (1.0, 0.75, 0.5, 0.25):
         lightness = fine + share * (coarse - fine)
-        toned = lab_to_rgb(rgb_to_lab(shown.clamp(0, 1)) + torch.cat([lightness, colour], 1)).clamp(0, 1)
+        toned = lab_to_rgb(lab + torch.cat([lightness, colour], 1)).clamp(0, 1)
         if skin_tone_distance(shown + where * (toned - shown), frame.image, both, sigma) <= bound:
             log.info("skin tone: %.2f of the coarse lightness kept", share)
             return lightness
@@ -695,12 +695,13 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     # Skin only: lips, eye sockets and brows shifted by the skin's change (a dark target face brought to a pale
     # source: +25 L) came out whitish and blue-grey (nicole_kidman/04 -> venus_williams).
     skin = skin_pixels(shown, frame.landmarks, frame.size, cfg.forehead, cfg.feather)
-    colour = spread(slice(1, 3), cfg.skin_tone_sigma * eye)
-    lightness = spread(slice(0, 1), cfg.skin_lightness_sigma * eye)
+    at_tone = spread(slice(0, 3), cfg.skin_tone_sigma * eye)
+    fine, colour = at_tone[:, :1], at_tone[:, 1:]
+    lightness = (fine if cfg.skin_lightness_sigma == cfg.skin_tone_sigma
+                 else spread(slice(0, 1), cfg.skin_lightness_sigma * eye))
     if cfg.skin_tone_bound and cfg.skin_lightness_sigma > cfg.skin_tone_sigma:  # else nothing coarser to bound
         lightness = bounded_lightness(shown, frame, both, skin * warp_to_frame(region, frame.matrix, frame.size),
-                                      lightness, spread(slice(0, 1), cfg.skin_tone_sigma * eye), colour,
-                                      cfg.skin_tone_bound)
+                                      lightness, fine, colour, cfg.skin_tone_bound)
     local = torch.cat([lightness, colour], 1)
     h, w = image.shape[-2:]
     where = region * warp_from_frame(skin, frame.matrix, h, w).clamp(0, 1)
