@@ -13,7 +13,7 @@ from optimswap.face import (
     warp_from_frame,
     warp_to_frame,
 )
-from optimswap.face.align import apply_matrix, with_expression
+from optimswap.face.align import TPS_POINTS, apply_matrix, with_expression
 from optimswap.io import ImageError, to_numpy, to_tensor
 
 
@@ -78,6 +78,21 @@ def test_tps_moves_points_onto_targets():
         y, x = int(round(dst[i, 1])), int(round(dst[i, 0]))
         patch = warped[0, 0, y - 2 : y + 3, x - 2 : x + 3]
         assert patch.sum() > 0.5  # the dot arrived within 2 px
+
+
+def test_tps_lands_each_point_within_a_pixel():
+    # An image of its own coordinates: the warped image read at a target point must hold the source point's place.
+    # A spline evaluated with the wrong kernel centres lands such a 6-px move several pixels off.
+    size = 128
+    rng = np.random.default_rng(1)
+    src = rng.uniform(30, 98, (1, 68, 2))
+    dst = src[0] + 6.0 * np.stack([np.sin(src[0, :, 1] / 15), np.cos(src[0, :, 0] / 15)], 1)
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    warped = tps_warp(torch.stack([xs, ys])[None], src, dst)
+    at = torch.as_tensor((2 * dst[TPS_POINTS] + 1) / size - 1, dtype=torch.float32)[None, None]
+    read = torch.nn.functional.grid_sample(warped, at, align_corners=False)[0, :, 0].T.numpy()
+    assert np.linalg.norm(read - src[0, TPS_POINTS], axis=1).max() < 0.5
 
 
 def test_mask_covers_landmarks_and_not_corners(jennifer):
