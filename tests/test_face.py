@@ -13,7 +13,7 @@ from optimswap.face import (
     warp_from_frame,
     warp_to_frame,
 )
-from optimswap.face.align import TPS_POINTS, apply_matrix, with_expression
+from optimswap.face.align import TPS_POINTS, apply_matrix, opening_distance, openings, with_expression
 from optimswap.io import ImageError, to_numpy, to_tensor
 
 
@@ -116,6 +116,27 @@ def test_shape_distance_is_similarity_invariant(jennifer):
     bent = lm.copy()
     bent[48:68] += np.array([0.0, 0.2 * interocular(lm)])  # mouth moved down
     assert shape_distance(lm, bent) > 0.02
+
+
+def test_opening_distance_sees_a_closed_eye_and_mouth_that_the_shape_distance_hardly_sees(jennifer):
+    """Both eyes planted shut (upper lids onto the lower) and the lips parted by a tenth of the eye distance: the
+    openings' distance is the gaps closed and opened, a similarity changes nothing, and the whole-face shape
+    distance moves far less."""
+    lm = find_face(jennifer).landmarks.astype(np.float64)
+    eye = interocular(lm)
+    angle = 0.3
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    assert opening_distance(lm, 1.7 * lm @ rot.T + np.array([40.0, -13.0])) < 1e-9
+    shut = lm.copy()
+    for upper, lower in (((37, 38), (41, 40)), ((43, 44), (47, 46))):
+        shut[list(upper)] = lm[list(lower)]
+    shut[[65, 66, 67]] += np.array([0.0, 0.1 * eye])
+    eye_gaps = [np.linalg.norm(lm[[37, 38]] - lm[[41, 40]], axis=1).mean(),
+                np.linalg.norm(lm[[43, 44]] - lm[[47, 46]], axis=1).mean()]
+    mouth_change = abs(openings(shut)[2] - openings(lm)[2])
+    assert opening_distance(lm, shut) == pytest.approx((sum(eye_gaps) / eye + mouth_change) / 3, rel=1e-6)
+    assert 0.05 < mouth_change <= 0.1 + 1e-9
+    assert opening_distance(lm, shut) > 2 * shape_distance(lm, shut)
 
 
 def test_with_expression_takes_a_planted_raised_brow_and_open_mouth_and_keeps_the_face_shape(jennifer):

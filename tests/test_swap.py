@@ -374,6 +374,33 @@ def test_a_coarser_skin_lightness_keeps_a_planted_cheek_shading_and_still_takes_
     assert fine[1] < 3 and coarse[1] < 3, (fine, coarse)  # planted: 9.4
 
 
+def test_the_skin_shading_from_the_start_takes_the_starts_cheek_highlight_not_the_results(jennifer):
+    """The optimized face with a highlight on one cheek, the classic start with one on the other (cheekbone-sized):
+    with ``skin_shading="start"`` and a coarse lightness blur the start's highlight is kept and the result's
+    flattened (the part of them between the two blurs); with ``"result"`` the other way round."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    from optimswap.edits.swap import with_source_skin_tone
+
+    photo, frame, region, (left,), left_bump = cheek_shading(jennifer, both_cheeks=False)
+    _, _, _, (_, right), both_bumps = cheek_shading(jennifer, both_cheeks=True)
+    right_bump = both_bumps - left_bump
+
+    def lit(bump):
+        return lab_to_rgb(rgb_to_lab(photo) + torch.cat([10 * bump, 0 * bump, 0 * bump], 1)).clamp(0, 1)
+
+    def highlights(shading):  # the share of each planted highlight the toned result shows
+        toned = rgb_to_lab(with_source_skin_tone(lit(left_bump), frame, region, SWAP.preset(
+            size=128, skin_lightness_sigma=1.0, skin_tone_bound=0.0, skin_shading=shading), start=lit(right_bump)))
+        return [float(toned[0, 0, y, x] - rgb_to_lab(photo)[0, 0, y, x]) / 10
+                for x, y in (np.asarray(c).round().astype(int) for c in (left, right))]
+
+    (result_left, result_right), (start_left, start_right) = highlights("result"), highlights("start")
+    # The shading between the blurs is moved, not the finer part of a bump this size: about half of each.
+    assert result_left > 0.7 and abs(result_right) < 0.1, (result_left, result_right)
+    assert start_left < 0.5 * result_left and start_right > 0.3, (start_left, start_right)
+
+
 def test_the_tone_bound_keeps_a_faint_planted_shading_and_takes_a_strong_one_back_to_within_it(jennifer):
     """A shading planted on both cheeks the size of a cheekbone's: faint (a target's face shape on a like skin) or
     strong (a dark target's shading on a pale face). With a coarse lightness blur and a bound on the skin's tone
@@ -459,7 +486,8 @@ def test_the_start_is_the_sharpest_of_the_pool_and_the_finest_layers_use_the_sha
     assert pooled.used[0]["sharpness"] > pooled.used[1]["sharpness"]
     assert pooled.fine.flatten().tolist() == [1.0, 0.0]
     closest = prepare_targets(paths, frame, cfg.replace(start_shape_margin=0.0, fine_targets=1.0), device)
-    assert closest.used[0]["shape_distance"] <= closest.used[1]["shape_distance"]
+    rank = [t["shape_distance"] + t["opening_distance"] for t in closest.used]
+    assert rank[0] <= rank[1]
     assert closest.fine.flatten().tolist() == [1.0, 1.0]
 
 

@@ -41,6 +41,7 @@ from optimswap.face import (
     find_face,
     frame_matrix,
     interocular,
+    opening_distance,
     shape_distance,
     tps_warp,
 )
@@ -169,6 +170,9 @@ class SwapConfig(EditConfig):
     # finish steps after it (measured 4.2 / 4.4 on the two pairs it acts on). The lightness blur stays 0.2 by
     # default: on the 36-pair bench 1.0 bought one verified pair and lost one retrieved, and by eye it left brown
     # smears and darker forehead bands where the target's shading met the source's skin (docs/swap.md).
+    skin_shading: str = option("result", "Whose skin lightness lies between --skin-tone-sigma and a coarser "
+                                         "--skin-lightness-sigma: result (the optimized face's) or start (the classic "
+                                         "start's: one target photo relit as a whole).", choices=("result", "start"))
     skin_tone_bound: float = option(4.5, "Most CIELAB Delta-E (eval's tone, read on the working frame) from the "
                                          "source's skin tone that the lightness kept by a coarser "
                                          "--skin-lightness-sigma may bring (0 = no bound).", low=0, high=100)
@@ -288,6 +292,11 @@ class SwapConfig(EditConfig):
     # identity cost; 0.25: less of the NME gain (docs/swap.md).
     expression_warp: float = option(0.5, "TPS warp of the target photos' eyes, brows and mouth into the source's "
                                          "expression, on each photo's own face shape (0..1).", low=0, high=1)
+    # The start keeps its photo's eyes and mouth: the piecewise-affine warp moves their rims onto the source's, but a
+    # closed eye or mouth has nothing inside to open (nicole_kidman/04 -> venus_williams: a photo looking down gave
+    # closed, dark lids on open eyes), and a 68-point shape distance hardly sees it (8 lid points of 68).
+    rank_openings: bool = option(False, "Rank the target photos by how far their eyes and mouth are open against the "
+                                       "source's as well as by their landmark shape (not for --method classic).")
     n_targets: int = option(8, "Use the N target photos whose landmark shape is closest to the source's.", low=1,
                             high=1000)  # Korshunova et al. pick the best-matching target photos by pose
     # Small, soft target photos (LFW faces of ~100 px in a 256-px frame) give the finest layers patches without
@@ -402,7 +411,10 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             continue
         matrix = frame_matrix(face.landmarks, cfg.size, cfg.frame_scale)
         landmarks = apply_matrix(matrix, face.landmarks)
-        candidates.append((shape_distance(source.landmarks, landmarks), path, photo, matrix, landmarks, face))
+        distance = shape_distance(source.landmarks, landmarks)
+        if cfg.rank_openings and cfg.method != "classic":  # the classic baseline is the closest shape, as published
+            distance += opening_distance(source.landmarks, landmarks)
+        candidates.append((distance, path, photo, matrix, landmarks, face))
     if not candidates:
         folder = os.path.commonpath([str(Path(p).parent) for p in paths])
         raise ImageError(f"{folder}: none of the {len(paths)} target photos is usable (first: {skipped[0]['reason']})")
@@ -467,8 +479,9 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     # The finest layers' patches come from the sharpest photos only (ties kept: with equal sharpness, all).
     ranks = torch.tensor(sharpness).argsort(descending=True).argsort()
     fine = (ranks < max(1, round(cfg.fine_targets * len(chosen)))).float().to(device).view(-1, 1, 1, 1)
-    used = [{"path": str(c[1]), "shape_distance": round(c[0], 4), "sharpness": round(sharp, 3), "facial_hair": b,
-             "glasses": g} for c, sharp, b, g in zip(chosen, sharpness, bearded, worn, strict=True)]
+    used = [{"path": str(c[1]), "shape_distance": round(shape_distance(source.landmarks, c[4]), 4),
+             "opening_distance": round(opening_distance(source.landmarks, c[4]), 4), "sharpness": round(sharp, 3),
+             "facial_hair": b, "glasses": g} for c, sharp, b, g in zip(chosen, sharpness, bearded, worn, strict=True)]
     return TargetSet(images, valid, fine, used, skipped, chosen[0][2], chosen[0][5].landmarks,
                      occluders[0] if occluders else None)
 
@@ -673,7 +686,8 @@ def bounded_lightness(shown: torch.Tensor, frame: Frame, both: torch.Tensor, whe
     return fine
 
 
-def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig) -> torch.Tensor:
+def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tensor, cfg: SwapConfig,
+                          start: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` (the photo) whose skin tone, CIELAB L, a and b averaged over the clean skin within a Gaussian of
     ``cfg.skin_tone_sigma`` eye distances (L within ``cfg.skin_lightness_sigma``), is the source's: the change is
     read where both the image and the source show skin (face/skin.py) and spread from there, by the same
@@ -684,12 +698,13 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     if float(both.sum()) < 1:
         return image
     eye = interocular(frame.landmarks)
-    change = (rgb_to_lab(frame.image.clamp(0, 1)) - rgb_to_lab(shown.clamp(0, 1))) * both
-    mean_change = change.sum((2, 3), keepdim=True) / both.sum()
+    lab = rgb_to_lab(shown.clamp(0, 1))
+    change = (rgb_to_lab(frame.image.clamp(0, 1)) - lab) * both
 
-    def spread(channels: slice, sigma: float) -> torch.Tensor:
+    def spread(channels: slice, sigma: float, change: torch.Tensor = change) -> torch.Tensor:
         # The weight of the mean keeps a few stray skin pixels from setting the change far from the skin.
-        return ((gaussian_blur(change[:, channels], sigma) + SPARSE_SKIN * mean_change[:, channels])
+        mean_change = change[:, channels].sum((2, 3), keepdim=True) / both.sum()
+        return ((gaussian_blur(change[:, channels], sigma) + SPARSE_SKIN * mean_change)
                 / (gaussian_blur(both, sigma) + SPARSE_SKIN))
 
     # Skin only: lips, eye sockets and brows shifted by the skin's change (a dark target face brought to a pale
@@ -697,8 +712,16 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
     skin = skin_pixels(shown, frame.landmarks, frame.size, cfg.forehead, cfg.feather)
     at_tone = spread(slice(0, 3), cfg.skin_tone_sigma * eye)
     fine, colour = at_tone[:, :1], at_tone[:, 1:]
-    lightness = (fine if cfg.skin_lightness_sigma == cfg.skin_tone_sigma
-                 else spread(slice(0, 1), cfg.skin_lightness_sigma * eye))
+    if cfg.skin_lightness_sigma == cfg.skin_tone_sigma:
+        lightness = fine
+    elif cfg.skin_shading == "start" and start is not None:
+        # Between the two blurs the lightness is the start's (one photo, relit as a whole), coarser the source's.
+        start_lab = rgb_to_lab(warp_to_frame(start, frame.matrix, frame.size).clamp(0, 1))
+        lightness = (spread(slice(0, 1), cfg.skin_tone_sigma * eye, (start_lab - lab) * both)
+                     + spread(slice(0, 1), cfg.skin_lightness_sigma * eye, (rgb_to_lab(frame.image.clamp(0, 1))
+                                                                             - start_lab) * both))
+    else:
+        lightness = spread(slice(0, 1), cfg.skin_lightness_sigma * eye)
     if cfg.skin_tone_bound and cfg.skin_lightness_sigma > cfg.skin_tone_sigma:  # else nothing coarser to bound
         lightness = bounded_lightness(shown, frame, both, skin * warp_to_frame(region, frame.matrix, frame.size),
                                       lightness, fine, colour, cfg.skin_tone_bound)
@@ -825,7 +848,7 @@ def prepare(setup: Setup) -> Plan:
         if cfg.source_forehead and colour_sigma:
             out = with_source_forehead(out, photo, frame, region, colour_sigma)
         for _ in range(cfg.skin_tone_passes if cfg.skin_tone_sigma else 0):
-            out = with_source_skin_tone(out, frame, region, cfg)
+            out = with_source_skin_tone(out, frame, region, cfg, start)
         if cfg.feature_tone:
             out = with_source_feature_tone(out, frame, region, cfg)
 

@@ -4,6 +4,7 @@ from optimswap.face.align import (
     ffhq_quad,
     frame_matrix,
     interocular,
+    opening_distance,
     shape_distance,
     tps_warp,
     warp_from_frame,
@@ -13,4 +14,5 @@ from optimswap.face.detect import Face, detect_faces, face_at, face_descriptor, 
 from optimswap.face.mask import face_mask
 
 __all__ = ["Face", "detect_faces", "face_at", "face_descriptor", "face_mask", "ffhq_quad", "find_face",
-           "frame_matrix", "interocular", "shape_distance", "tps_warp", "warp_from_frame", "warp_to_frame"]
+           "frame_matrix", "interocular", "opening_distance",
+           "shape_distance", "tps_warp", "warp_from_frame", "warp_to_frame"]

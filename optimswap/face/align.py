@@ -127,6 +127,24 @@ def shape_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(similarity_fit(b, a)(b) - a, axis=1).mean() / interocular(a))
 
 
+# Each eye's and the inner mouth's upper and lower points, facing each other across the opening.
+OPENINGS = (((37, 38), (41, 40)), ((43, 44), (47, 46)), ((61, 62, 63), (67, 66, 65)))
+
+
+def openings(landmarks: np.ndarray) -> np.ndarray:
+    """How far the left eye, the right eye and the mouth are open (3,): the mean gap between their facing upper and
+    lower points, in eye distances."""
+    eye = interocular(landmarks)
+    return np.array([np.linalg.norm(landmarks[list(upper)] - landmarks[list(lower)], axis=1).mean() / eye
+                     for upper, lower in OPENINGS])
+
+
+def opening_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean difference between two faces' openings of the eyes and the mouth (eye distances): the part of an
+    expression that no warp of the photo makes, since a closed eye or mouth has nothing inside to stretch open."""
+    return float(np.abs(openings(a) - openings(b)).mean())
+
+
 def similarity_fit(moving: np.ndarray, fixed: np.ndarray) -> SimilarityTransform:
     """The best similarity (Umeyama: rotation, no reflection) taking the points ``moving`` onto ``fixed``."""
     fit = SimilarityTransform.from_estimate(moving, fixed)
