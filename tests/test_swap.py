@@ -523,3 +523,35 @@ def test_the_expression_warp_raises_a_target_photos_brows_to_a_planted_raised_so
 
     assert shift(*band(brows)) in (3, 4, 5)  # brows: the planted 4 px, to the warp's and the resampling's pixel
     assert shift(*band(nose)) == 0 and shift(*band(mouth)) == 0
+
+
+def test_a_closed_source_mouth_takes_no_patches_from_a_target_photos_open_mouth(jennifer, faces):
+    """jennifer/01's lips are closed, angelina/01 smiles with her teeth: with ``skip_open_mouths`` the target photo
+    gives no patches inside its mouth opening (nor its inner lip rims); without it, or for a source whose own lips are
+    parted (angelina/01 onto herself), the opening stays usable."""
+    from optimswap.edits.swap import mouth_opening
+
+    smiling = faces / "identities" / "angelina" / "01.jpg"
+    cfg = SWAP.preset(size=128, n_targets=1, relight_targets=False, keep_occluders=False, expression_warp=0.0,
+                      color_match_targets=False)
+    device = torch.device("cpu")
+
+    def opening_usable(source, skip):
+        frame = make_frame(to_tensor(source), find_face(source), cfg, face_region)
+        targets = prepare_targets([smiling], frame, cfg.replace(skip_open_mouths=skip), device)
+        landmarks = frame_landmarks(smiling, cfg.size)
+        inside = torch.as_tensor(mouth_opening(landmarks, (cfg.size, cfg.size)))
+        assert inside.sum() > 20  # the teeth of a broad smile
+        return float(targets.valid[0, 0][inside].mean())
+
+    assert opening_usable(jennifer, skip=True) == 0.0
+    assert opening_usable(jennifer, skip=False) > 0.9
+    assert opening_usable(read_image(smiling), skip=True) > 0.9
+
+
+def frame_landmarks(path, size):
+    """The landmarks of the photo at ``path`` in its own working frame of ``size`` pixels."""
+    from optimswap.face.align import apply_matrix
+
+    face = find_face(read_image(path))
+    return apply_matrix(frame_matrix(face.landmarks, size), face.landmarks)

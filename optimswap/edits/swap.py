@@ -77,6 +77,7 @@ TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
 SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
 EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
 FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
+MOUTH_RIM = 0.05  # eye distances around a target's mouth opening that read its teeth too (patch receptive fields)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class SwapConfig(EditConfig):
     # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
     skip_target_glasses: bool = option(False, "Target photos with glasses, when most show none, give no patches "
                                               "around the eyes.")
+    # A closed mouth has no teeth: patches from the open mouths of smiling target photos drew a toothy smile on the
+    # source's closed lips (mark -> tony_blair, every photo of whom smiles with teeth).
+    skip_open_mouths: bool = option(False, "When the source's lips are closed, target photos with parted lips give no "
+                                           "patches inside their mouth opening.")
     # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
     # clean source's jaw (nicole_kidman -> fidel_castro). Towards the border the beard thins out into the source's
     # own skin, as a beard ends along the jaw and neck.
@@ -442,6 +447,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     # A person seen in glasses on half the photos or more wears them: they are then part of the face, like a beard
     # (and skipping every photo's eyes would leave no patches there; the cue misses some of a wearer's glasses).
     skipped_glasses = [w and 2 * sum(worn) < len(worn) for w in worn]
+    closed_source = cfg.skip_open_mouths and not mouth_opening(source.landmarks, (cfg.size, cfg.size)).any()
     framed, lms, occluders = [], [], []
     for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair, skip_eyes in zip(
             chosen, framed_photos, hairs, bearded, skipped_glasses, strict=True):
@@ -460,6 +466,10 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
             usable = usable * (1 - odd)
         if skip_eyes:
             usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
+        if closed_source:  # its teeth and the dark inside, and the inner lip rims read with them
+            opening = binary_dilation(mouth_opening(landmarks, (cfg.size, cfg.size)),
+                                      iterations=max(1, round(MOUTH_RIM * interocular(landmarks))))
+            usable = usable * (1 - torch.as_tensor(opening, device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
     stacked = np.stack(lms)
