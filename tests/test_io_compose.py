@@ -197,3 +197,18 @@ def test_48_bit_rgb_palette_and_alpha_images_read_as_rgb(jennifer, tmp_path):
     with Image.open(tmp_path / "palette.png") as im:
         assert im.mode == "P" and "transparency" in im.info
     assert np.abs(read_image(tmp_path / "palette.png").astype(int) - small).mean() < 8
+
+
+def test_to_tensor_takes_a_read_only_array_without_a_warning_and_leaves_it_as_it_was():
+    """A decoded video frame may be read-only: torch warns on such an array, so to_tensor copies it first."""
+    import warnings
+
+    from optimswap.io import to_tensor
+
+    frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    frame.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = to_tensor(frame)
+    assert torch.equal(tensor[0].permute(1, 2, 0), torch.from_numpy(frame.copy()).float() / 255)
+    assert not frame.flags.writeable

@@ -402,6 +402,8 @@ def _json_default(obj):
 
 def to_tensor(image: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    if not image.flags.writeable:  # a read-only array (a decoded video frame) makes torch warn; the copy is uint8
+        image = image.copy()
     return torch.from_numpy(image).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32) / 255.0
 
 
