@@ -50,6 +50,7 @@ from optimswap.face.align import (
     JAW,
     TPS_POINTS,
     apply_matrix,
+    openings,
     warp_from_frame,
     warp_photo_to_frame,
     warp_to_frame,
@@ -77,6 +78,7 @@ TONE_SCALE = 0.1  # eye distances: the blur at which eval compares skin tones
 SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls back to the skin's mean
 EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
 FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
+LIPS_APART = 0.05  # eye distances between the inner lips above which a mouth is open
 MOUTH_RIM = 0.05  # eye distances around a target's mouth opening that read its teeth too (patch receptive fields)
 
 
@@ -447,7 +449,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
     # A person seen in glasses on half the photos or more wears them: they are then part of the face, like a beard
     # (and skipping every photo's eyes would leave no patches there; the cue misses some of a wearer's glasses).
     skipped_glasses = [w and 2 * sum(worn) < len(worn) for w in worn]
-    closed_source = cfg.skip_open_mouths and not mouth_opening(source.landmarks, (cfg.size, cfg.size)).any()
+    closed_source = cfg.skip_open_mouths and openings(source.landmarks)[2] <= LIPS_APART
     framed, lms, occluders = [], [], []
     for (_, _, photo, matrix, landmarks, face), photo_inside, hair, has_hair, skip_eyes in zip(
             chosen, framed_photos, hairs, bearded, skipped_glasses, strict=True):
@@ -550,11 +552,10 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
     return build
 
 
-def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = 0.05) -> np.ndarray:
+def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = LIPS_APART) -> np.ndarray:
     """(H, W) bool: inside the inner lip line when the lips are apart by more than ``min_gap`` eye distances
     (a closed mouth's degenerate outline would keep the source's lip line over the target's lips)."""
-    gap = np.linalg.norm(landmarks[[61, 62, 63]] - landmarks[[67, 66, 65]], axis=1).mean()
-    if gap <= min_gap * interocular(landmarks):
+    if openings(landmarks)[2] <= min_gap:
         return np.zeros(shape, bool)
     return polygon2mask(shape, landmarks[INNER_LIPS][:, ::-1])
 
@@ -726,10 +727,9 @@ def with_source_skin_tone(image: torch.Tensor, frame: Frame, region: torch.Tenso
         lightness = fine
     elif cfg.skin_shading == "start" and start is not None:
         # Between the two blurs the lightness is the start's (one photo, relit as a whole), coarser the source's.
-        start_lab = rgb_to_lab(warp_to_frame(start, frame.matrix, frame.size).clamp(0, 1))
-        lightness = (spread(slice(0, 1), cfg.skin_tone_sigma * eye, (start_lab - lab) * both)
-                     + spread(slice(0, 1), cfg.skin_lightness_sigma * eye, (rgb_to_lab(frame.image.clamp(0, 1))
-                                                                             - start_lab) * both))
+        to_start = (rgb_to_lab(warp_to_frame(start, frame.matrix, frame.size).clamp(0, 1)) - lab) * both
+        lightness = (spread(slice(0, 1), cfg.skin_tone_sigma * eye, to_start)
+                     + spread(slice(0, 1), cfg.skin_lightness_sigma * eye, change - to_start))
     else:
         lightness = spread(slice(0, 1), cfg.skin_lightness_sigma * eye)
     if cfg.skin_tone_bound and cfg.skin_lightness_sigma > cfg.skin_tone_sigma:  # else nothing coarser to bound
