@@ -548,6 +548,42 @@ def test_a_closed_source_mouth_takes_no_patches_from_a_target_photos_open_mouth(
     assert opening_usable(read_image(smiling), skip=True) > 0.9
 
 
+def test_openings_fit_refuses_lowered_lids_and_parted_lips_on_a_closed_mouth(jennifer):
+    """A photo's lids lowered to under 0.6 of the source's opening, or its lips apart where the source's are closed,
+    cannot take the source's eyes and mouth by a warp; the source's own landmarks, or a wider eye, can."""
+    from optimswap.edits.swap import openings_fit
+
+    source = find_face(jennifer).landmarks  # lips closed
+    assert openings_fit(source, source)
+    lowered, parted, wide = source.copy(), source.copy(), source.copy()
+    for upper, lower in ((37, 41), (38, 40)):  # the left eye's upper lid two thirds of the way down
+        lowered[upper] += (source[lower] - source[upper]) * 2 / 3
+        wide[upper] -= (source[lower] - source[upper]) * 0.5
+    parted[[61, 62, 63]] -= [0, 0.12 * np.linalg.norm(source[45] - source[36])]  # upper inner lip raised
+    assert not openings_fit(source, lowered)
+    assert not openings_fit(source, parted)
+    assert openings_fit(source, wide)
+    assert openings_fit(parted, source)  # a closed photo mouth under an open source one: the kept opening shows
+
+
+def test_the_start_is_the_closest_photo_that_can_show_the_sources_openings(jennifer, faces):
+    """jennifer/01's lips are closed. tony_blair/01, closer in shape, smiles with parted lips; mark/02's are closed:
+    with ``start_openings`` the start is mark/02, without it (or for the classic method) tony_blair/01; where every
+    photo's lips are parted the closest one is still the start."""
+    people = faces / "identities"
+    open_, closed, wider = people / "tony_blair" / "01.jpg", people / "mark" / "02.jpg", people / "tony_blair" / "05.jpg"
+    cfg = SWAP.preset(size=128, n_targets=8, relight_targets=False, keep_occluders=False, expression_warp=0.0)
+    frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
+
+    def start(paths, **options):
+        return prepare_targets(paths, frame, cfg.replace(**options), torch.device("cpu")).used[0]["path"]
+
+    assert start([closed, open_], start_openings=False) == str(open_)  # the closest shape
+    assert start([closed, open_], start_openings=True) == str(closed)
+    assert start([closed, open_], start_openings=True, method="classic") == str(open_)
+    assert start([wider, open_], start_openings=True) == str(open_)
+
+
 def frame_landmarks(path, size):
     """The landmarks of the photo at ``path`` in its own working frame of ``size`` pixels."""
     from optimswap.face.align import apply_matrix
