@@ -571,7 +571,8 @@ def test_the_start_is_the_closest_photo_that_can_show_the_sources_openings(jenni
     with ``start_openings`` the start is mark/02, without it (or for the classic method) tony_blair/01; where every
     photo's lips are parted the closest one is still the start."""
     people = faces / "identities"
-    open_, closed, wider = people / "tony_blair" / "01.jpg", people / "mark" / "02.jpg", people / "tony_blair" / "05.jpg"
+    open_, closed = people / "tony_blair" / "01.jpg", people / "mark" / "02.jpg"
+    also_open = people / "tony_blair" / "05.jpg"
     cfg = SWAP.preset(size=128, n_targets=8, relight_targets=False, keep_occluders=False, expression_warp=0.0)
     frame = make_frame(to_tensor(jennifer), find_face(jennifer), cfg, face_region)
 
@@ -581,7 +582,33 @@ def test_the_start_is_the_closest_photo_that_can_show_the_sources_openings(jenni
     assert start([closed, open_], start_openings=False) == str(open_)  # the closest shape
     assert start([closed, open_], start_openings=True) == str(closed)
     assert start([closed, open_], start_openings=True, method="classic") == str(open_)
-    assert start([wider, open_], start_openings=True) == str(open_)
+    assert start([also_open, open_], start_openings=True) == str(open_)
+
+
+def test_a_closed_source_mouth_keeps_its_own_lips_in_the_start_when_the_start_photo_smiles(jennifer, faces):
+    """jennifer/01's lips are closed, tony_blair/01's apart: with ``start_source_lips`` the start has her lips bit for
+    bit (``closed_lips``), without it tony_blair's warped mouth; a photo with closed lips (mark/02) changes nothing."""
+    from optimswap.edits.swap import closed_lips, prepare
+    from optimswap.registry import Setup
+
+    people = faces / "identities"
+    face = find_face(jennifer)
+    cfg = SWAP.preset(size=128, iters=1, relight_targets=False, start_openings=False)
+
+    def start(target, **options):
+        setup = Setup(jennifer, face, make_frame(to_tensor(jennifer), face, cfg, face_region), {"target": [target]},
+                      cfg.replace(**options), torch.device("cpu"))
+        return (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
+
+    smiling = people / "tony_blair" / "01.jpg"
+    lips = closed_lips(face.landmarks, find_face(read_image(smiling)).landmarks, jennifer.shape[:2])
+    assert lips is not None and lips.sum() > 200
+    assert closed_lips(face.landmarks, find_face(read_image(people / "mark" / "02.jpg")).landmarks,
+                       jennifer.shape[:2]) is None
+    assert closed_lips(face.landmarks, face.landmarks, jennifer.shape[:2]) is None
+    kept, warped = start(smiling, start_source_lips=True), start(smiling, start_source_lips=False)
+    assert np.array_equal(kept[lips], jennifer[lips].astype(float))
+    assert np.abs(warped[lips] - jennifer[lips]).mean() > 10
 
 
 def frame_landmarks(path, size):

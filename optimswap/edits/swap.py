@@ -58,7 +58,7 @@ from optimswap.face.align import (
 )
 from optimswap.face.facial_hair import beard_ending, beard_region, eye_band, facial_hair_mask, glasses
 from optimswap.face.occlusion import occlusion_mask
-from optimswap.face.regions import INNER_LIPS, forehead_mask, lips_mask, skin_mask
+from optimswap.face.regions import INNER_LIPS, OUTER_LIPS, forehead_mask, lips_mask, skin_mask
 from optimswap.face.skin import clean_skin, skin_pixels
 from optimswap.features import LAYER_STRIDE, load_encoder
 from optimswap.io import read_image, to_numpy, to_tensor
@@ -79,6 +79,9 @@ SPARSE_SKIN = 0.05  # skin density (0..1) below which the skin tone change falls
 EXPRESSION = slice(36, 60)  # iBUG eyes and outer lips: the points whose drift changes the expression
 FINEST_STRIDE = 2  # the patch layers that fine_targets restricts: relu1_1 and relu2_1
 LIPS_APART = 0.05  # eye distances between the inner lips above which a mouth is open
+# Eye distances between the inner lips above which a photo's mouth is open beside a closed one: LIPS_APART plus the
+# detector's own spread there (p90 0.009-0.026 under 1-px shifts), so that two near-closed mouths are not told apart.
+LIPS_PARTED = 2 * LIPS_APART
 EYES_LOWERED = 0.6  # share of the source's eye opening below which a photo's lids cover what the source's eyes show
 MOUTH_RIM = 0.05  # eye distances around a target's mouth opening that read its teeth too (patch receptive fields)
 
@@ -116,6 +119,15 @@ class SwapConfig(EditConfig):
                                               "around the eyes.")
     # A closed mouth has no teeth: patches from the open mouths of smiling target photos drew a toothy smile on the
     # source's closed lips (mark -> tony_blair, every photo of whom smiles with teeth).
+    # Where no photo's lips are closed (every photo of tony_blair smiles with teeth) the start's warp squeezes the
+    # teeth into a grey band that the content loss then holds, and the patches draw teeth into it. The source's own
+    # closed lips are the only closed mouth at hand. On the 3 bench pairs this changes (mark, deepface_id29 and
+    # jennifer -> tony_blair): a closed mouth by eye instead of parted lips with teeth, NME 0.040 / 0.028 / 0.042 ->
+    # 0.028 / 0.025 / 0.028 (classic 0.020 / 0.029 / 0.031), distance to the target 0.518 / 0.469 / 0.558 -> 0.512 /
+    # 0.451 / 0.565. Patches still come from the open mouths: skipping those as well (--skip-open-mouths) darkened
+    # the lips to grey-purple again.
+    start_source_lips: bool = option(True, "When the source's lips are closed and the start photo's are apart, the "
+                                            "start keeps the source's lips.")
     skip_open_mouths: bool = option(False, "When the source's lips are closed, target photos with parted lips give no "
                                            "patches inside their mouth opening.")
     # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
@@ -568,9 +580,23 @@ def swap_objective(targets: TargetSet, cfg: SwapConfig, device: torch.device):
 def openings_fit(source: np.ndarray, photo: np.ndarray) -> bool:
     """Whether a photo's eyes and mouth (landmarks (68, 2)) can take the ``source``'s shapes by a warp, which moves
     their rims but opens or closes nothing: neither eye under ``EYES_LOWERED`` of the source's opening and the lips
-    not apart (``LIPS_APART``) where the source's are closed."""
+    not apart where the source's are closed (``parted_on_closed``)."""
     wanted, shown = openings(source), openings(photo)
-    return bool((shown[:2] >= EYES_LOWERED * wanted[:2]).all() and not wanted[2] <= LIPS_APART < shown[2])
+    return bool((shown[:2] >= EYES_LOWERED * wanted[:2]).all() and not parted_on_closed(source, photo))
+
+
+def parted_on_closed(source: np.ndarray, photo: np.ndarray) -> bool:
+    """Whether the ``source``'s lips are closed (``LIPS_APART``) and the ``photo``'s open (``LIPS_PARTED``)."""
+    return bool(openings(source)[2] <= LIPS_APART and openings(photo)[2] > LIPS_PARTED)
+
+
+def closed_lips(source: np.ndarray, photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) bool: the ``source``'s lips (landmarks (68, 2), photo of ``shape``) and a rim of ``MOUTH_RIM`` around
+    them when they are closed and the start ``photo``'s are apart, which no warp closes; None otherwise."""
+    if not parted_on_closed(source, photo):
+        return None
+    lips = polygon2mask(shape, source[OUTER_LIPS][:, ::-1])
+    return binary_dilation(lips, iterations=max(1, round(MOUTH_RIM * interocular(source))))
 
 
 def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = LIPS_APART) -> np.ndarray:
@@ -847,6 +873,10 @@ def prepare(setup: Setup) -> Plan:
     optimized = cfg.method != "classic"  # the classic method is its start as it is
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
+        lips = (closed_lips(setup.face.landmarks, targets.best_landmarks, setup.photo.shape[:2])
+                if cfg.start_source_lips and optimized else None)
+        if lips is not None:
+            kept = lips if kept is None else kept | lips
         # A start for the optimization reaches as high up the forehead as the editable region: above the classic's
         # own border it would start from the source's forehead, and leave it pale or grey beside the target's skin.
         image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
