@@ -587,8 +587,9 @@ def test_the_start_is_the_closest_photo_that_can_show_the_sources_openings(jenni
 
 def test_a_closed_source_mouth_keeps_its_own_lips_in_the_start_when_the_start_photo_smiles(jennifer, faces):
     """jennifer/01's lips are closed, tony_blair/01's apart: with ``start_source_lips`` the start has her lips bit for
-    bit (``closed_lips``), without it tony_blair's warped mouth; a photo with closed lips (mark/02) changes nothing."""
-    from optimswap.edits.swap import closed_lips, prepare
+    bit (``lips_and_rim``), without it tony_blair's warped mouth; a photo with closed lips (mark/02) changes
+    nothing."""
+    from optimswap.edits.swap import lips_and_rim, parted_on_closed, prepare
     from optimswap.registry import Setup
 
     people = faces / "identities"
@@ -601,14 +602,35 @@ def test_a_closed_source_mouth_keeps_its_own_lips_in_the_start_when_the_start_ph
         return (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
 
     smiling = people / "tony_blair" / "01.jpg"
-    lips = closed_lips(face.landmarks, find_face(read_image(smiling)).landmarks, jennifer.shape[:2])
-    assert lips is not None and lips.sum() > 200
-    assert closed_lips(face.landmarks, find_face(read_image(people / "mark" / "02.jpg")).landmarks,
-                       jennifer.shape[:2]) is None
-    assert closed_lips(face.landmarks, face.landmarks, jennifer.shape[:2]) is None
+    assert parted_on_closed(face.landmarks, find_face(read_image(smiling)).landmarks)
+    assert not parted_on_closed(face.landmarks, find_face(read_image(people / "mark" / "02.jpg")).landmarks)
+    assert not parted_on_closed(face.landmarks, face.landmarks)
+    lips = lips_and_rim(face.landmarks, jennifer.shape[:2])
+    assert lips.sum() > 200
     kept, warped = start(smiling, start_source_lips=True), start(smiling, start_source_lips=False)
     assert np.array_equal(kept[lips], jennifer[lips].astype(float))
     assert np.abs(warped[lips] - jennifer[lips]).mean() > 10
+
+
+def test_a_clip_decides_on_keeping_the_source_lips_on_its_first_face(jennifer, faces):
+    """A clip whose first face (jennifer/01) has closed lips under a smiling start photo keeps the source's lips in
+    every later frame's start, one with parted lips (angelina/01) too: lips switching between the source's and the
+    photo's from frame to frame would flicker."""
+    from optimswap.edits.swap import lips_and_rim, prepare
+    from optimswap.registry import Setup
+
+    smiling = faces / "identities" / "tony_blair" / "01.jpg"
+    later = read_image(faces / "identities" / "angelina" / "01.jpg")
+    cfg = SWAP.preset(size=128, iters=1, relight_targets=False)
+    clip: dict = {}
+    for photo in (jennifer, later):
+        face = find_face(photo)
+        setup = Setup(photo, face, make_frame(to_tensor(photo), face, cfg, face_region), {"target": [smiling]}, cfg,
+                      torch.device("cpu"), clip=clip)
+        start = (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
+        lips = lips_and_rim(face.landmarks, photo.shape[:2])
+        assert np.array_equal(start[lips], photo[lips].astype(float))
+    assert clip["source_lips"]
 
 
 def frame_landmarks(path, size):

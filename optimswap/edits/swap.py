@@ -127,7 +127,7 @@ class SwapConfig(EditConfig):
     # 0.451 / 0.565. Patches still come from the open mouths: skipping those as well (--skip-open-mouths) darkened
     # the lips to grey-purple again.
     start_source_lips: bool = option(True, "When the source's lips are closed and the start photo's are apart, the "
-                                            "start keeps the source's lips.")
+                                            "start keeps the source's lips (a clip: decided on its first face).")
     skip_open_mouths: bool = option(False, "When the source's lips are closed, target photos with parted lips give no "
                                            "patches inside their mouth opening.")
     # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
@@ -590,13 +590,10 @@ def parted_on_closed(source: np.ndarray, photo: np.ndarray) -> bool:
     return bool(openings(source)[2] <= LIPS_APART and openings(photo)[2] > LIPS_PARTED)
 
 
-def closed_lips(source: np.ndarray, photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
-    """(H, W) bool: the ``source``'s lips (landmarks (68, 2), photo of ``shape``) and a rim of ``MOUTH_RIM`` around
-    them when they are closed and the start ``photo``'s are apart, which no warp closes; None otherwise."""
-    if not parted_on_closed(source, photo):
-        return None
-    lips = polygon2mask(shape, source[OUTER_LIPS][:, ::-1])
-    return binary_dilation(lips, iterations=max(1, round(MOUTH_RIM * interocular(source))))
+def lips_and_rim(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: inside the outer lip line of ``landmarks`` (68, 2) and a rim of ``MOUTH_RIM`` around it."""
+    lips = polygon2mask(shape, landmarks[OUTER_LIPS][:, ::-1])
+    return binary_dilation(lips, iterations=max(1, round(MOUTH_RIM * interocular(landmarks))))
 
 
 def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = LIPS_APART) -> np.ndarray:
@@ -873,9 +870,13 @@ def prepare(setup: Setup) -> Plan:
     optimized = cfg.method != "classic"  # the classic method is its start as it is
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
-        lips = (closed_lips(setup.face.landmarks, targets.best_landmarks, setup.photo.shape[:2])
-                if cfg.start_source_lips and optimized else None)
-        if lips is not None:
+        # Decided on a clip's first face, like its targets: lips switching between the source's and the photo's
+        # from frame to frame as the mouth opens and closes would flicker.
+        if "source_lips" not in clip:
+            clip["source_lips"] = (cfg.start_source_lips and optimized
+                                   and parted_on_closed(setup.face.landmarks, targets.best_landmarks))
+        if clip["source_lips"]:
+            lips = lips_and_rim(setup.face.landmarks, setup.photo.shape[:2])
             kept = lips if kept is None else kept | lips
         # A start for the optimization reaches as high up the forehead as the editable region: above the classic's
         # own border it would start from the source's forehead, and leave it pale or grey beside the target's skin.
