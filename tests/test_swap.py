@@ -600,7 +600,9 @@ def test_a_closed_source_mouth_keeps_its_own_lips_in_the_start_when_the_start_ph
     def start(target, **options):
         setup = Setup(jennifer, face, make_frame(to_tensor(jennifer), face, cfg, face_region), {"target": [target]},
                       cfg.replace(**options), torch.device("cpu"))
-        return (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
+        plan = prepare(setup)
+        assert plan.record["source_lips_in_start"] == options["start_source_lips"]
+        return (plan.start[0].permute(1, 2, 0).numpy() * 255).round()
 
     smiling = people / "tony_blair" / "01.jpg"
     assert parted_on_closed(face.landmarks, find_face(read_image(smiling)).landmarks)

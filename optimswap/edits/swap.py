@@ -869,6 +869,7 @@ def prepare(setup: Setup) -> Plan:
         if "source_lips" not in clip:
             clip["source_lips"] = (cfg.start_source_lips and optimized
                                    and parted_on_closed(setup.face.landmarks, targets.best_landmarks))
+        record["source_lips_in_start"] = clip["source_lips"]
         if clip["source_lips"]:
             lips = lips_and_rim(setup.face.landmarks, setup.photo.shape[:2])
             kept = lips if kept is None else kept | lips
