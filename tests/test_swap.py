@@ -615,6 +615,34 @@ def test_a_closed_source_mouth_keeps_its_own_lips_in_the_start_when_the_start_ph
     assert np.abs(warped[lips] - jennifer[lips]).mean() > 10
 
 
+def test_lowered_lids_keep_the_sources_eyes_in_the_start_with_start_source_eyes(jennifer, faces):
+    """A photo whose upper lid is two thirds of the way down is lowered against jennifer/01's open eyes (her own
+    landmarks are not); venus_williams/01 looks down: with ``start_source_eyes`` the start has jennifer's eyes and
+    their rim bit for bit, without it not."""
+    from optimswap.edits.swap import eyes_and_rim, lids_lowered, prepare
+    from optimswap.registry import Setup
+
+    face = find_face(jennifer)
+    lowered = face.landmarks.copy()
+    for upper, lower in ((37, 41), (38, 40)):
+        lowered[upper] += (face.landmarks[lower] - face.landmarks[upper]) * 2 / 3
+    assert lids_lowered(face.landmarks, lowered)
+    assert not lids_lowered(face.landmarks, face.landmarks)
+    assert not lids_lowered(lowered, face.landmarks)
+    looking_down = faces / "lfw" / "venus_williams" / "01.jpg"
+    assert lids_lowered(face.landmarks, find_face(read_image(looking_down)).landmarks)
+    cfg = SWAP.preset(size=128, iters=1, relight_targets=False)
+    eyes = eyes_and_rim(face.landmarks, jennifer.shape[:2])
+
+    def start(**options):
+        setup = Setup(jennifer, face, make_frame(to_tensor(jennifer), face, cfg, face_region),
+                      {"target": [looking_down]}, cfg.replace(**options), torch.device("cpu"))
+        return (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
+
+    assert np.array_equal(start(start_source_eyes=True)[eyes], jennifer[eyes].astype(float))
+    assert np.abs(start(start_source_eyes=False)[eyes] - jennifer[eyes]).mean() > 10
+
+
 def test_a_clip_decides_on_keeping_the_source_lips_on_its_first_face(jennifer, faces):
     """A clip whose first face (jennifer/01) has closed lips under a smiling start photo keeps the source's lips in
     every later frame's start, one with parted lips (angelina/01) too: lips switching between the source's and the
