@@ -637,7 +637,9 @@ def test_lowered_lids_keep_the_sources_eyes_in_the_start_with_start_source_eyes(
     def start(**options):
         setup = Setup(jennifer, face, make_frame(to_tensor(jennifer), face, cfg, face_region),
                       {"target": [looking_down]}, cfg.replace(**options), torch.device("cpu"))
-        return (prepare(setup).start[0].permute(1, 2, 0).numpy() * 255).round()
+        plan = prepare(setup)
+        assert plan.record["source_eyes_in_start"] == options["start_source_eyes"]
+        return (plan.start[0].permute(1, 2, 0).numpy() * 255).round()
 
     assert np.array_equal(start(start_source_eyes=True)[eyes], jennifer[eyes].astype(float))
     assert np.abs(start(start_source_eyes=False)[eyes] - jennifer[eyes]).mean() > 10

@@ -898,6 +898,7 @@ def prepare(setup: Setup) -> Plan:
         if "source_eyes" not in clip:
             clip["source_eyes"] = (cfg.start_source_eyes and optimized
                                    and lids_lowered(setup.face.landmarks, targets.best_landmarks))
+        record["source_eyes_in_start"] = clip["source_eyes"]
         if clip["source_eyes"]:
             eyes = eyes_and_rim(setup.face.landmarks, setup.photo.shape[:2])
             kept = eyes if kept is None else kept | eyes
