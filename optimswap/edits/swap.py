@@ -48,6 +48,8 @@ from optimswap.face import (
 from optimswap.face.align import (
     BROWS,
     JAW,
+    LEFT_EYE,
+    RIGHT_EYE,
     TPS_POINTS,
     apply_matrix,
     openings,
@@ -120,8 +122,6 @@ class SwapConfig(EditConfig):
     # A target photo's frames would otherwise be pasted as patches around the source's eyes (off: see above).
     skip_target_glasses: bool = option(False, "Target photos with glasses, when most show none, give no patches "
                                               "around the eyes.")
-    # A closed mouth has no teeth: patches from the open mouths of smiling target photos drew a toothy smile on the
-    # source's closed lips (mark -> tony_blair, every photo of whom smiles with teeth).
     # Where no photo's lips are closed (every photo of tony_blair smiles with teeth) the start's warp squeezes the
     # teeth into a grey band that the content loss then holds, and the patches draw teeth into it. The source's own
     # closed lips are the only closed mouth at hand. On the 3 bench pairs this changes (mark, deepface_id29 and
@@ -129,6 +129,8 @@ class SwapConfig(EditConfig):
     # 0.028 / 0.025 / 0.028 (classic 0.020 / 0.029 / 0.031), distance to the target 0.518 / 0.469 / 0.558 -> 0.512 /
     # 0.451 / 0.565. Patches still come from the open mouths: skipping those as well (--skip-open-mouths) darkened
     # the lips to grey-purple again.
+    start_source_lips: bool = option(True, "When the source's lips are closed and the start photo's are apart, the "
+                                            "start keeps the source's lips (a clip: decided on its first face).")
     # The eyes' counterpart of start_source_lips: a start photo looking down has its lids over the eyes the warp
     # places on the source's open ones, and the face comes out with dark smudges for eyes (nicole_kidman/04 ->
     # venus_williams). Where a photo's eye is open less than EYES_LOWERED of the source's, the start keeps the source's
@@ -138,8 +140,8 @@ class SwapConfig(EditConfig):
     start_source_eyes: bool = option(False, "When the start photo's lids are lowered over eyes the source has open "
                                             "(under 0.6 of its opening), the start keeps the source's eye openings "
                                             "(a clip: decided on its first face).")
-    start_source_lips: bool = option(True, "When the source's lips are closed and the start photo's are apart, the "
-                                            "start keeps the source's lips (a clip: decided on its first face).")
+    # A closed mouth has no teeth: patches from the open mouths of smiling target photos drew a toothy smile on the
+    # source's closed lips (mark -> tony_blair, every photo of whom smiles with teeth).
     skip_open_mouths: bool = option(False, "When the source's lips are closed, target photos with parted lips give no "
                                            "patches inside their mouth opening.")
     # A bearded target's patches end at the mask's border with the target's own jaw edge: a hard dark outline on a
@@ -605,7 +607,7 @@ def lids_lowered(source: np.ndarray, photo: np.ndarray) -> bool:
 def eyes_and_rim(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool: inside each eye's outline of ``landmarks`` (68, 2) and a rim of ``EYE_RIM`` around them."""
     eyes = np.zeros(shape, bool)
-    for eye in (slice(36, 42), slice(42, 48)):
+    for eye in (LEFT_EYE, RIGHT_EYE):
         eyes |= polygon2mask(shape, landmarks[eye][:, ::-1])
     return binary_dilation(eyes, iterations=max(1, round(EYE_RIM * interocular(landmarks))))
 
@@ -890,22 +892,17 @@ def prepare(setup: Setup) -> Plan:
     optimized = cfg.method != "classic"  # the classic method is its start as it is
     if cfg.start == "classic":
         kept = None if keep is None else keep[0, 0].cpu().numpy() > 0.5
-        # Decided on a clip's first face, like its targets: lips switching between the source's and the photo's
-        # from frame to frame as the mouth opens and closes would flicker.
-        if "source_lips" not in clip:
-            clip["source_lips"] = (cfg.start_source_lips and optimized
-                                   and parted_on_closed(setup.face.landmarks, targets.best_landmarks))
-        if "source_eyes" not in clip:
-            clip["source_eyes"] = (cfg.start_source_eyes and optimized
-                                   and lids_lowered(setup.face.landmarks, targets.best_landmarks))
-        record["source_eyes_in_start"] = clip["source_eyes"]
-        if clip["source_eyes"]:
-            eyes = eyes_and_rim(setup.face.landmarks, setup.photo.shape[:2])
-            kept = eyes if kept is None else kept | eyes
-        record["source_lips_in_start"] = clip["source_lips"]
-        if clip["source_lips"]:
-            lips = lips_and_rim(setup.face.landmarks, setup.photo.shape[:2])
-            kept = lips if kept is None else kept | lips
+        # Decided on a clip's first face, like its targets: lips or eyes switching between the source's and the
+        # photo's from frame to frame as they open and close would flicker.
+        for part, wanted, cannot_show, region in (("lips", cfg.start_source_lips, parted_on_closed, lips_and_rim),
+                                                  ("eyes", cfg.start_source_eyes, lids_lowered, eyes_and_rim)):
+            if f"source_{part}" not in clip:
+                clip[f"source_{part}"] = (wanted and optimized
+                                          and cannot_show(setup.face.landmarks, targets.best_landmarks))
+            record[f"source_{part}_in_start"] = clip[f"source_{part}"]
+            if clip[f"source_{part}"]:
+                own = region(setup.face.landmarks, setup.photo.shape[:2])
+                kept = own if kept is None else kept | own
         # A start for the optimization reaches as high up the forehead as the editable region: above the classic's
         # own border it would start from the source's forehead, and leave it pale or grey beside the target's skin.
         image, _ = classic_swap(setup.photo, setup.face.landmarks, [targets.best_photo], [targets.best_landmarks],
