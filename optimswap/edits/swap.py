@@ -510,8 +510,7 @@ def prepare_targets(paths: list[Path], source: Frame, cfg: SwapConfig, device: t
         if skip_eyes:
             usable = usable * (1 - torch.as_tensor(eye_band(landmarks, cfg.size), device=device).float())
         if closed_source:  # its teeth and the dark inside, and the inner lip rims read with them
-            opening = binary_dilation(mouth_opening(landmarks, (cfg.size, cfg.size)),
-                                      iterations=max(1, round(MOUTH_RIM * interocular(landmarks))))
+            opening = with_rim(mouth_opening(landmarks, (cfg.size, cfg.size)), landmarks, MOUTH_RIM)
             usable = usable * (1 - torch.as_tensor(opening, device=device).float())
         framed.append(torch.cat([image, usable], 1))
         lms.append(landmarks)
@@ -604,18 +603,22 @@ def lids_lowered(source: np.ndarray, photo: np.ndarray) -> bool:
     return bool((openings(photo)[:2] < EYES_LOWERED * openings(source)[:2]).any())
 
 
+def with_rim(mask: np.ndarray, landmarks: np.ndarray, rim: float) -> np.ndarray:
+    """(H, W) bool ``mask`` grown by ``rim`` eye distances of ``landmarks`` (68, 2), at least one pixel."""
+    return binary_dilation(mask, iterations=max(1, round(rim * interocular(landmarks))))
+
+
 def eyes_and_rim(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool: inside each eye's outline of ``landmarks`` (68, 2) and a rim of ``EYE_RIM`` around them."""
     eyes = np.zeros(shape, bool)
     for eye in (LEFT_EYE, RIGHT_EYE):
         eyes |= polygon2mask(shape, landmarks[eye][:, ::-1])
-    return binary_dilation(eyes, iterations=max(1, round(EYE_RIM * interocular(landmarks))))
+    return with_rim(eyes, landmarks, EYE_RIM)
 
 
 def lips_and_rim(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool: inside the outer lip line of ``landmarks`` (68, 2) and a rim of ``MOUTH_RIM`` around it."""
-    lips = polygon2mask(shape, landmarks[OUTER_LIPS][:, ::-1])
-    return binary_dilation(lips, iterations=max(1, round(MOUTH_RIM * interocular(landmarks))))
+    return with_rim(polygon2mask(shape, landmarks[OUTER_LIPS][:, ::-1]), landmarks, MOUTH_RIM)
 
 
 def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int], min_gap: float = LIPS_APART) -> np.ndarray:
